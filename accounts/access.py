@@ -1,0 +1,29 @@
+"""Who may see and do what in the HTML pages. Every view asks here."""
+
+from collections.abc import Callable
+from functools import wraps
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+
+from .models import Role
+
+
+def member_required(role: str = Role.VIEWER) -> Callable:
+    """Signed in, a member of the current organisation, with at least ``role``.
+    Non-members get 404 so the page does not reveal that anything exists."""
+
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @login_required
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if request.membership is None:
+                raise Http404("not a member of any organisation")
+            if not request.membership.has_role(role):
+                raise PermissionDenied(f"this needs the {role} role")
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorator

@@ -1,0 +1,277 @@
+"""A believable demo organisation: four agents with 30 days of chat, voice and
+widget traffic. Every id derives from its hour, so re-running adds only the
+hours that are missing and never duplicates."""
+
+import math
+import random
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from tqdm import tqdm
+
+from accounts.models import Role
+from accounts.services import organisation_get_or_create, user_create_or_update
+from agents.models import Agent, Deployment
+from agents.services import agents_resolve, deployment_create, trace_ingest
+from audit.services import Actor
+
+
+@dataclass(frozen=True)
+class DemoAgent:
+    public_id: str
+    name: str
+    channels: tuple[tuple[str, float], ...]
+    model: str
+    conversations_per_hour: float
+    latency_ms: float
+    error_rate: float
+    tools: tuple[str, ...]
+    questions: tuple[tuple[str, str], ...]
+
+
+AGENTS = (
+    DemoAgent(
+        "agent_support",
+        "Support Agent",
+        (("chat", 0.6), ("widget", 0.4)),
+        "gpt-4o-mini",
+        6.0,
+        900,
+        0.02,
+        ("lookup_order", "search_kb"),
+        (
+            ("What are your hours?", "We're open Monday to Friday, 9 AM to 5 PM EST."),
+            ("Where is my order #{n}?", "Order #{n} left our warehouse yesterday and arrives Thursday."),
+            (
+                "How do I reset my password?",
+                "Use 'Forgot password' on the login page; the link is valid for an hour.",
+            ),
+            ("Can I return a gift?", "Yes, within 30 days with the gift receipt."),
+        ),
+    ),
+    DemoAgent(
+        "agent_sales",
+        "Sales Caller",
+        (("voice", 1.0),),
+        "gpt-4o",
+        3.0,
+        1400,
+        0.03,
+        ("crm_lookup", "schedule_demo"),
+        (
+            ("Hi, who is this?", "This is Ava from Acme, calling about your trial."),
+            ("How much does the team plan cost?", "The team plan is $49 per seat per month, billed yearly."),
+            ("Can we book a demo for Tuesday?", "Booked: Tuesday at 2 PM, invite sent."),
+        ),
+    ),
+    DemoAgent(
+        "agent_booking",
+        "Booking Assistant",
+        (("widget", 0.7), ("chat", 0.3)),
+        "claude-3-5-haiku",
+        4.0,
+        700,
+        0.015,
+        ("check_availability", "create_booking"),
+        (
+            ("Do you have a table for {n} tonight?", "Yes, 7:30 PM is free for {n}. Shall I book it?"),
+            ("Yes please, under Kim.", "Done: table for Kim at 7:30 PM."),
+            ("Can I move my booking to Friday?", "Moved to Friday at the same time."),
+        ),
+    ),
+    DemoAgent(
+        "agent_research",
+        "Research Agent",
+        (("chat", 1.0),),
+        "claude-sonnet-4",
+        1.5,
+        4200,
+        0.05,
+        ("web_search", "fetch_page"),
+        (
+            (
+                "Summarise the latest on solid-state batteries.",
+                "Three developments stand out this quarter: …",
+            ),
+            (
+                "Compare the top {n} CRM tools for a small team.",
+                "Here is a comparison of {n} CRMs by price and features: …",
+            ),
+        ),
+    ),
+)
+
+# (version, days before now it was deployed, changes, error-rate multiplier)
+DEPLOYMENTS = (
+    ("v1", 45, "Initial release", 1.0),
+    ("v2", 16, "Updated system prompt and added tools", 0.8),
+    ("v3", 5, "Switched retrieval settings", 1.6),
+)
+
+
+def _daily_curve(hour: datetime) -> float:
+    """Busy mid-afternoon UTC, quiet at night, lighter at weekends."""
+    day = 0.55 + 0.45 * math.sin((hour.hour - 8) / 24 * 2 * math.pi)
+    weekend = 0.55 if hour.weekday() >= 5 else 1.0
+    return max(0.08, day) * weekend
+
+
+def _version_at(at: datetime, now: datetime) -> tuple[str, float]:
+    current = DEPLOYMENTS[0]
+    for dep in DEPLOYMENTS:
+        if at >= now - timedelta(days=dep[1]):
+            current = dep
+    return current[0], current[3]
+
+
+def _hour_traces(agent: DemoAgent, hour: datetime, now: datetime) -> list[dict]:
+    stamp = hour.strftime("%Y%m%d%H")
+    rng = random.Random(f"{agent.public_id}:{stamp}")
+    short = agent.public_id.removeprefix("agent_")
+    expected = agent.conversations_per_hour * _daily_curve(hour)
+    conversations = max(0, round(rng.gauss(expected, math.sqrt(expected))))
+    traces = []
+    for k in range(conversations):
+        channel = rng.choices([c for c, _ in agent.channels], [w for _, w in agent.channels])[0]
+        start = hour + timedelta(seconds=rng.uniform(0, 3300))
+        version, error_boost = _version_at(start, now)
+        turns = rng.randint(1, 6 if channel != "voice" else 9)
+        at = start
+        for turn in range(turns):
+            question, answer = rng.choice(agent.questions)
+            n = rng.randint(2, 9)
+            latency = rng.lognormvariate(math.log(agent.latency_ms), 0.45)
+            failed = rng.random() < agent.error_rate * error_boost
+            tool_calls = []
+            if rng.random() < 0.35:
+                tool = rng.choice(agent.tools)
+                tool_latency = round(rng.uniform(40, 600))
+                tool_calls.append(
+                    {
+                        "name": tool,
+                        "arguments": {"query": question.format(n=n)[:40], "limit": n},
+                        "result": None if failed else {"ok": True, "items": n},
+                        "latency_ms": tool_latency,
+                        "error": "upstream timed out after 10s" if failed else "",
+                    }
+                )
+            input_tokens = rng.randint(80, 1800)
+            output_tokens = rng.randint(20, 400)
+            trace = {
+                "id": f"trace_{short}_{stamp}_{k}_{turn}",
+                "agent_id": agent.public_id,
+                "agent_name": agent.name,
+                "session_id": f"sess_{short}_{stamp}_{k}",
+                "channel": channel,
+                "deployment_version": version,
+                "input": question.format(n=n),
+                "reasoning": f"The user asks about '{question.format(n=n)[:30]}'. "
+                + ("A tool call is needed." if tool_calls else "I can answer directly."),
+                "output": "" if failed else answer.format(n=n),
+                "tool_calls": tool_calls,
+                "model": agent.model,
+                "input_tokens": input_tokens,
+                "output_tokens": output_tokens,
+                "latency_ms": round(latency),
+                "status": "error" if failed else "success",
+                "error": "Tool call failed: upstream timed out" if failed else "",
+                "created_at": at.isoformat(),
+                "steps": [
+                    {
+                        "kind": "llm",
+                        "name": "chat",
+                        "model": agent.model,
+                        "started_at": at.isoformat(),
+                        "latency_ms": round(latency * 0.7),
+                        "input_tokens": input_tokens,
+                        "output_tokens": output_tokens,
+                    }
+                ]
+                + [
+                    {"kind": "tool", "name": c["name"], "latency_ms": c["latency_ms"], "error": c["error"]}
+                    for c in tool_calls
+                ],
+            }
+            if rng.random() < 0.3:
+                trace["evaluation_score"] = (
+                    rng.choice([2, 3, 4, 4, 5, 5]) if not failed else rng.choice([1, 2])
+                )
+            if at < now:
+                traces.append(trace)
+            at += timedelta(seconds=latency / 1000 + rng.uniform(5, 60))
+    return traces
+
+
+class Command(BaseCommand):
+    help = "Load a demo organisation with 30 days of traffic (idempotent)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--org", default="demo")
+        parser.add_argument("--days", type=int, default=30)
+        parser.add_argument("--username", default="demo")
+        parser.add_argument("--password", default="demo")
+        parser.add_argument("--scale", type=float, default=1.0, help="multiply the traffic")
+
+    def handle(self, *args, org: str, days: int, username: str, password: str, scale: float, **options):
+        organisation = organisation_get_or_create(slug=org, name="Demo Company" if org == "demo" else None)
+        user_create_or_update(
+            organisation=organisation, username=username, password=password, role=Role.OWNER
+        )
+        actor = Actor.system("seed_demo")
+        now = datetime.now(UTC)
+        agents = agents_resolve(
+            organisation=organisation, wanted={a.public_id: a.name for a in AGENTS}, actor=actor
+        )
+        for agent in agents.values():
+            self._deployments(agent, now, actor)
+
+        demo = [a if scale == 1.0 else _scaled(a, scale) for a in AGENTS]
+        first_hour = (now - timedelta(days=days)).replace(minute=0, second=0, microsecond=0)
+        hours = [first_hour + timedelta(hours=h) for h in range(days * 24 + 1)]
+        stored = duplicates = 0
+        batch: list[dict] = []
+        for hour in tqdm(hours, desc="demo traffic", unit="h", disable=options["verbosity"] == 0):
+            for agent in demo:
+                batch.extend(_hour_traces(agent, hour, now))
+            if len(batch) >= 500 or hour is hours[-1]:
+                for start in range(0, len(batch), 1000):
+                    result = trace_ingest(
+                        organisation=organisation, items=batch[start : start + 1000], actor=actor
+                    )
+                    if result.rejected:
+                        raise RuntimeError(f"demo data rejected: {result.rejected[:3]}")
+                    stored += len(result.stored)
+                    duplicates += len(result.duplicates)
+                batch = []
+        self.stdout.write(
+            f"Demo organisation '{organisation.slug}': {stored} traces added, {duplicates} already present. "
+            f"Log in as {username} / {password}."
+        )
+
+    @transaction.atomic
+    def _deployments(self, agent: Agent, now: datetime, actor: Actor) -> None:
+        if agent.config == {}:
+            model = next(a.model for a in AGENTS if a.public_id == agent.public_id)
+            agent.config = {
+                "instructions": f"You are {agent.name}.",
+                "model": model,
+                "temperature": 0.3,
+                "tools": [],
+            }
+            agent.save(update_fields=["config"])
+        existing = set(Deployment.objects.filter(agent=agent).values_list("version", flat=True))
+        for version, days_ago, changes, _ in DEPLOYMENTS:
+            if version not in existing:
+                deployment_create(
+                    agent=agent,
+                    actor=actor,
+                    version=version,
+                    changes=changes,
+                    deployed_at=now - timedelta(days=days_ago),
+                )
+
+
+def _scaled(agent: DemoAgent, scale: float) -> DemoAgent:
+    return replace(agent, conversations_per_hour=agent.conversations_per_hour * scale)

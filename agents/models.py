@@ -1,0 +1,191 @@
+from django.db import models
+from django.utils import timezone
+
+MONEY = {"max_digits": 20, "decimal_places": 10}
+
+
+class Channel(models.TextChoices):
+    CHAT = "chat"
+    VOICE = "voice"
+    WIDGET = "widget"
+
+
+class Agent(models.Model):
+    organisation = models.ForeignKey("accounts.Organisation", on_delete=models.CASCADE, related_name="agents")
+    # The id callers use, e.g. "agent_abc123"; unique within the organisation.
+    public_id = models.CharField(max_length=64)
+    name = models.CharField(max_length=200)
+    # instructions, model, temperature, tools [{name, config}]
+    config = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    archived_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["organisation", "public_id"], name="agent_public_id")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.public_id})"
+
+
+class DeploymentStatus(models.TextChoices):
+    ACTIVE = "active"
+    SUPERSEDED = "superseded"
+    ROLLED_BACK = "rolled_back"
+
+
+class Deployment(models.Model):
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="deployments")
+    version = models.CharField(max_length=64)
+    status = models.CharField(
+        max_length=16, choices=DeploymentStatus.choices, default=DeploymentStatus.ACTIVE
+    )
+    deployed_at = models.DateTimeField(default=timezone.now)
+    deployed_by = models.CharField(max_length=200, blank=True)
+    changes = models.TextField(blank=True)
+    config = models.JSONField(default=dict, blank=True)
+    rollback_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="rollbacks"
+    )
+
+    class Meta:
+        ordering = ["-deployed_at", "-id"]
+        indexes = [models.Index(fields=["agent", "-deployed_at"], name="deployment_agent_time")]
+        constraints = [
+            # At most one active deployment per agent.
+            models.UniqueConstraint(
+                fields=["agent"],
+                condition=models.Q(status="active"),
+                name="deployment_one_active",
+            )
+        ]
+
+
+class Session(models.Model):
+    """A conversation: the traces (and voice call) sharing a session id."""
+
+    organisation = models.ForeignKey("accounts.Organisation", on_delete=models.CASCADE)
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="sessions")
+    public_id = models.CharField(max_length=200)
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    # Version of the conversation's earliest trace (or of the call).
+    deployment_version = models.CharField(max_length=64, blank=True)
+    # Start = earliest of first trace and call start; null until either exists.
+    started_at = models.DateTimeField(null=True, blank=True)
+    first_trace_at = models.DateTimeField(null=True, blank=True)
+    last_activity_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    trace_count = models.IntegerField(default=0)
+    error_count = models.IntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organisation", "public_id"], name="session_public_id")
+        ]
+        indexes = [
+            models.Index(fields=["agent", "started_at"], name="session_agent_start"),
+            models.Index(fields=["organisation", "started_at"], name="session_org_start"),
+        ]
+
+    @property
+    def failed(self) -> bool:
+        return self.error_count > 0
+
+    @property
+    def status(self) -> str:
+        return "failed" if self.failed else "success"
+
+
+class TraceStatus(models.TextChoices):
+    SUCCESS = "success"
+    ERROR = "error"
+
+
+class CostSource(models.TextChoices):
+    REPORTED = "reported"  # the caller sent cost_usd
+    PRICE_TABLE = "price_table"  # computed from the model price table
+    UNPRICED = "unpriced"  # no price known: cost_usd is null, never a silent 0
+
+
+class Trace(models.Model):
+    """One agent reply: input, reasoning, tool calls, output, usage."""
+
+    organisation = models.ForeignKey("accounts.Organisation", on_delete=models.CASCADE)
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="traces")
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="traces")
+    public_id = models.CharField(max_length=200)
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    deployment_version = models.CharField(max_length=64, blank=True)
+    input = models.TextField(blank=True)
+    reasoning = models.TextField(blank=True)
+    output = models.TextField(blank=True)
+    tool_calls = models.JSONField(default=list, blank=True)
+    tool_call_count = models.IntegerField(default=0)
+    model = models.CharField(max_length=200, blank=True)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    latency_ms = models.IntegerField(null=True, blank=True)
+    cost_usd = models.DecimalField(**MONEY, null=True, blank=True)
+    cost_source = models.CharField(max_length=16, choices=CostSource.choices)
+    status = models.CharField(max_length=8, choices=TraceStatus.choices)
+    error = models.TextField(blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField()
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["organisation", "public_id"], name="trace_public_id")]
+        indexes = [
+            models.Index(fields=["agent", "created_at", "id"], name="trace_agent_time"),
+            models.Index(fields=["organisation", "created_at"], name="trace_org_time"),
+            models.Index(fields=["session", "created_at"], name="trace_session_time"),
+        ]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+
+class StepKind(models.TextChoices):
+    LLM = "llm"
+    TOOL = "tool"
+    REASONING = "reasoning"
+    RETRIEVAL = "retrieval"
+    OTHER = "other"
+
+
+class TraceStep(models.Model):
+    """One step inside a trace: an LLM call, a tool call, reasoning, retrieval."""
+
+    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="steps")
+    position = models.IntegerField()
+    span_id = models.CharField(max_length=64, blank=True)
+    parent_span_id = models.CharField(max_length=64, blank=True)
+    kind = models.CharField(max_length=16, choices=StepKind.choices)
+    name = models.CharField(max_length=200, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    latency_ms = models.IntegerField(null=True, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(**MONEY, null=True, blank=True)
+    input = models.JSONField(null=True, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    attributes = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [models.UniqueConstraint(fields=["trace", "position"], name="step_position")]
+
+
+class Score(models.Model):
+    """An evaluation score attached to a trace (at ingestion or later)."""
+
+    organisation = models.ForeignKey("accounts.Organisation", on_delete=models.CASCADE)
+    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="scores")
+    name = models.CharField(max_length=100, default="evaluation")
+    value = models.DecimalField(max_digits=18, decimal_places=6)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)

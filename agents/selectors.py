@@ -1,0 +1,130 @@
+"""Reads for agents, conversations and traces."""
+
+import base64
+import binascii
+import json
+from datetime import datetime
+
+from django.db.models import Q
+from django.utils.dateparse import parse_datetime
+
+from thinnest_analytics.errors import ApiError, not_found
+
+from .models import Agent, Trace
+
+
+def agent_get(*, organisation, public_id: str) -> Agent:
+    """The organisation's agent, or 404 (also for another organisation's agent)."""
+    agent = Agent.objects.filter(organisation=organisation, public_id=public_id).first()
+    if agent is None:
+        raise not_found(f"agent '{public_id}'")
+    return agent
+
+
+def agent_list(*, organisation) -> list[dict]:
+    return [
+        {"id": a.public_id, "name": a.name, "created_at": a.created_at, "archived": a.archived_at is not None}
+        for a in Agent.objects.filter(organisation=organisation)
+    ]
+
+
+def _encode_cursor(trace: Trace) -> str:
+    raw = json.dumps([trace.created_at.isoformat(), trace.pk]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, pk = json.loads(raw)
+        created_at = parse_datetime(created)
+        if created_at is None or not isinstance(pk, int):
+            raise ValueError
+        return created_at, pk
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise ApiError(
+            400, "invalid_cursor", "cursor is not one this API returned; start without it"
+        ) from None
+
+
+def _trace_summary(t: Trace) -> dict:
+    return {
+        "id": t.public_id,
+        "session_id": t.session.public_id,
+        "input": t.input,
+        "output": t.output,
+        "tool_calls": t.tool_calls,
+        "input_tokens": t.input_tokens,
+        "output_tokens": t.output_tokens,
+        "latency_ms": t.latency_ms,
+        "cost_usd": t.cost_usd,
+        "status": t.status,
+        "created_at": t.created_at,
+        "channel": t.channel,
+        "model": t.model,
+        "deployment_version": t.deployment_version,
+        "error": t.error,
+    }
+
+
+def trace_page(
+    *,
+    agent: Agent,
+    limit: int,
+    cursor: str | None = None,
+    status: str | None = None,
+    session_id: str | None = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+) -> dict:
+    """A page of the agent's traces, newest first, keyset-paginated on
+    (created_at, id) so traces arriving meanwhile cause no gaps or repeats."""
+    if created_from and created_to and created_from >= created_to:
+        raise ApiError(400, "invalid_window", "'from' must be before 'to'")
+    qs = Trace.objects.filter(agent=agent).select_related("session")
+    if status:
+        qs = qs.filter(status=status)
+    if session_id:
+        qs = qs.filter(session__public_id=session_id)
+    if created_from:
+        qs = qs.filter(created_at__gte=created_from)
+    if created_to:
+        qs = qs.filter(created_at__lt=created_to)
+    if cursor:
+        at, pk = _decode_cursor(cursor)
+        qs = qs.filter(Q(created_at__lt=at) | Q(created_at=at, pk__lt=pk))
+    traces = list(qs.order_by("-created_at", "-pk")[: limit + 1])
+    next_cursor = _encode_cursor(traces[limit - 1]) if len(traces) > limit else None
+    return {"traces": [_trace_summary(t) for t in traces[:limit]], "next_cursor": next_cursor}
+
+
+def trace_get(*, organisation, public_id: str) -> Trace:
+    trace = (
+        Trace.objects.select_related("session", "agent")
+        .filter(organisation=organisation, public_id=public_id)
+        .first()
+    )
+    if trace is None:
+        raise not_found(f"trace '{public_id}'")
+    return trace
+
+
+def trace_detail(*, organisation, public_id: str) -> dict:
+    trace = trace_get(organisation=organisation, public_id=public_id)
+    return {
+        **_trace_summary(trace),
+        "agent_id": trace.agent.public_id,
+        "reasoning": trace.reasoning,
+        "cost_source": trace.cost_source,
+        "metadata": trace.metadata,
+        "steps": list(trace.steps.all()),
+        "scores": list(trace.scores.order_by("created_at", "pk")),
+    }
+
+
+def recent_traces(*, organisation, limit: int = 20) -> list[Trace]:
+    return list(
+        Trace.objects.filter(organisation=organisation)
+        .select_related("agent", "session")
+        .order_by("-created_at", "-pk")[:limit]
+    )

@@ -1,0 +1,434 @@
+"""Writes for agents, conversations and traces."""
+
+import secrets
+from collections import defaultdict, namedtuple
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+from pydantic import ValidationError
+
+from audit.services import Actor, audit_record, audit_record_many
+from billing.pricing import PriceTable, price_table
+
+from .bulk import insert_ignore_conflicts
+from .models import (
+    Agent,
+    CostSource,
+    Deployment,
+    DeploymentStatus,
+    Score,
+    Session,
+    Trace,
+    TraceStep,
+)
+from .schemas import TraceIn, validation_reason
+
+
+def new_public_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+@dataclass
+class IngestResult:
+    """What happened to each item of a batch, by its index in the request."""
+
+    accepted: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)
+    # Ids of the traces stored by this call (not re-sends), for post-commit work.
+    stored: list[str] = field(default_factory=list)
+
+    def reject(self, index: int, item_id: str | None, reason: str) -> None:
+        self.rejected.append({"index": index, "id": item_id, "reason": reason})
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """The facts about a conversation that the metrics count once per conversation."""
+
+    agent_id: int
+    channel: str
+    deployment_version: str
+    started_at: datetime | None
+    failed: bool
+
+    @property
+    def counted(self) -> bool:
+        return self.started_at is not None
+
+    @classmethod
+    def of(cls, session: Session) -> "SessionState":
+        return cls(
+            agent_id=session.agent_id,
+            channel=session.channel,
+            deployment_version=session.deployment_version,
+            started_at=session.started_at,
+            failed=session.error_count > 0,
+        )
+
+
+TRACE_FIELDS = (
+    "organisation",
+    "agent",
+    "session",
+    "public_id",
+    "channel",
+    "deployment_version",
+    "input",
+    "reasoning",
+    "output",
+    "tool_calls",
+    "tool_call_count",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "latency_ms",
+    "cost_usd",
+    "cost_source",
+    "status",
+    "error",
+    "metadata",
+    "created_at",
+    "received_at",
+)
+# One stored trace, in the column order of TRACE_FIELDS.
+TraceRow = namedtuple("TraceRow", TRACE_FIELDS)
+
+
+def trace_ingest(*, organisation, items: Sequence[Any], actor: Actor) -> IngestResult:
+    """Validate and store a batch of traces in one transaction.
+
+    Invalid items are rejected with a reason; valid ones are stored. A trace id
+    already stored (or repeated in the batch) is accepted but never stored or
+    counted twice, also when two batches race. Unknown agents are registered
+    (and audited). Cost in USD comes from the caller, else the price table, else
+    the trace is marked unpriced.
+    """
+    result = IngestResult()
+    now = timezone.now()
+    valid: list[tuple[int, TraceIn]] = []
+    seen: set[str] = set()
+    in_batch_duplicates: set[int] = set()
+    for index, raw in enumerate(items):
+        if not isinstance(raw, dict):
+            result.reject(index, None, "each trace must be a JSON object")
+            continue
+        try:
+            trace = TraceIn.model_validate(raw)
+        except ValidationError as exc:
+            raw_id = raw.get("id")
+            result.reject(index, raw_id if isinstance(raw_id, str) else None, validation_reason(exc))
+            continue
+        if trace.id is None:
+            trace.id = new_public_id("trace")
+        if trace.created_at is None:
+            trace.created_at = now
+        if trace.id in seen:
+            in_batch_duplicates.add(index)
+        seen.add(trace.id)
+        valid.append((index, trace))
+
+    if valid:
+        with transaction.atomic():
+            _store_traces(organisation, valid, in_batch_duplicates, actor, now, result)
+    result.rejected.sort(key=lambda r: r["index"])
+    return result
+
+
+def agents_resolve(*, organisation, wanted: dict[str, str], actor: Actor) -> dict[str, Agent]:
+    """Agents by public id, registering (and auditing) those seen for the first
+    time. ``wanted`` maps public id to the name to give a new agent."""
+    agents = {a.public_id: a for a in Agent.objects.filter(organisation=organisation, public_id__in=wanted)}
+    missing = sorted(set(wanted) - set(agents))
+    if missing:
+        now = timezone.now()
+        created = insert_ignore_conflicts(
+            Agent,
+            ("organisation", "public_id", "name", "config", "created_at", "updated_at"),
+            [(organisation.pk, pid, wanted[pid] or pid, {}, now, now) for pid in missing],
+            conflict_fields=("organisation", "public_id"),
+            returning=("public_id",),
+        )
+        audit_record_many(
+            organisation=organisation,
+            actor=actor,
+            entries=[
+                {
+                    "action": "agent.create",
+                    "resource_type": "agent",
+                    "resource_id": pid,
+                    "details": {"name": wanted[pid] or pid, "registered_by": "ingestion"},
+                }
+                for (pid,) in created
+            ],
+        )
+        agents.update(
+            {a.public_id: a for a in Agent.objects.filter(organisation=organisation, public_id__in=missing)}
+        )
+    return agents
+
+
+def sessions_lock(*, organisation, wanted: dict[str, tuple[int, str]]) -> dict[str, Session]:
+    """Lock the conversations ``wanted`` (public id → (agent pk, channel)),
+    creating missing ones empty. Locks are taken in id order so concurrent
+    batches never deadlock."""
+    now = timezone.now()
+    insert_ignore_conflicts(
+        Session,
+        (
+            "organisation",
+            "agent",
+            "public_id",
+            "channel",
+            "deployment_version",
+            "trace_count",
+            "error_count",
+            "created_at",
+        ),
+        [
+            (organisation.pk, agent_pk, sid, channel, "", 0, 0, now)
+            for sid, (agent_pk, channel) in sorted(wanted.items())
+        ],
+        conflict_fields=("organisation", "public_id"),
+        returning=("id",),
+    )
+    locked = (
+        Session.objects.select_for_update()
+        .filter(organisation=organisation, public_id__in=list(wanted))
+        .order_by("id")
+    )
+    return {s.public_id: s for s in locked}
+
+
+def _cost(
+    trace: TraceIn, prices: PriceTable, input_tokens: int, output_tokens: int
+) -> tuple[Decimal | None, str]:
+    if trace.cost_usd is not None:
+        return trace.cost_usd, CostSource.REPORTED
+    if trace.model:
+        cost = prices.cost(trace.model, input_tokens, output_tokens, trace.created_at)
+        return (cost, CostSource.PRICE_TABLE) if cost is not None else (None, CostSource.UNPRICED)
+    llm_steps = [s for s in trace.steps if s.kind == "llm" or s.model or s.cost_usd is not None]
+    if llm_steps:
+        total = Decimal(0)
+        for step in llm_steps:
+            cost = step.cost_usd
+            if cost is None:
+                cost = prices.cost(
+                    step.model, step.input_tokens, step.output_tokens, step.started_at or trace.created_at
+                )
+            if cost is None:
+                return None, CostSource.UNPRICED
+            total += cost
+        return total, CostSource.PRICE_TABLE
+    if input_tokens or output_tokens:
+        return None, CostSource.UNPRICED  # tokens but no model: no way to price them
+    return Decimal(0), CostSource.PRICE_TABLE
+
+
+def _store_traces(organisation, valid, in_batch_duplicates, actor, now, result: IngestResult) -> None:
+    agents = agents_resolve(
+        organisation=organisation,
+        wanted={t.agent_id: t.agent_name or "" for _, t in valid},
+        actor=actor,
+    )
+    active_versions = dict(
+        Deployment.objects.filter(
+            agent__in=list(agents.values()), status=DeploymentStatus.ACTIVE
+        ).values_list("agent_id", "version")
+    )
+    wanted_sessions: dict[str, tuple[int, str]] = {}
+    for _, t in valid:
+        wanted_sessions.setdefault(t.session_id or t.id, (agents[t.agent_id].pk, t.channel or "chat"))
+    sessions = sessions_lock(organisation=organisation, wanted=wanted_sessions)
+    prices = price_table(organisation=organisation)
+
+    rows: list[TraceRow] = []
+    pending: dict[str, tuple[int, TraceIn, Session]] = {}
+    for index, t in valid:
+        agent = agents[t.agent_id]
+        sid = t.session_id or t.id
+        session = sessions[sid]
+        if session.agent_id != agent.pk:
+            result.reject(index, t.id, f"session_id '{sid}' belongs to another agent")
+            continue
+        channel = t.channel or session.channel
+        if channel != session.channel:
+            result.reject(
+                index, t.id, f"session_id '{sid}' is a {session.channel} conversation, not {channel}"
+            )
+            continue
+        result.accepted.append(t.id)
+        if index in in_batch_duplicates:
+            result.duplicates.append(t.id)
+            continue
+        input_tokens = t.input_tokens if t.input_tokens is not None else sum(s.input_tokens for s in t.steps)
+        output_tokens = (
+            t.output_tokens if t.output_tokens is not None else sum(s.output_tokens for s in t.steps)
+        )
+        cost, source = _cost(t, prices, input_tokens, output_tokens)
+        version = (
+            t.deployment_version if t.deployment_version is not None else active_versions.get(agent.pk, "")
+        )
+        pending[t.id] = (index, t, session)
+        rows.append(
+            TraceRow(
+                organisation.pk,
+                agent.pk,
+                session.pk,
+                t.id,
+                channel,
+                version,
+                t.input,
+                t.reasoning,
+                t.output,
+                [c.model_dump(exclude_none=True) for c in t.tool_calls],
+                len(t.tool_calls),
+                t.model,
+                input_tokens,
+                output_tokens,
+                round(t.latency_ms) if t.latency_ms is not None else None,
+                cost,
+                source,
+                t.status,
+                t.error,
+                t.metadata,
+                t.created_at,
+                now,
+            )
+        )
+
+    inserted = insert_ignore_conflicts(
+        Trace,
+        TRACE_FIELDS,
+        rows,
+        conflict_fields=("organisation", "public_id"),
+        returning=("id", "public_id"),
+    )
+    new_pk = dict((public_id, pk) for pk, public_id in inserted)
+    result.duplicates.extend(tid for tid in pending if tid not in new_pk)
+    result.stored = [tid for tid in pending if tid in new_pk]
+    new_rows = [row for row in rows if row.public_id in new_pk]
+
+    _sessions_apply(sessions, new_rows)
+    steps, scores = [], []
+    for tid in result.stored:
+        _, t, _ = pending[tid]
+        pk = new_pk[tid]
+        for position, s in enumerate(t.steps):
+            steps.append(
+                TraceStep(
+                    trace_id=pk,
+                    position=position,
+                    span_id=s.span_id,
+                    parent_span_id=s.parent_span_id,
+                    kind=s.kind,
+                    name=s.name,
+                    started_at=s.started_at,
+                    latency_ms=round(s.latency_ms) if s.latency_ms is not None else None,
+                    model=s.model,
+                    input_tokens=s.input_tokens,
+                    output_tokens=s.output_tokens,
+                    cost_usd=s.cost_usd,
+                    input=s.input,
+                    output=s.output,
+                    error=s.error,
+                    attributes=s.attributes,
+                )
+            )
+        if t.evaluation_score is not None:
+            scores.append(
+                Score(
+                    organisation=organisation,
+                    trace_id=pk,
+                    name="evaluation",
+                    value=t.evaluation_score,
+                    created_at=now,
+                )
+            )
+    TraceStep.objects.bulk_create(steps, batch_size=2000)
+    Score.objects.bulk_create(scores, batch_size=2000)
+
+
+def _sessions_apply(
+    sessions: dict[str, Session], new_rows: list[TraceRow]
+) -> list[tuple[SessionState, SessionState]]:
+    """Fold newly stored traces into their (locked) conversations; returns each
+    changed conversation's state before and after."""
+    by_session: dict[int, list[TraceRow]] = defaultdict(list)
+    for row in new_rows:
+        by_session[row.session].append(row)
+    changed, transitions = [], []
+    by_pk = {s.pk: s for s in sessions.values()}
+    for session_pk, rows in by_session.items():
+        session = by_pk[session_pk]
+        before = SessionState.of(session)
+        earliest = min(rows, key=lambda r: r.created_at)
+        if session.first_trace_at is None or earliest.created_at < session.first_trace_at:
+            session.first_trace_at = earliest.created_at
+            if session.started_at is None or earliest.created_at < session.started_at:
+                session.started_at = earliest.created_at
+                session.deployment_version = earliest.deployment_version
+        latest = max(r.created_at for r in rows)
+        if session.last_activity_at is None or latest > session.last_activity_at:
+            session.last_activity_at = latest
+        session.trace_count += len(rows)
+        session.error_count += sum(1 for r in rows if r.status == "error")
+        changed.append(session)
+        transitions.append((before, SessionState.of(session)))
+    Session.objects.bulk_update(
+        changed,
+        [
+            "first_trace_at",
+            "started_at",
+            "deployment_version",
+            "last_activity_at",
+            "trace_count",
+            "error_count",
+        ],
+        batch_size=500,
+    )
+    return transitions
+
+
+@transaction.atomic
+def deployment_create(
+    *,
+    agent: Agent,
+    actor: Actor,
+    version: str | None = None,
+    changes: str = "",
+    config: dict | None = None,
+    deployed_at: datetime | None = None,
+) -> Deployment:
+    """Record a deployment of ``agent``; it becomes the active one and the
+    previously active deployment is superseded."""
+    Agent.objects.select_for_update().filter(pk=agent.pk).first()  # serialise per agent
+    if version is None:
+        version = f"v{Deployment.objects.filter(agent=agent).count() + 1}"
+    Deployment.objects.filter(agent=agent, status=DeploymentStatus.ACTIVE).update(
+        status=DeploymentStatus.SUPERSEDED
+    )
+    deployment = Deployment.objects.create(
+        agent=agent,
+        version=version,
+        status=DeploymentStatus.ACTIVE,
+        deployed_at=deployed_at or timezone.now(),
+        deployed_by=actor.user_id,
+        changes=changes,
+        config=config if config is not None else agent.config,
+    )
+    audit_record(
+        organisation=agent.organisation,
+        actor=actor,
+        action="deployment.create",
+        resource_type="deployment",
+        resource_id=str(deployment.pk),
+        details={"agent_id": agent.public_id, "version": version, "changes": changes},
+    )
+    return deployment

@@ -1,0 +1,78 @@
+"""Recording audit entries. Call ``audit_record`` inside the same transaction as
+the change it describes, so neither can exist without the other."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest
+
+from .models import AuditLog
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who performed an action, as the audit log records it."""
+
+    user_id: str
+    user: Any = None  # the Django user, when a person acted
+    ip_address: str | None = None
+
+    @classmethod
+    def system(cls, what: str) -> "Actor":
+        return cls(user_id=f"system:{what}")
+
+    @classmethod
+    def for_user(cls, user, request: HttpRequest | None = None) -> "Actor":
+        return cls(user_id=user.get_username(), user=user, ip_address=client_ip(request))
+
+    @classmethod
+    def for_api_key(cls, api_key, request: HttpRequest | None = None) -> "Actor":
+        return cls(user_id=api_key.actor_id, ip_address=client_ip(request))
+
+
+def client_ip(request: HttpRequest | None) -> str | None:
+    """The caller's address; a proxy header counts only when configured as trusted."""
+    if request is None:
+        return None
+    header = getattr(settings, "TRUSTED_PROXY_HEADER", "")
+    if header and request.META.get(header):
+        # The left-most entry is the original client; the proxy appends the rest.
+        return request.META[header].split(",")[0].strip() or None
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def audit_record(
+    *,
+    organisation,
+    actor: Actor,
+    action: str,
+    resource_type: str,
+    resource_id: str = "",
+    details: dict | None = None,
+) -> AuditLog:
+    return AuditLog.objects.create(
+        organisation=organisation,
+        user_id=actor.user_id,
+        action=action,
+        resource_type=resource_type,
+        resource_id=str(resource_id),
+        details=details or {},
+        ip_address=actor.ip_address,
+    )
+
+
+def audit_record_many(*, organisation, actor: Actor, entries: list[dict]) -> None:
+    """Record several entries in one statement (ingestion registers agents in bulk)."""
+    AuditLog.objects.bulk_create(
+        AuditLog(
+            organisation=organisation,
+            user_id=actor.user_id,
+            ip_address=actor.ip_address,
+            action=e["action"],
+            resource_type=e["resource_type"],
+            resource_id=str(e.get("resource_id", "")),
+            details=e.get("details") or {},
+        )
+        for e in entries
+    )

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Migrate, load demo data, then serve HTTP + WebSocket with Daphne and run a
+# Celery worker with beat beside it. Stops both on Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+HOST=${HOST:-127.0.0.1}
+PORT=${PORT:-8000}
+export SITE_URL=${SITE_URL:-http://$HOST:$PORT}
+PY=.venv/bin/python
+
+$PY manage.py migrate --no-input -v0
+if [ "${SEED_DEMO:-1}" = "1" ]; then
+  $PY manage.py seed_demo --days "${DEMO_DAYS:-30}"
+fi
+
+VAR=${VAR_DIR:-var}
+mkdir -p "$VAR"
+.venv/bin/celery -A thinnest_analytics worker --beat --loglevel=INFO --concurrency=2 \
+  --schedule "$VAR/celerybeat-schedule" >"$VAR/celery.log" 2>&1 &
+celery_pid=$!
+trap 'kill $celery_pid 2>/dev/null; wait $celery_pid 2>/dev/null' EXIT INT TERM
+
+echo
+echo "  thinnest analytics is running at $SITE_URL/"
+echo "  log in as demo / demo     API docs: $SITE_URL/api/docs"
+echo "  Celery worker + beat log: $VAR/celery.log     (Ctrl-C stops everything)"
+echo
+.venv/bin/daphne -b "$HOST" -p "$PORT" thinnest_analytics.asgi:application

@@ -1,0 +1,114 @@
+import json
+from dataclasses import dataclass
+
+import pytest
+from django.db import connection
+from django.test import Client
+
+from accounts.models import Organisation, Role
+from accounts.services import api_key_create, organisation_get_or_create, user_create_or_update
+from audit.services import Actor
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def postgres_only():
+    return pytest.mark.skipif(connection.vendor != "postgresql", reason="needs PostgreSQL (set DATABASE_URL)")
+
+
+@dataclass
+class ApiClient:
+    """A test client that sends one API key, speaking JSON."""
+
+    client: Client
+    key: str | None
+
+    def _headers(self):
+        return {"HTTP_AUTHORIZATION": f"Bearer {self.key}"} if self.key else {}
+
+    def get(self, path: str, params: dict | None = None):
+        return self.client.get(path, params or {}, **self._headers())
+
+    def post(self, path: str, body=None, raw: bytes | str | None = None, **extra):
+        data = raw if raw is not None else json.dumps(body)
+        return self.client.post(path, data, content_type="application/json", **self._headers(), **extra)
+
+
+@dataclass
+class Tenant:
+    organisation: Organisation
+    keys: dict[str, str]
+
+    def api(self, *scopes: str) -> ApiClient:
+        return ApiClient(Client(), self.keys[",".join(sorted(scopes))])
+
+
+def _tenant(slug: str) -> Tenant:
+    org = organisation_get_or_create(slug=slug)
+    keys = {}
+    for scopes in (["read"], ["ingest"], ["admin"], ["ingest", "read"], ["admin", "ingest", "read"]):
+        created = api_key_create(
+            organisation=org, name="+".join(scopes), scopes=scopes, actor=Actor.system("test")
+        )
+        keys[",".join(sorted(scopes))] = created.raw_key
+    return Tenant(org, keys)
+
+
+@pytest.fixture
+def tenant(db) -> Tenant:
+    return _tenant("acme")
+
+
+@pytest.fixture
+def outsider(db) -> Tenant:
+    return _tenant("other-corp")
+
+
+@pytest.fixture
+def ingest(tenant) -> ApiClient:
+    return tenant.api("ingest")
+
+
+@pytest.fixture
+def reader(tenant) -> ApiClient:
+    return tenant.api("read")
+
+
+@pytest.fixture
+def members(tenant, outsider):
+    """Signed-in clients: one per role in ``tenant`` and a member of ``outsider``."""
+    clients = {}
+    for role in Role.values:
+        user, _ = user_create_or_update(
+            organisation=tenant.organisation, username=f"{role}-user", password="pw-123456", role=role
+        )
+        c = Client()
+        c.force_login(user)
+        clients[role] = c
+    stranger, _ = user_create_or_update(
+        organisation=outsider.organisation, username="stranger", password="pw-123456", role=Role.OWNER
+    )
+    c = Client()
+    c.force_login(stranger)
+    clients["outsider"] = c
+    return clients
+
+
+def trace(**fields) -> dict:
+    """A valid trace payload; override any field."""
+    body = {
+        "agent_id": "agent_abc123",
+        "session_id": "sess_123",
+        "input": "What are your hours?",
+        "output": "We're open Monday to Friday, 9 AM to 5 PM EST.",
+        "model": "gpt-4o-mini",
+        "input_tokens": 145,
+        "output_tokens": 28,
+        "latency_ms": 890,
+        "created_at": "2026-03-06T14:30:00Z",
+    }
+    body.update(fields)
+    return {k: v for k, v in body.items() if v is not None}

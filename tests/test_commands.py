@@ -1,0 +1,62 @@
+"""Management commands operators and scripts rely on."""
+
+from io import StringIO
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+from django.test import Client
+
+from accounts.models import Membership, Organisation
+from agents.models import Agent, Deployment, Session, Trace
+
+
+def _run(*args) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+@pytest.mark.django_db
+def test_create_api_key_creates_the_organisation_and_prints_a_working_key():
+    out = _run("create_api_key", "newco", "--name", "ci", "--scopes", "read,ingest")
+    key = out.strip().splitlines()[-1]
+    assert key.startswith("ta_")
+    assert Organisation.objects.filter(slug="newco").exists()
+    r = Client().get("/api/agents", HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert r.status_code == 200
+
+
+@pytest.mark.django_db
+def test_create_api_key_refuses_unknown_scopes():
+    with pytest.raises(CommandError, match="unknown scopes"):
+        _run("create_api_key", "newco", "--name", "ci", "--scopes", "read,write")
+
+
+@pytest.mark.django_db
+def test_create_user_creates_and_updates_membership():
+    _run("create_user", "acme", "ana", "--password", "s3cret-pass", "--role", "owner")
+    user = get_user_model().objects.get(username="ana")
+    assert user.check_password("s3cret-pass")
+    assert Membership.objects.get(user=user).role == "owner"
+    _run("create_user", "acme", "ana", "--role", "viewer")
+    assert Membership.objects.get(user=user).role == "viewer"
+    assert get_user_model().objects.get(username="ana").check_password("s3cret-pass")
+    assert Client().login(username="ana", password="s3cret-pass")
+
+
+@pytest.mark.django_db
+def test_seed_demo_builds_a_believable_organisation_and_does_not_duplicate():
+    _run("seed_demo", "--days", "2", "--verbosity", "0")
+    org = Organisation.objects.get(slug="demo")
+    counts = (Trace.objects.count(), Session.objects.count())
+    assert Agent.objects.filter(organisation=org).count() >= 4
+    assert set(Trace.objects.values_list("channel", flat=True)) == {"chat", "voice", "widget"}
+    assert Trace.objects.filter(status="error").exists()
+    assert Trace.objects.filter(tool_call_count__gt=0).exists()
+    assert Trace.objects.filter(scores__isnull=False).exists()
+    assert Deployment.objects.filter(agent__organisation=org, status="active").count() == 4
+    assert counts[0] > 100
+    _run("seed_demo", "--days", "2", "--verbosity", "0")
+    assert (Trace.objects.count(), Session.objects.count()) == counts
+    assert Client().login(username="demo", password="demo")

@@ -1,0 +1,100 @@
+"""Racing batches on PostgreSQL: a trace id is stored and counted once, and the
+conversation counters equal a recount from the stored traces."""
+
+import json
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+from django.db.models import Count, Q
+
+from agents.models import Session, Trace
+from audit.models import AuditLog
+
+from .conftest import _tenant, postgres_only, trace
+
+pytestmark = [postgres_only(), pytest.mark.django_db(transaction=True)]
+
+
+def _post(url: str, key: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _race(url: str, key: str, bodies: list[dict]) -> list[tuple[int, dict]]:
+    barrier = threading.Barrier(len(bodies))
+    results: list = [None] * len(bodies)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        results[i] = _post(url, key, bodies[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(bodies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_concurrent_duplicate_batches_store_each_trace_once(live_server):
+    tenant = _tenant("race")
+    key = tenant.keys["ingest"]
+    # Eight clients send overlapping batches: every trace id is sent by several of them.
+    batches = []
+    for client in range(8):
+        items = [
+            trace(
+                id=f"t{n}",
+                session_id=f"s{n % 7}",
+                agent_id=f"agent_{n % 7 % 3}",
+                status="error" if n % 11 == 0 else "success",
+                created_at=f"2026-03-06T14:{n % 60:02d}:00Z",
+            )
+            for n in range(client * 25, client * 25 + 150)
+        ]
+        batches.append({"traces": items})
+    results = _race(f"{live_server.url}/api/traces", key, batches)
+
+    assert [status for status, _ in results] == [200] * 8
+    unique = {f"t{n}" for n in range(0, 7 * 25 + 150)}
+    assert Trace.objects.filter(organisation=tenant.organisation).count() == len(unique)
+    # Each id is new in exactly one response and a duplicate in all the others.
+    stored = [tid for _, body in results for tid in body["accepted"] if tid not in body["duplicates"]]
+    assert sorted(stored) == sorted(unique)
+    # Conversation counters equal a recount from the stored traces.
+    recount = {
+        row["session_id"]: (row["n"], row["errors"])
+        for row in Trace.objects.values("session_id").annotate(
+            n=Count("id"), errors=Count("id", filter=Q(status="error"))
+        )
+    }
+    for session in Session.objects.filter(organisation=tenant.organisation):
+        assert (session.trace_count, session.error_count) == recount[session.pk]
+
+
+def test_concurrent_new_agents_are_registered_once(live_server):
+    tenant = _tenant("race-agents")
+    key = tenant.keys["ingest"]
+    bodies = [
+        {
+            "traces": [
+                trace(id=f"c{c}-{n}", session_id=f"c{c}-{n}", agent_id=f"agent_new_{n}") for n in range(20)
+            ]
+        }
+        for c in range(6)
+    ]
+    results = _race(f"{live_server.url}/api/traces", key, bodies)
+    assert [status for status, _ in results] == [200] * 6
+    assert tenant.organisation.agents.count() == 20
+    assert AuditLog.objects.filter(organisation=tenant.organisation, action="agent.create").count() == 20

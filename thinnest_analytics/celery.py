@@ -1,0 +1,14 @@
+"""The Celery app. The beat schedule is defined here and nowhere else."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "thinnest_analytics.settings")
+
+app = Celery("thinnest_analytics")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+# Every periodic job of the product, in one place.
+app.conf.beat_schedule = {}
