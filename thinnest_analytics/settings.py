@@ -167,12 +167,14 @@ if REDIS_URL:
 else:
     # Embedded broker: kombu's filesystem transport, no server to install.
     _broker_dir = VAR_DIR / "celery-broker"
-    (_broker_dir / "processed").mkdir(parents=True, exist_ok=True)
+    for _sub in ("processed", "control"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir),
         "data_folder_out": str(_broker_dir),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
 CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", "false")
