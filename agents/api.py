@@ -2,19 +2,22 @@
 
 import json
 from datetime import datetime
-from typing import Any, Literal
+from decimal import Decimal
+from typing import Annotated, Any, Literal
 
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
-from ninja import Field, Query, Router, Schema
+from ninja import Field, Query, Router, Schema, Status
+from pydantic import AfterValidator
+from pydantic import Field as PydanticField
 
 from accounts.auth import ingest_key, read_key
 from audit.services import Actor
 from thinnest_analytics.errors import ApiError
 
 from . import selectors
-from .schemas import TraceIn
-from .services import trace_ingest
+from .schemas import TraceIn, no_nul
+from .services import score_add, trace_ingest
 
 router = Router(tags=["traces"])
 
@@ -254,3 +257,24 @@ class AgentList(Schema):
 )
 def agent_list(request: HttpRequest):
     return {"agents": selectors.agent_list(organisation=request.organisation)}
+
+
+class ScoreIn(Schema):
+    name: Annotated[str, PydanticField(min_length=1, max_length=100), AfterValidator(no_nul)] = "evaluation"
+    value: Annotated[
+        Decimal, PydanticField(ge=-1_000_000, le=1_000_000, allow_inf_nan=False, decimal_places=6)
+    ]
+    comment: Annotated[str, PydanticField(max_length=10_000), AfterValidator(no_nul)] = ""
+
+
+@router.post(
+    "/traces/{trace_id}/scores",
+    auth=ingest_key,
+    response={201: ScoreOut},
+    summary="Attach an evaluation score to a trace",
+)
+def trace_score(request: HttpRequest, trace_id: str, body: ScoreIn):
+    """Scores may arrive long after their trace; ``avg_evaluation_score`` of the
+    trace's window includes them at once."""
+    trace = selectors.trace_get(organisation=request.organisation, public_id=trace_id)
+    return Status(201, score_add(trace=trace, name=body.name, value=body.value, comment=body.comment))

@@ -30,7 +30,7 @@ LatencyMs = Annotated[float, Field(ge=0, le=MAX_LATENCY_MS, allow_inf_nan=False)
 Money = Annotated[Decimal, Field(ge=0, le=1_000_000, allow_inf_nan=False)]
 
 
-def _no_nul(value: str) -> str:
+def no_nul(value: str) -> str:
     if "\x00" in value:
         raise ValueError("contains a NUL character, which cannot be stored")
     return value
@@ -40,11 +40,11 @@ def _text_limit(value: str) -> str:
     limit = settings.INGEST_MAX_TEXT_CHARS
     if len(value) > limit:
         raise ValueError(f"is {len(value):,} characters long; the limit is {limit:,}")
-    return _no_nul(value)
+    return no_nul(value)
 
 
 Text = Annotated[str, AfterValidator(_text_limit)]
-ShortText = Annotated[str, Field(max_length=200), AfterValidator(_no_nul)]
+ShortText = Annotated[str, Field(max_length=200), AfterValidator(no_nul)]
 
 
 def _utc(value: datetime) -> datetime:
@@ -68,10 +68,10 @@ def _json_without_nul(value: Any) -> Any:
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            _no_nul(item)
+            no_nul(item)
         elif isinstance(item, dict):
             for k, v in item.items():
-                _no_nul(k)
+                no_nul(k)
                 stack.append(v)
         elif isinstance(item, list):
             stack.extend(item)
@@ -140,7 +140,7 @@ class TraceIn(_Strict):
     @field_validator("deployment_version")
     @classmethod
     def _version_printable(cls, value: str | None) -> str | None:
-        return _no_nul(value) if value is not None else None
+        return no_nul(value) if value is not None else None
 
     @model_validator(mode="after")
     def _status_matches_error(self) -> "TraceIn":

@@ -14,8 +14,9 @@ from pydantic import ValidationError
 
 from audit.services import Actor, audit_record, audit_record_many
 from billing.pricing import PriceTable, price_table
+from dashboard.rollups import RollupDeltas
+from thinnest_analytics.db import insert_ignore_conflicts
 
-from .bulk import insert_ignore_conflicts
 from .models import (
     Agent,
     CostSource,
@@ -315,7 +316,7 @@ def _store_traces(organisation, valid, in_batch_duplicates, actor, now, result: 
     result.stored = [tid for tid in pending if tid in new_pk]
     new_rows = [row for row in rows if row.public_id in new_pk]
 
-    _sessions_apply(sessions, new_rows)
+    transitions = _sessions_apply(sessions, new_rows)
     steps, scores = [], []
     for tid in result.stored:
         _, t, _ = pending[tid]
@@ -353,6 +354,57 @@ def _store_traces(organisation, valid, in_batch_duplicates, actor, now, result: 
             )
     TraceStep.objects.bulk_create(steps, batch_size=2000)
     Score.objects.bulk_create(scores, batch_size=2000)
+
+    deltas = RollupDeltas()
+    rows_by_pk = {new_pk[row.public_id]: row for row in new_rows}
+    for row in new_rows:
+        deltas.add_trace(
+            organisation_id=row.organisation,
+            agent_id=row.agent,
+            channel=row.channel,
+            deployment_version=row.deployment_version,
+            created_at=row.created_at,
+            input=row.input,
+            output=row.output,
+            input_tokens=row.input_tokens,
+            output_tokens=row.output_tokens,
+            latency_ms=row.latency_ms,
+            tool_call_count=row.tool_call_count,
+            status=row.status,
+            cost_usd=row.cost_usd,
+        )
+    for score in scores:
+        row = rows_by_pk[score.trace_id]
+        deltas.add_score(
+            organisation_id=row.organisation,
+            agent_id=row.agent,
+            channel=row.channel,
+            deployment_version=row.deployment_version,
+            created_at=row.created_at,
+            value=score.value,
+        )
+    conversation_moves(deltas, organisation.pk, transitions)
+    deltas.apply()
+
+
+def conversation_moves(
+    deltas: RollupDeltas, organisation_id: int, transitions: list[tuple["SessionState", "SessionState"]]
+) -> None:
+    """Move each changed conversation's count from where it was to where it is now."""
+    for before, after in transitions:
+        if before == after:
+            continue
+        for state, sign in ((before, -1), (after, 1)):
+            if state.counted:
+                deltas.add_conversation(
+                    organisation_id=organisation_id,
+                    agent_id=state.agent_id,
+                    channel=state.channel,
+                    deployment_version=state.deployment_version,
+                    started_at=state.started_at,
+                    failed=state.failed,
+                    sign=sign,
+                )
 
 
 def _sessions_apply(
@@ -432,3 +484,23 @@ def deployment_create(
         details={"agent_id": agent.public_id, "version": version, "changes": changes},
     )
     return deployment
+
+
+@transaction.atomic
+def score_add(*, trace: Trace, name: str, value: Decimal, comment: str = "") -> Score:
+    """Attach an evaluation score to a stored trace; the trace's rollup bucket
+    counts it, so ``avg_evaluation_score`` follows at once."""
+    score = Score.objects.create(
+        organisation_id=trace.organisation_id, trace=trace, name=name, value=value, comment=comment
+    )
+    deltas = RollupDeltas()
+    deltas.add_score(
+        organisation_id=trace.organisation_id,
+        agent_id=trace.agent_id,
+        channel=trace.channel,
+        deployment_version=trace.deployment_version,
+        created_at=trace.created_at,
+        value=score.value,
+    )
+    deltas.apply()
+    return score

@@ -15,10 +15,16 @@ fi
 
 VAR=${VAR_DIR:-var}
 mkdir -p "$VAR"
-.venv/bin/celery -A thinnest_analytics worker --beat --loglevel=INFO --concurrency=2 \
+# A thread pool keeps the worker one process, so Ctrl-C stops it cleanly.
+.venv/bin/celery -A thinnest_analytics worker --beat --pool=threads --concurrency=4 --loglevel=INFO \
   --schedule "$VAR/celerybeat-schedule" >"$VAR/celery.log" 2>&1 &
 celery_pid=$!
-trap 'kill $celery_pid 2>/dev/null; wait $celery_pid 2>/dev/null' EXIT INT TERM
+stop_worker() {
+  kill -TERM "$celery_pid" 2>/dev/null || return 0
+  for _ in $(seq 20); do kill -0 "$celery_pid" 2>/dev/null || return 0; sleep 0.5; done
+  kill -KILL "$celery_pid" 2>/dev/null || true
+}
+trap stop_worker EXIT INT TERM
 
 echo
 echo "  thinnest analytics is running at $SITE_URL/"

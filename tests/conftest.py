@@ -112,3 +112,23 @@ def trace(**fields) -> dict:
     }
     body.update(fields)
     return {k: v for k, v in body.items() if v is not None}
+
+
+def rollup_snapshot(organisation) -> dict:
+    """Every hourly and daily rollup row of an organisation, keyed, without ids."""
+    from dashboard.models import DailyRollup, HourlyRollup
+
+    out = {}
+    for model in (HourlyRollup, DailyRollup):
+        for row in model.objects.filter(organisation=organisation).values():
+            row.pop("id")
+            out[
+                (
+                    model.__name__,
+                    row["agent_id"],
+                    row["channel"],
+                    row["deployment_version"],
+                    row["bucket_start"],
+                )
+            ] = row
+    return out

@@ -60,3 +60,33 @@ def test_seed_demo_builds_a_believable_organisation_and_does_not_duplicate():
     _run("seed_demo", "--days", "2", "--verbosity", "0")
     assert (Trace.objects.count(), Session.objects.count()) == counts
     assert Client().login(username="demo", password="demo")
+
+
+@pytest.mark.django_db
+def test_rebuild_rollups_restores_deleted_rollups():
+    from dashboard.models import DailyRollup, HourlyRollup
+
+    _run("seed_demo", "--days", "1", "--verbosity", "0")
+    org = Organisation.objects.get(slug="demo")
+    before = sorted(
+        HourlyRollup.objects.values_list("agent_id", "channel", "bucket_start", "traces", "conversations")
+    )
+    assert before
+    HourlyRollup.objects.all().delete()
+    DailyRollup.objects.all().delete()
+    out = _run("rebuild_rollups", "--org", "demo", "--verbosity", "0")
+    assert "Rebuilt rollups for" in out
+    after = sorted(
+        HourlyRollup.objects.filter(organisation=org).values_list(
+            "agent_id", "channel", "bucket_start", "traces", "conversations"
+        )
+    )
+    assert after == before
+
+
+@pytest.mark.django_db
+def test_rebuild_rollups_refuses_bad_arguments():
+    with pytest.raises(CommandError, match="ISO 8601"):
+        _run("rebuild_rollups", "--from", "last week")
+    with pytest.raises(CommandError, match="no organisation"):
+        _run("rebuild_rollups", "--org", "nope")

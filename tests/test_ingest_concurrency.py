@@ -5,14 +5,16 @@ import json
 import threading
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db.models import Count, Q
 
 from agents.models import Session, Trace
 from audit.models import AuditLog
+from dashboard.rebuild import rollups_rebuild
 
-from .conftest import _tenant, postgres_only, trace
+from .conftest import _tenant, postgres_only, rollup_snapshot, trace
 
 pytestmark = [postgres_only(), pytest.mark.django_db(transaction=True)]
 
@@ -98,3 +100,35 @@ def test_concurrent_new_agents_are_registered_once(live_server):
     assert [status for status, _ in results] == [200] * 6
     assert tenant.organisation.agents.count() == 20
     assert AuditLog.objects.filter(organisation=tenant.organisation, action="agent.create").count() == 20
+
+
+def test_rollups_after_racing_batches_equal_a_full_rebuild(live_server):
+    tenant = _tenant("race-rollups")
+    key = tenant.keys["ingest"]
+    start = datetime(2026, 3, 6, 22, 0, tzinfo=UTC)
+    # Conversations span batches and arrive out of order; some end in a late error.
+    bodies = []
+    for client in range(6):
+        items = []
+        for n in range(client, 240, 6):
+            session = f"s{n % 20}"
+            items.append(
+                trace(
+                    id=f"t{n}",
+                    session_id=session,
+                    agent_id=f"agent_{n % 20 % 2}",
+                    channel=("chat", "voice", "widget")[n % 20 % 3],
+                    deployment_version=("v1", "v2")[n % 2],
+                    created_at=(start + timedelta(minutes=(240 - n) * 3)).isoformat(),
+                    status="error" if n % 17 == 0 else "success",
+                    latency_ms=50 + n * 13,
+                    evaluation_score=n % 5,
+                )
+            )
+        bodies.append({"traces": items})
+        bodies.append({"traces": items[::2]})  # and re-sends, racing the originals
+    results = _race(f"{live_server.url}/api/traces", key, bodies)
+    assert {status for status, _ in results} == {200}
+    incremental = rollup_snapshot(tenant.organisation)
+    rollups_rebuild(start=start - timedelta(days=1), end=start + timedelta(days=2))
+    assert rollup_snapshot(tenant.organisation) == incremental

@@ -1,0 +1,165 @@
+"""Analytics endpoints. They call the same selectors as the dashboard pages."""
+
+from datetime import datetime
+
+from django.http import HttpRequest
+from ninja import Field, Query, Router, Schema
+
+from accounts.auth import read_key
+from agents import selectors as agent_selectors
+from thinnest_analytics.errors import ApiError
+
+from . import selectors
+from .windows import Window, WindowError, parse_window
+
+router = Router(tags=["analytics"])
+
+
+class WindowParams(Schema):
+    period: str | None = Field(None, description="24h, 7d, 30d, or any <n>h / <n>d up to 400d (default 7d)")
+    from_: str | None = Field(None, alias="from", description="custom range start, ISO 8601")
+    to: str | None = Field(None, description="custom range end (exclusive), ISO 8601; default now")
+
+
+class AgentWindowParams(WindowParams):
+    agent_id: str | None = None
+
+
+def window_from(params: WindowParams) -> Window:
+    try:
+        return parse_window(period=params.period, start=params.from_, end=params.to)
+    except WindowError as exc:
+        raise ApiError(400, "invalid_window", str(exc)) from None
+
+
+class WindowOut(Schema):
+    period: str
+    from_: datetime = Field(..., alias="from")
+    to: datetime
+
+
+class SummaryOut(WindowOut):
+    agent_id: str
+    total_sessions: int
+    total_messages: int
+    total_cost_usd: float
+    avg_response_time_ms: float | None
+    p50_latency_ms: float | None
+    p95_latency_ms: float | None
+    success_rate: float | None
+    total_input_tokens: int
+    total_output_tokens: int
+    voice_minutes: float
+    avg_evaluation_score: float | None
+    error_rate: float | None
+    tool_call_rate: float | None
+    tokens_per_response: float | None
+    cost_per_conversation: float | None
+    total_traces: int
+    llm_cost_usd: float
+    voice_cost_usd: float
+    other_cost_usd: float
+    unpriced_traces: int
+    voice_calls: int
+    evaluation_count: int
+    error_traces: int
+
+
+class OverviewOut(WindowOut):
+    total_conversations: int
+    total_messages: int
+    total_cost_usd: float
+    avg_response_time_ms: float | None
+    success_rate: float | None
+    active_agents: int
+    error_rate: float | None
+    total_traces: int
+    unpriced_traces: int
+
+
+class ChannelOut(Schema):
+    total_sessions: int
+    total_messages: int
+    success_rate: float | None
+    avg_response_time_ms: float | None
+    total_cost_usd: float
+
+
+class ChannelsOut(WindowOut):
+    agent_id: str | None
+    channels: dict[str, ChannelOut]
+
+
+class PointOut(Schema):
+    bucket_start: datetime
+    total_sessions: int
+    total_messages: int
+    total_traces: int
+    total_cost_usd: float
+    llm_cost_usd: float
+    voice_cost_usd: float
+    other_cost_usd: float
+    avg_response_time_ms: float | None
+    p50_latency_ms: float | None
+    p95_latency_ms: float | None
+    success_rate: float | None
+    error_traces: int
+
+
+class TimeseriesOut(WindowOut):
+    bucket: str
+    points: list[PointOut]
+
+
+@router.get(
+    "/agents/{agent_id}/summary",
+    auth=read_key,
+    response=SummaryOut,
+    by_alias=True,
+    summary="An agent's metrics for a window",
+)
+def agent_summary(request: HttpRequest, agent_id: str, params: Query[WindowParams]):
+    """Every metric of the product's Performance tab. Rates are null for an empty window."""
+    window = window_from(params)
+    agent = agent_selectors.agent_get(organisation=request.organisation, public_id=agent_id)
+    return selectors.agent_summary(organisation=request.organisation, agent=agent, window=window)
+
+
+@router.get(
+    "/analytics/overview",
+    auth=read_key,
+    response=OverviewOut,
+    by_alias=True,
+    summary="Organisation-wide headline metrics",
+)
+def overview(request: HttpRequest, params: Query[WindowParams]):
+    return selectors.overview(organisation=request.organisation, window=window_from(params))
+
+
+def _optional_agent(request: HttpRequest, agent_id: str | None):
+    if not agent_id:
+        return None
+    return agent_selectors.agent_get(organisation=request.organisation, public_id=agent_id)
+
+
+@router.get(
+    "/analytics/channels", auth=read_key, response=ChannelsOut, by_alias=True, summary="Metrics per channel"
+)
+def channels(request: HttpRequest, params: Query[AgentWindowParams]):
+    window = window_from(params)
+    agent = _optional_agent(request, params.agent_id)
+    return selectors.channel_breakdown(organisation=request.organisation, window=window, agent=agent)
+
+
+@router.get(
+    "/analytics/timeseries",
+    auth=read_key,
+    response=TimeseriesOut,
+    by_alias=True,
+    summary="Metrics per hour or day",
+)
+def timeseries(request: HttpRequest, params: Query[AgentWindowParams]):
+    """Hourly points for windows up to three days, daily points beyond."""
+    window = window_from(params)
+    agent = _optional_agent(request, params.agent_id)
+    return selectors.timeseries(organisation=request.organisation, window=window, agent=agent)

@@ -1,0 +1,59 @@
+from datetime import UTC, datetime
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Max, Min
+from tqdm import tqdm
+
+from accounts.models import Organisation
+from agents.models import Session, Trace
+from dashboard.rebuild import rollups_rebuild
+from dashboard.windows import WindowError, _parse_instant
+
+
+class Command(BaseCommand):
+    help = "Rebuild hourly and daily rollups from raw traces (whole UTC days covering --from/--to)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--from", dest="start", help="ISO 8601; default: the oldest trace")
+        parser.add_argument("--to", dest="end", help="ISO 8601, exclusive; default: now")
+        parser.add_argument("--org", help="only this organisation (slug)")
+
+    def handle(self, *args, start, end, org, **options):
+        organisation_id = None
+        if org:
+            organisation = Organisation.objects.filter(slug=org).first()
+            if organisation is None:
+                raise CommandError(f"no organisation '{org}'")
+            organisation_id = organisation.pk
+        try:
+            start_at = _parse_instant(start, "from") if start else None
+            end_at = _parse_instant(end, "to") if end else datetime.now(UTC)
+        except WindowError as exc:
+            raise CommandError(str(exc)) from None
+        if start_at is None:
+            scope = {} if organisation_id is None else {"organisation_id": organisation_id}
+            oldest = [
+                Trace.objects.filter(**scope).aggregate(m=Min("created_at"))["m"],
+                Session.objects.filter(**scope).aggregate(m=Min("started_at"))["m"],
+            ]
+            oldest = [o for o in oldest if o is not None]
+            if not oldest:
+                self.stdout.write("No traces: nothing to rebuild.")
+                return
+            start_at = min(oldest)
+            newest = Trace.objects.filter(**scope).aggregate(m=Max("created_at"))["m"]
+            if newest is not None and newest >= end_at:
+                end_at = newest
+        if start_at >= end_at:
+            raise CommandError("'--from' must be before '--to'")
+        days = rollups_rebuild(
+            start=start_at,
+            end=end_at,
+            organisation_id=organisation_id,
+            progress=lambda items: tqdm(
+                items, desc="rebuilding rollups", unit="day", disable=options["verbosity"] == 0
+            ),
+        )
+        self.stdout.write(
+            f"Rebuilt rollups for {days} day(s) from {start_at:%Y-%m-%d} to {end_at:%Y-%m-%d %H:%M}."
+        )

@@ -1,0 +1,114 @@
+"""Rebuilding rollups from raw rows, set-based: one GROUP BY per fact per day."""
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from django.db import connection, transaction
+from django.db.models import Count, F, Q, Sum
+from django.db.models.functions import Coalesce, TruncHour
+
+from agents.models import Score, Session, Trace
+
+from .models import COUNTERS, DailyRollup, HourlyRollup
+from .rollups import LatencyBucket, RollupDeltas, RollupKey, day_of
+
+
+def _rebuild_day(day: datetime, organisation_id: int | None) -> None:
+    end = day + timedelta(days=1)
+    scope = {} if organisation_id is None else {"organisation_id": organisation_id}
+    HourlyRollup.objects.filter(bucket_start__gte=day, bucket_start__lt=end, **scope).delete()
+    DailyRollup.objects.filter(bucket_start=day, **scope).delete()
+
+    deltas = RollupDeltas()
+    key = ["organisation_id", "agent_id", "channel", "deployment_version", "hour"]
+
+    def key_of(row) -> RollupKey:
+        return tuple(row[k] if k != "hour" else row[k].astimezone(UTC) for k in key)
+
+    traces = Trace.objects.filter(created_at__gte=day, created_at__lt=end, **scope).annotate(
+        hour=TruncHour("created_at", tzinfo=UTC)
+    )
+    for row in (
+        traces.values(*key)
+        .annotate(
+            traces=Count("id"),
+            messages=Count("id", filter=~Q(input="")) + Count("id", filter=~Q(output="")),
+            input_tokens=Sum("input_tokens"),
+            output_tokens=Sum("output_tokens"),
+            latency_count=Count("latency_ms"),
+            latency_sum_ms=Coalesce(Sum("latency_ms"), 0),
+            tool_call_traces=Count("id", filter=Q(tool_call_count__gt=0)),
+            error_traces=Count("id", filter=Q(status="error")),
+            llm_cost_usd=Coalesce(Sum("cost_usd"), Decimal(0)),
+            unpriced_traces=Count("id", filter=Q(cost_usd__isnull=True)),
+        )
+        .order_by()
+    ):
+        deltas.add_counters(key_of(row), {name: row[name] for name in COUNTERS if name in row})
+    for row in (
+        traces.filter(latency_ms__isnull=False)
+        .values(*key)
+        .annotate(b=LatencyBucket("latency_ms"), n=Count("id"))
+        .order_by()
+    ):
+        deltas.add_sketch(key_of(row), {row["b"]: row["n"]})
+    for row in (
+        Session.objects.filter(started_at__gte=day, started_at__lt=end, **scope)
+        .annotate(hour=TruncHour("started_at", tzinfo=UTC))
+        .values(*key)
+        .annotate(conversations=Count("id"), failed_conversations=Count("id", filter=Q(error_count__gt=0)))
+        .order_by()
+    ):
+        deltas.add_counters(
+            key_of(row),
+            {"conversations": row["conversations"], "failed_conversations": row["failed_conversations"]},
+        )
+    score_key = {
+        "organisation_id": "trace__organisation_id",
+        "agent_id": "trace__agent_id",
+        "channel": "trace__channel",
+        "deployment_version": "trace__deployment_version",
+    }
+    for row in (
+        Score.objects.filter(trace__created_at__gte=day, trace__created_at__lt=end, **scope)
+        .annotate(
+            hour=TruncHour("trace__created_at", tzinfo=UTC),
+            **{k: F(v) for k, v in score_key.items() if k != "organisation_id"},
+        )
+        .values(*key)
+        .annotate(score_count=Count("id"), score_sum=Sum("value"))
+        .order_by()
+    ):
+        deltas.add_counters(key_of(row), {"score_count": row["score_count"], "score_sum": row["score_sum"]})
+    for hook in REBUILD_HOOKS:
+        hook(deltas, day, end, scope)
+    deltas.apply()
+
+
+# Other apps add their facts (voice calls, usage events) to a rebuilt day here.
+REBUILD_HOOKS: list = []
+
+
+def rollups_rebuild(
+    *, start: datetime, end: datetime, organisation_id: int | None = None, progress=None
+) -> int:
+    """Recompute rollups from raw rows for the UTC days covering ``[start, end)``,
+    one transaction per day. Writers wait while a day is rebuilt, so counts stay
+    exact under concurrent ingestion. Returns the number of days rebuilt."""
+    first, last = day_of(start.astimezone(UTC)), day_of(end.astimezone(UTC))
+    if last < end:
+        last += timedelta(days=1)
+    days = []
+    at = first
+    while at < last:
+        days.append(at)
+        at += timedelta(days=1)
+    for day in progress(days) if progress else days:
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        f"LOCK TABLE {HourlyRollup._meta.db_table}, {DailyRollup._meta.db_table} IN SHARE ROW EXCLUSIVE MODE"
+                    )
+            _rebuild_day(day, organisation_id)
+    return len(days)

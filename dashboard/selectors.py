@@ -1,0 +1,363 @@
+"""The metrics engine: every number the dashboard and the analytics API show.
+
+A window ``[start, end)`` is read in pieces: whole UTC days from daily rollups,
+whole hours from hourly rollups, and only the partial hours at its edges from raw
+rows. Counts and sums are therefore exact, and query cost follows the window's
+length, not the number of traces. Definitions follow docs/metrics.md.
+"""
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Literal
+
+from django.db.models import CharField, Count, F, Q, Sum, Value
+from django.db.models.functions import Coalesce, TruncDay, TruncHour
+
+from agents.models import Agent, Score, Session, Trace
+
+from .models import COUNTERS, DailyRollup, HourlyRollup
+from .rollups import LatencyBucket, day_of, hour_of
+from .sketch import Sketch, merge_into, quantile
+from .windows import Window
+
+Group = Literal["channel", "agent", "version", "hour", "day"] | None
+CHANNELS = ("voice", "chat", "widget")
+
+
+@dataclass
+class Totals:
+    """Additive facts for a window (or one group within it)."""
+
+    traces: int = 0
+    messages: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_count: int = 0
+    latency_sum_ms: int = 0
+    tool_call_traces: int = 0
+    error_traces: int = 0
+    llm_cost_usd: Decimal = Decimal(0)
+    unpriced_traces: int = 0
+    score_count: int = 0
+    score_sum: Decimal = Decimal(0)
+    conversations: int = 0
+    failed_conversations: int = 0
+    voice_calls_ended: int = 0
+    voice_seconds: Decimal = Decimal(0)
+    voice_cost_usd: Decimal = Decimal(0)
+    other_cost_usd: Decimal = Decimal(0)
+    latency_sketch: Sketch = field(default_factory=dict)
+    agents: set[int] = field(default_factory=set)
+
+    def add(self, values: dict) -> None:
+        for name in COUNTERS:
+            value = values.get(name)
+            if value:
+                setattr(self, name, getattr(self, name) + value)
+
+    @property
+    def total_cost_usd(self) -> Decimal:
+        return self.llm_cost_usd + self.voice_cost_usd + self.other_cost_usd
+
+
+# --- window plan --------------------------------------------------------------
+
+
+def _ceil(at: datetime, floor: Callable[[datetime], datetime], step: timedelta) -> datetime:
+    floored = floor(at)
+    return floored if floored == at else floored + step
+
+
+@dataclass(frozen=True)
+class _Plan:
+    raw: list[tuple[datetime, datetime]]
+    hourly: list[tuple[datetime, datetime]]
+    daily: list[tuple[datetime, datetime]]
+
+
+def _plan(window: Window, use_daily: bool = True) -> _Plan:
+    """Split a window into raw edges, whole hours and whole days."""
+    start, end = window.start.astimezone(UTC), window.end.astimezone(UTC)
+    h0, h1 = _ceil(start, hour_of, timedelta(hours=1)), hour_of(end)
+    if h0 >= h1:
+        return _Plan(raw=[(start, end)], hourly=[], daily=[])
+    raw = [r for r in ((start, h0), (h1, end)) if r[0] < r[1]]
+    d0, d1 = _ceil(h0, day_of, timedelta(days=1)), day_of(h1)
+    if not use_daily or d0 >= d1:
+        return _Plan(raw=raw, hourly=[(h0, h1)], daily=[])
+    hourly = [r for r in ((h0, d0), (d1, h1)) if r[0] < r[1]]
+    return _Plan(raw=raw, hourly=hourly, daily=[(d0, d1)])
+
+
+def _ranges(column: str, ranges: list[tuple[datetime, datetime]]) -> Q:
+    q = Q()
+    for a, b in ranges:
+        q |= Q(**{f"{column}__gte": a, f"{column}__lt": b})
+    return q
+
+
+# --- grouping -----------------------------------------------------------------
+
+# For each group: the column on rollups, traces, conversations and scores.
+_GROUP_COLUMNS = {
+    "channel": ("channel", "channel", "channel", "trace__channel"),
+    "agent": ("agent_id", "agent_id", "agent_id", "trace__agent_id"),
+    "version": (
+        "deployment_version",
+        "deployment_version",
+        "deployment_version",
+        "trace__deployment_version",
+    ),
+}
+
+
+def _group_expr(group: Group, kind: int, time_column: str):
+    """The expression to group by in one source (0 rollups, 1 traces, 2 conversations, 3 scores)."""
+    if group in _GROUP_COLUMNS:
+        return F(_GROUP_COLUMNS[group][kind])
+    if group == "hour":
+        return TruncHour(time_column, tzinfo=UTC) if kind else F("bucket_start")
+    if group == "day":
+        return TruncDay(time_column, tzinfo=UTC) if kind else F("bucket_start")
+    return Value(None, output_field=CharField())
+
+
+def _normalise_key(group: Group, key):
+    if group == "day" and isinstance(key, datetime):
+        return day_of(key.astimezone(UTC))
+    if group == "hour" and isinstance(key, datetime):
+        return key.astimezone(UTC)
+    return key
+
+
+def _count_if(condition: Q) -> Count:
+    return Count("id", filter=condition)
+
+
+def collect(
+    *,
+    organisation,
+    window: Window,
+    agent: Agent | None = None,
+    group: Group = None,
+    with_sketch: bool = False,
+) -> dict[object, Totals]:
+    """Totals for ``window`` per ``group`` key (one key, None, when ungrouped)."""
+    plan = _plan(window, use_daily=group != "hour")
+    out: dict[object, Totals] = defaultdict(Totals)
+    scope = (
+        {"organisation": organisation} if agent is None else {"organisation": organisation, "agent": agent}
+    )
+
+    def totals(key) -> Totals:
+        return out[_normalise_key(group, key)]
+
+    # Whole days and hours from rollups.
+    for model, ranges in ((DailyRollup, plan.daily), (HourlyRollup, plan.hourly)):
+        if not ranges:
+            continue
+        rows = model.objects.filter(_ranges("bucket_start", ranges), **scope)
+        grouped = rows.annotate(g=_group_expr(group, 0, "")).values("g", "agent_id")
+        for row in grouped.annotate(**{name: Sum(name) for name in COUNTERS}).order_by():
+            t = totals(row["g"])
+            t.add(row)
+            if row["traces"]:
+                t.agents.add(row["agent_id"])
+        if with_sketch:
+            for row in rows.annotate(g=_group_expr(group, 0, "")).values("g", "latency_sketch").order_by():
+                merge_into(totals(row["g"]).latency_sketch, row["latency_sketch"])
+
+    if not plan.raw:
+        return out
+
+    # Partial hours at the edges from raw rows.
+    traces = Trace.objects.filter(_ranges("created_at", plan.raw), **scope)
+    aggregates = (
+        traces.annotate(g=_group_expr(group, 1, "created_at"))
+        .values("g", "agent_id")
+        .annotate(
+            traces=Count("id"),
+            messages=_count_if(~Q(input="")) + _count_if(~Q(output="")),
+            input_tokens=Sum("input_tokens"),
+            output_tokens=Sum("output_tokens"),
+            latency_count=Count("latency_ms"),
+            latency_sum_ms=Coalesce(Sum("latency_ms"), 0),
+            tool_call_traces=_count_if(Q(tool_call_count__gt=0)),
+            error_traces=_count_if(Q(status="error")),
+            llm_cost_usd=Sum("cost_usd"),
+            unpriced_traces=_count_if(Q(cost_usd__isnull=True)),
+        )
+        .order_by()
+    )
+    for row in aggregates:
+        t = totals(row["g"])
+        t.add(row)
+        t.agents.add(row["agent_id"])
+
+    conversations = (
+        Session.objects.filter(_ranges("started_at", plan.raw), **scope)
+        .annotate(g=_group_expr(group, 2, "started_at"))
+        .values("g")
+        .annotate(conversations=Count("id"), failed_conversations=_count_if(Q(error_count__gt=0)))
+        .order_by()
+    )
+    for row in conversations:
+        totals(row["g"]).add(row)
+
+    score_scope = (
+        {"organisation": organisation}
+        if agent is None
+        else {"organisation": organisation, "trace__agent": agent}
+    )
+    scores = (
+        Score.objects.filter(_ranges("trace__created_at", plan.raw), **score_scope)
+        .annotate(g=_group_expr(group, 3, "trace__created_at"))
+        .values("g")
+        .annotate(score_count=Count("id"), score_sum=Sum("value"))
+        .order_by()
+    )
+    for row in scores:
+        totals(row["g"]).add(row)
+
+    if with_sketch:
+        buckets = (
+            traces.filter(latency_ms__isnull=False)
+            .annotate(g=_group_expr(group, 1, "created_at"), b=LatencyBucket("latency_ms"))
+            .values("g", "b")
+            .annotate(n=Count("id"))
+            .order_by()
+        )
+        for row in buckets:
+            merge_into(totals(row["g"]).latency_sketch, {row["b"]: row["n"]})
+    return out
+
+
+# --- metrics ------------------------------------------------------------------
+
+
+def _ratio(numerator, denominator) -> float | None:
+    return None if not denominator else numerator / denominator
+
+
+def metrics(t: Totals) -> dict:
+    """The metric definitions, applied to totals. The one place they are computed.
+    Times in ms, money in USD, rates in 0..1; rates of an empty window are None."""
+    success_rate = _ratio(t.conversations - t.failed_conversations, t.conversations)
+    p50 = quantile(t.latency_sketch, 0.5)
+    p95 = quantile(t.latency_sketch, 0.95)
+    total_cost = t.total_cost_usd
+    return {
+        "total_sessions": t.conversations,
+        "total_messages": t.messages,
+        "total_traces": t.traces,
+        "total_cost_usd": total_cost,
+        "llm_cost_usd": t.llm_cost_usd,
+        "voice_cost_usd": t.voice_cost_usd,
+        "other_cost_usd": t.other_cost_usd,
+        "unpriced_traces": t.unpriced_traces,
+        "avg_response_time_ms": _ratio(t.latency_sum_ms, t.latency_count),
+        "p50_latency_ms": round(p50, 3) if p50 is not None else None,
+        "p95_latency_ms": round(p95, 3) if p95 is not None else None,
+        "success_rate": success_rate,
+        "error_rate": None if success_rate is None else _ratio(t.failed_conversations, t.conversations),
+        "tool_call_rate": _ratio(t.tool_call_traces, t.traces),
+        "tokens_per_response": _ratio(t.input_tokens + t.output_tokens, t.traces),
+        "cost_per_conversation": total_cost / t.conversations if t.conversations else None,
+        "total_input_tokens": t.input_tokens,
+        "total_output_tokens": t.output_tokens,
+        "voice_minutes": float(t.voice_seconds / 60) if t.voice_seconds else 0.0,
+        "voice_calls": t.voice_calls_ended,
+        "avg_evaluation_score": float(t.score_sum / t.score_count) if t.score_count else None,
+        "evaluation_count": t.score_count,
+        "error_traces": t.error_traces,
+    }
+
+
+def _window_fields(window: Window) -> dict:
+    return {"period": window.label, "from": window.start, "to": window.end}
+
+
+def agent_summary(*, organisation, agent: Agent, window: Window) -> dict:
+    """An agent's metrics for the window (the summary endpoint and Performance tab)."""
+    totals = collect(organisation=organisation, window=window, agent=agent, with_sketch=True).get(
+        None, Totals()
+    )
+    return {**_window_fields(window), "agent_id": agent.public_id, **metrics(totals)}
+
+
+def overview(*, organisation, window: Window) -> dict:
+    """Organisation-wide headline numbers."""
+    t = collect(organisation=organisation, window=window).get(None, Totals())
+    m = metrics(t)
+    return {
+        **_window_fields(window),
+        "total_conversations": m["total_sessions"],
+        "total_messages": m["total_messages"],
+        "total_cost_usd": m["total_cost_usd"],
+        "avg_response_time_ms": m["avg_response_time_ms"],
+        "success_rate": m["success_rate"],
+        "active_agents": len(t.agents),
+        "error_rate": m["error_rate"],
+        "total_traces": m["total_traces"],
+        "unpriced_traces": m["unpriced_traces"],
+    }
+
+
+def channel_breakdown(*, organisation, window: Window, agent: Agent | None = None) -> dict:
+    """Per channel: conversations, messages, success rate, average response time."""
+    by_channel = collect(organisation=organisation, window=window, agent=agent, group="channel")
+    channels = {}
+    for channel in CHANNELS:
+        m = metrics(by_channel.get(channel, Totals()))
+        channels[channel] = {
+            "total_sessions": m["total_sessions"],
+            "total_messages": m["total_messages"],
+            "success_rate": m["success_rate"],
+            "avg_response_time_ms": m["avg_response_time_ms"],
+            "total_cost_usd": m["total_cost_usd"],
+        }
+    return {**_window_fields(window), "agent_id": agent.public_id if agent else None, "channels": channels}
+
+
+def agent_breakdown(*, organisation, window: Window) -> list[dict]:
+    """Each agent's key metrics for the window, for the overview's agents table."""
+    by_agent = collect(organisation=organisation, window=window, group="agent", with_sketch=True)
+    agents = {a.pk: a for a in Agent.objects.filter(organisation=organisation)}
+    rows = []
+    for agent_pk, totals in by_agent.items():
+        agent = agents.get(agent_pk)
+        if agent is not None:
+            rows.append({"agent_id": agent.public_id, "name": agent.name, **metrics(totals)})
+    return sorted(rows, key=lambda r: (-r["total_sessions"], r["name"]))
+
+
+def version_breakdown(*, organisation, agent: Agent, window: Window) -> dict[str, dict]:
+    """Metrics per deployment version of one agent."""
+    by_version = collect(
+        organisation=organisation, window=window, agent=agent, group="version", with_sketch=True
+    )
+    return {version: metrics(t) for version, t in by_version.items()}
+
+
+def bucket_size(window: Window) -> Literal["hour", "day"]:
+    """Hourly points up to three days, daily points beyond."""
+    return "hour" if window.length <= timedelta(days=3) else "day"
+
+
+def timeseries(*, organisation, window: Window, agent: Agent | None = None) -> dict:
+    """Metrics per hour or day across the window, for charts. Every bucket in the
+    window is present (empty ones with zero counts and null rates)."""
+    size = bucket_size(window)
+    by_time = collect(organisation=organisation, window=window, agent=agent, group=size, with_sketch=True)
+    floor = hour_of if size == "hour" else day_of
+    step = timedelta(hours=1) if size == "hour" else timedelta(days=1)
+    points = []
+    at = floor(window.start.astimezone(UTC))
+    while at < window.end:
+        m = metrics(by_time.get(at, Totals()))
+        points.append({"bucket_start": at, **m})
+        at += step
+    return {**_window_fields(window), "bucket": size, "points": points}

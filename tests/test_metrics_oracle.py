@@ -1,0 +1,221 @@
+"""The metrics engine against a brute-force oracle, on generated traffic with
+bucket-edge timestamps, out-of-order and duplicated arrival, late errors and
+late scores, several agents, channels and versions."""
+
+import itertools
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agents.models import Agent
+from dashboard import selectors
+from dashboard.rebuild import rollups_rebuild
+from dashboard.windows import Window
+
+from . import oracle
+from .conftest import _tenant, rollup_snapshot
+
+T0 = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday, midnight UTC
+SPAN = timedelta(days=3)
+_orgs = itertools.count()
+
+# Offsets that sit on and around hour and day edges, plus anywhere.
+edge_offsets = st.builds(
+    lambda hours, nudge: timedelta(hours=hours) + nudge,
+    st.integers(0, 72),
+    st.sampled_from(
+        [timedelta(0), timedelta(microseconds=1), -timedelta(microseconds=1), timedelta(minutes=30)]
+    ),
+)
+any_offset = st.timedeltas(min_value=timedelta(0), max_value=SPAN)
+offsets = st.one_of(edge_offsets, any_offset).filter(lambda d: timedelta(0) <= d <= SPAN)
+
+SESSIONS = [f"s{n}" for n in range(8)]
+
+
+def _session_facts(session: str) -> tuple[str, str, str]:
+    n = int(session[1:])
+    return f"agent_{n % 2}", ("chat", "voice", "widget")[n % 3], ("v1", "v2")[n // 4]
+
+
+@st.composite
+def traffic(draw):
+    items = []
+    for n in range(draw(st.integers(1, 40))):
+        session = draw(st.sampled_from(SESSIONS))
+        agent, channel, version = _session_facts(session)
+        at = T0 + draw(offsets)
+        item = {
+            "id": f"t{draw(st.integers(0, 45))}",  # a small id space makes duplicates
+            "agent_id": agent,
+            "session_id": session,
+            "channel": channel,
+            "deployment_version": version,
+            "input": draw(st.sampled_from(["", "hello", "where is my order?"])),
+            "output": draw(st.sampled_from(["", "hi!", "It ships today."])),
+            "input_tokens": draw(st.integers(0, 5000)),
+            "output_tokens": draw(st.integers(0, 2000)),
+            "status": draw(st.sampled_from(["success", "success", "success", "error"])),
+            "created_at": at.isoformat(),
+            "_at": at,
+        }
+        latency = draw(st.one_of(st.none(), st.just(0), st.integers(1, 60_000)))
+        if latency is not None:
+            item["latency_ms"] = latency
+        pricing = draw(st.sampled_from(["table", "reported", "unpriced"]))
+        item["model"] = "gpt-4o-mini" if pricing != "unpriced" else "in-house-7b"
+        if pricing == "reported":
+            item["cost_usd"] = float(draw(st.decimals(0, 5, places=6)))
+        if draw(st.booleans()):
+            item["tool_calls"] = [{"name": "lookup", "arguments": {"n": n}}]
+        if draw(st.integers(0, 4)) == 0:
+            item["evaluation_score"] = draw(st.sampled_from([1, 2.5, 4, 5]))
+        items.append(item)
+    # Out of order and in several batches.
+    order = draw(st.permutations(range(len(items))))
+    shuffled = [items[i] for i in order]
+    cuts = sorted(draw(st.lists(st.integers(0, len(shuffled)), max_size=4)))
+    batches = [shuffled[a:b] for a, b in zip([0, *cuts], [*cuts, len(shuffled)], strict=True) if a < b]
+    late_scores = draw(st.lists(st.tuples(st.integers(0, 45), st.sampled_from([1, 3, 4.5])), max_size=4))
+    return batches, late_scores
+
+
+windows = st.tuples(offsets, offsets).map(lambda p: (T0 + min(p), T0 + max(p)))
+
+
+def _send(api, world: oracle.World, batches, late_scores) -> None:
+    for batch in batches:
+        body = [{k: v for k, v in item.items() if not k.startswith("_")} for item in batch]
+        r = api.post("/api/traces", {"traces": body})
+        assert r.status_code == 200, r.content[:400]
+        world.send(batch)
+    for n, value in late_scores:
+        r = api.post(f"/api/traces/t{n}/scores", {"name": "helpfulness", "value": value})
+        if f"t{n}" in world.traces:
+            assert r.status_code == 201, r.content
+            world.score(f"t{n}", value)
+        else:
+            assert r.status_code == 404
+
+
+def _money_equal(a, b) -> bool:
+    if connection.vendor == "postgresql":
+        return Decimal(a) == Decimal(b)
+    return abs(Decimal(a) - Decimal(b)) < Decimal("1e-9")  # SQLite keeps decimals as floats
+
+
+def _assert_matches(got: dict, want: dict) -> None:
+    for key, expected in want.items():
+        actual = got[key]
+        if key in ("p50_latency_ms", "p95_latency_ms"):
+            if expected is None or expected == 0:
+                assert actual == expected, key
+            else:
+                assert abs(actual - expected) <= 0.01 * expected, (key, actual, expected)
+        elif key in ("total_cost_usd", "cost_per_conversation") and expected is not None:
+            assert _money_equal(actual, expected), (key, actual, expected)
+        else:
+            assert actual == expected, (key, actual, expected)
+
+
+@pytest.mark.django_db
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=traffic(), checks=st.lists(windows, min_size=1, max_size=6))
+def test_summaries_equal_the_oracle(data, checks):
+    batches, late_scores = data
+    tenant = _tenant(f"oracle-{next(_orgs)}")
+    world = oracle.World()
+    _send(tenant.api("ingest"), world, batches, late_scores)
+    org = tenant.organisation
+    agents = {a.public_id: a for a in Agent.objects.filter(organisation=org)}
+    for start, end in [
+        *checks,
+        (T0, T0 + SPAN + timedelta(hours=1)),
+        (T0 + timedelta(hours=5), T0 + timedelta(hours=5)),
+    ]:
+        if start >= end:
+            end = start + timedelta(minutes=7)  # an empty or tiny window
+        window = Window(start, end)
+        for public_id, agent in agents.items():
+            got = selectors.agent_summary(organisation=org, agent=agent, window=window)
+            want = oracle.summary(world, start, end, agent_id=public_id)
+            want.pop("active_agents")
+            _assert_matches(got, want)
+        ov = selectors.overview(organisation=org, window=window)
+        want = oracle.summary(world, start, end)
+        assert ov["total_conversations"] == want["total_sessions"]
+        assert ov["total_messages"] == want["total_messages"]
+        assert ov["active_agents"] == want["active_agents"]
+        assert ov["success_rate"] == want["success_rate"]
+        assert ov["avg_response_time_ms"] == want["avg_response_time_ms"]
+        assert _money_equal(ov["total_cost_usd"], want["total_cost_usd"])
+        channels = selectors.channel_breakdown(organisation=org, window=window)["channels"]
+        for channel, got in channels.items():
+            want = oracle.summary(world, start, end, channel=channel)
+            assert got["total_sessions"] == want["total_sessions"]
+            assert got["total_messages"] == want["total_messages"]
+            assert got["success_rate"] == want["success_rate"]
+            assert got["avg_response_time_ms"] == want["avg_response_time_ms"]
+
+
+@pytest.mark.django_db
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=traffic(), window=windows)
+def test_timeseries_buckets_equal_the_oracle(data, window):
+    batches, late_scores = data
+    tenant = _tenant(f"series-{next(_orgs)}")
+    world = oracle.World()
+    _send(tenant.api("ingest"), world, batches, late_scores)
+    start, end = window
+    if start >= end:
+        end = start + timedelta(hours=2)
+    series = selectors.timeseries(organisation=tenant.organisation, window=Window(start, end))
+    step = timedelta(hours=1) if series["bucket"] == "hour" else timedelta(days=1)
+    for point in series["points"]:
+        a = max(start, point["bucket_start"])
+        b = min(end, point["bucket_start"] + step)
+        want = oracle.summary(world, a, b)
+        want.pop("active_agents")
+        _assert_matches(point, want)
+
+
+def test_rebuilt_rollups_equal_incremental_ones(tenant, ingest):
+    """The rollups kept on ingestion equal a rebuild from raw rows."""
+    batch = [
+        {
+            "id": f"r{n}",
+            "agent_id": f"agent_{n % 3}",
+            "session_id": f"rs{n % 9}",
+            "channel": ("chat", "voice", "widget")[n % 9 % 3],
+            "input": "q",
+            "output": "a" if n % 4 else "",
+            "model": "gpt-4o-mini",
+            "input_tokens": n * 10,
+            "output_tokens": n,
+            "latency_ms": 100 + n * 37,
+            "status": "error" if n % 7 == 0 else "success",
+            "evaluation_score": n % 5,
+            "created_at": (T0 + timedelta(minutes=47 * n)).isoformat(),
+        }
+        for n in range(120)
+    ]
+    assert ingest.post("/api/traces", {"traces": batch[60:]}).status_code == 200
+    assert ingest.post("/api/traces", {"traces": batch[:60]}).status_code == 200
+    ingest.post("/api/traces/r5/scores", {"value": 2})
+
+    before = rollup_snapshot(tenant.organisation)
+    assert before
+    rollups_rebuild(start=T0, end=T0 + timedelta(days=5))
+    assert rollup_snapshot(tenant.organisation) == before
