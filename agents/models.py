@@ -65,8 +65,8 @@ class Deployment(models.Model):
 class Session(models.Model):
     """A conversation: the traces (and voice call) sharing a session id."""
 
-    organisation = models.ForeignKey("accounts.Organisation", on_delete=models.CASCADE)
-    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="sessions")
+    organisation = models.ForeignKey("accounts.Organisation", on_delete=models.CASCADE, db_index=False)
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="sessions", db_index=False)
     public_id = models.CharField(max_length=200)
     channel = models.CharField(max_length=16, choices=Channel.choices)
     # Version of the conversation's earliest trace (or of the call).
@@ -112,9 +112,11 @@ class CostSource(models.TextChoices):
 class Trace(models.Model):
     """One agent reply: input, reasoning, tool calls, output, usage."""
 
-    organisation = models.ForeignKey("accounts.Organisation", on_delete=models.CASCADE)
-    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="traces")
-    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="traces")
+    # The composite indexes below lead with these columns; single-column FK
+    # indexes would only slow ingestion down.
+    organisation = models.ForeignKey("accounts.Organisation", on_delete=models.CASCADE, db_index=False)
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="traces", db_index=False)
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="traces", db_index=False)
     public_id = models.CharField(max_length=200)
     channel = models.CharField(max_length=16, choices=Channel.choices)
     deployment_version = models.CharField(max_length=64, blank=True)
@@ -158,7 +160,7 @@ class StepKind(models.TextChoices):
 class TraceStep(models.Model):
     """One step inside a trace: an LLM call, a tool call, reasoning, retrieval."""
 
-    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="steps")
+    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="steps", db_index=False)
     position = models.IntegerField()
     span_id = models.CharField(max_length=64, blank=True)
     parent_span_id = models.CharField(max_length=64, blank=True)
@@ -183,7 +185,7 @@ class TraceStep(models.Model):
 class Score(models.Model):
     """An evaluation score attached to a trace (at ingestion or later)."""
 
-    organisation = models.ForeignKey("accounts.Organisation", on_delete=models.CASCADE)
+    organisation = models.ForeignKey("accounts.Organisation", on_delete=models.CASCADE, db_index=False)
     trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="scores")
     name = models.CharField(max_length=100, default="evaluation")
     value = models.DecimalField(max_digits=18, decimal_places=6)

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from audit.services import Actor, audit_record, audit_record_many
 from billing.pricing import PriceTable, price_table
 from dashboard.rollups import RollupDeltas
-from thinnest_analytics.db import insert_ignore_conflicts
+from thinnest_analytics.db import insert_ignore_conflicts, update_by_pk
 
 from .models import (
     Agent,
@@ -96,6 +96,24 @@ TRACE_FIELDS = (
     "metadata",
     "created_at",
     "received_at",
+)
+STEP_FIELDS = (
+    "trace",
+    "position",
+    "span_id",
+    "parent_span_id",
+    "kind",
+    "name",
+    "started_at",
+    "latency_ms",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "input",
+    "output",
+    "error",
+    "attributes",
 )
 # One stored trace, in the column order of TRACE_FIELDS.
 TraceRow = namedtuple("TraceRow", TRACE_FIELDS)
@@ -323,37 +341,37 @@ def _store_traces(organisation, valid, in_batch_duplicates, actor, now, result: 
         pk = new_pk[tid]
         for position, s in enumerate(t.steps):
             steps.append(
-                TraceStep(
-                    trace_id=pk,
-                    position=position,
-                    span_id=s.span_id,
-                    parent_span_id=s.parent_span_id,
-                    kind=s.kind,
-                    name=s.name,
-                    started_at=s.started_at,
-                    latency_ms=round(s.latency_ms) if s.latency_ms is not None else None,
-                    model=s.model,
-                    input_tokens=s.input_tokens,
-                    output_tokens=s.output_tokens,
-                    cost_usd=s.cost_usd,
-                    input=s.input,
-                    output=s.output,
-                    error=s.error,
-                    attributes=s.attributes,
+                (
+                    pk,
+                    position,
+                    s.span_id,
+                    s.parent_span_id,
+                    s.kind,
+                    s.name,
+                    s.started_at,
+                    round(s.latency_ms) if s.latency_ms is not None else None,
+                    s.model,
+                    s.input_tokens,
+                    s.output_tokens,
+                    s.cost_usd,
+                    s.input,
+                    s.output,
+                    s.error,
+                    s.attributes,
                 )
             )
         if t.evaluation_score is not None:
-            scores.append(
-                Score(
-                    organisation=organisation,
-                    trace_id=pk,
-                    name="evaluation",
-                    value=t.evaluation_score,
-                    created_at=now,
-                )
-            )
-    TraceStep.objects.bulk_create(steps, batch_size=2000)
-    Score.objects.bulk_create(scores, batch_size=2000)
+            scores.append((organisation.pk, pk, "evaluation", t.evaluation_score, "", now))
+    insert_ignore_conflicts(
+        TraceStep, STEP_FIELDS, steps, conflict_fields=("trace", "position"), returning=("id",)
+    )
+    insert_ignore_conflicts(
+        Score,
+        ("organisation", "trace", "name", "value", "comment", "created_at"),
+        scores,
+        conflict_fields=("id",),
+        returning=("id",),
+    )
 
     deltas = RollupDeltas()
     rows_by_pk = {new_pk[row.public_id]: row for row in new_rows}
@@ -373,15 +391,15 @@ def _store_traces(organisation, valid, in_batch_duplicates, actor, now, result: 
             status=row.status,
             cost_usd=row.cost_usd,
         )
-    for score in scores:
-        row = rows_by_pk[score.trace_id]
+    for _, trace_pk, _, value, _, _ in scores:
+        row = rows_by_pk[trace_pk]
         deltas.add_score(
             organisation_id=row.organisation,
             agent_id=row.agent,
             channel=row.channel,
             deployment_version=row.deployment_version,
             created_at=row.created_at,
-            value=score.value,
+            value=value,
         )
     conversation_moves(deltas, organisation.pk, transitions)
     deltas.apply()
@@ -433,18 +451,15 @@ def _sessions_apply(
         session.error_count += sum(1 for r in rows if r.status == "error")
         changed.append(session)
         transitions.append((before, SessionState.of(session)))
-    Session.objects.bulk_update(
-        changed,
-        [
-            "first_trace_at",
-            "started_at",
-            "deployment_version",
-            "last_activity_at",
-            "trace_count",
-            "error_count",
-        ],
-        batch_size=500,
-    )
+    session_fields = [
+        "first_trace_at",
+        "started_at",
+        "deployment_version",
+        "last_activity_at",
+        "trace_count",
+        "error_count",
+    ]
+    update_by_pk(Session, session_fields, [(s.pk, *(getattr(s, f) for f in session_fields)) for s in changed])
     return transitions
 
 

@@ -9,8 +9,10 @@ class Rollup(models.Model):
     in the bucket where the conversation started; voice facts where the call
     ended. Every column is additive, so buckets merge by summing."""
 
-    organisation = models.ForeignKey("accounts.Organisation", on_delete=models.CASCADE, related_name="+")
-    agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="+")
+    organisation = models.ForeignKey(
+        "accounts.Organisation", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="+", db_index=False)
     channel = models.CharField(max_length=16)
     deployment_version = models.CharField(max_length=64)
     bucket_start = models.DateTimeField()

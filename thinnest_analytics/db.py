@@ -1,7 +1,10 @@
-"""Set-based writes shared by ingestion and rollups: multi-row
-``INSERT … ON CONFLICT`` statements that read the same on PostgreSQL and SQLite."""
+"""Set-based writes shared by ingestion and rollups: ``INSERT … ON CONFLICT``
+statements fed by ``unnest()`` of one array per column on PostgreSQL (a short,
+fixed statement whatever the row count) and by multi-row ``VALUES`` on SQLite."""
 
-from collections.abc import Sequence
+import json
+from collections.abc import Iterator, Sequence
+from decimal import Decimal
 from typing import Any
 
 from django.db import connection, models
@@ -31,6 +34,37 @@ def _prepared_params(preps, part) -> list[Any]:
     return params
 
 
+def _sources(
+    model: type[models.Model], fields: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> Iterator[tuple[str, list]]:
+    """The row source of an INSERT, as (SQL, params), one or more chunks."""
+    meta = model._meta
+    if connection.vendor == "postgresql":
+        selects, arrays, params = [], [], []
+        for i, name in enumerate(fields):
+            field = meta.get_field(name)
+            values = [row[i] for row in rows]
+            if isinstance(field, models.DecimalField):
+                values = [None if v is None else Decimal(v) for v in values]  # arrays need one type
+            if isinstance(field, models.JSONField):
+                values = [None if v is None else json.dumps(v, cls=field.encoder) for v in values]
+                arrays.append("%s::text[]")
+                selects.append(f"u.c{i}::jsonb")
+            else:
+                arrays.append(f"%s::{field.db_type(connection)}[]")
+                selects.append(f"u.c{i}")
+            params.append(values)
+        columns = ", ".join(f"c{i}" for i in range(len(fields)))
+        yield f"SELECT {', '.join(selects)} FROM unnest({', '.join(arrays)}) AS u({columns})", params
+        return
+    preps = _preparers(model, fields)
+    placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    chunk = max(1, MAX_PARAMS // len(fields))
+    for start in range(0, len(rows), chunk):
+        part = rows[start : start + chunk]
+        yield f"VALUES {', '.join([placeholder] * len(part))}", _prepared_params(preps, part)
+
+
 def insert_ignore_conflicts(
     model: type[models.Model],
     fields: Sequence[str],
@@ -45,24 +79,17 @@ def insert_ignore_conflicts(
         return []
     qn = connection.ops.quote_name
     meta = model._meta
-    columns = [meta.get_field(f).column for f in fields]
-    conflict = [meta.get_field(f).column for f in conflict_fields]
-    ret = [meta.get_field(f).column for f in returning]
-    preps = _preparers(model, fields)
-    placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    chunk = max(1, MAX_PARAMS // len(fields))
+    columns = ", ".join(qn(meta.get_field(f).column) for f in fields)
+    conflict = ", ".join(qn(meta.get_field(f).column) for f in conflict_fields)
+    ret = ", ".join(qn(meta.get_field(f).column) for f in returning)
     out: list[tuple] = []
     with connection.cursor() as cursor:
-        for start in range(0, len(rows), chunk):
-            part = rows[start : start + chunk]
-            params = _prepared_params(preps, part)
-            sql = (
-                f"INSERT INTO {qn(meta.db_table)} ({', '.join(qn(c) for c in columns)}) "
-                f"VALUES {', '.join([placeholder] * len(part))} "
-                f"ON CONFLICT ({', '.join(qn(c) for c in conflict)}) DO NOTHING "
-                f"RETURNING {', '.join(qn(c) for c in ret)}"
+        for source, params in _sources(model, fields, rows):
+            cursor.execute(
+                f"INSERT INTO {qn(meta.db_table)} ({columns}) {source} "
+                f"ON CONFLICT ({conflict}) DO NOTHING RETURNING {ret}",
+                params,
             )
-            cursor.execute(sql, params)
             out.extend(cursor.fetchall())
     return out
 
@@ -93,14 +120,24 @@ def upsert_add(
     for name, function in merge.items():
         c = qn(meta.get_field(name).column)
         updates.append(f"{c} = {function}({table}.{c}, EXCLUDED.{c})")
-    preps = _preparers(model, fields)
-    placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    chunk = max(1, MAX_PARAMS // len(fields))
     with connection.cursor() as cursor:
-        for start in range(0, len(rows), chunk):
-            part = rows[start : start + chunk]
+        for source, params in _sources(model, fields, rows):
             cursor.execute(
-                f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([placeholder] * len(part))} "
+                f"INSERT INTO {table} ({', '.join(columns)}) {source} "
                 f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(updates)}",
-                _prepared_params(preps, part),
+                params,
             )
+
+
+def update_by_pk(model: type[models.Model], fields: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """``UPDATE … SET fields WHERE pk = …`` for each row (pk first, then ``fields``),
+    sent as one pipelined batch."""
+    if not rows:
+        return
+    qn = connection.ops.quote_name
+    meta = model._meta
+    sets = ", ".join(f"{qn(meta.get_field(f).column)} = %s" for f in fields)
+    preps = _preparers(model, fields)
+    params = [(*_prepared_params(preps, [row[1:]]), row[0]) for row in rows]
+    with connection.cursor() as cursor:
+        cursor.executemany(f"UPDATE {qn(meta.db_table)} SET {sets} WHERE {qn(meta.pk.column)} = %s", params)
