@@ -13,6 +13,7 @@ from pydantic import Field as PydanticField
 
 from accounts.auth import ingest_key, read_key
 from audit.services import Actor
+from thinnest_analytics.db import in_worker_thread
 from thinnest_analytics.errors import ApiError
 
 from . import selectors
@@ -123,15 +124,21 @@ def ingest_response(result, is_batch: bool) -> JsonResponse:
     },
     response={200: IngestOut, 207: IngestOut},
 )
-def ingest_traces(request: HttpRequest):
+async def ingest_traces(request: HttpRequest):
     """Store traces. Valid items are stored even when others are rejected; a
     re-sent trace id is accepted but never counted twice. Unknown agents are
     registered on first sight. ``cost_usd`` defaults to the price table's cost."""
+    return await in_worker_thread(_ingest_traces, request=request)
+
+
+def _ingest_traces(request: HttpRequest) -> JsonResponse:
     items, is_batch = batch_items(parse_json_body(request), "traces", "trace")
     result = trace_ingest(
         organisation=request.organisation,
         items=items,
         actor=Actor.for_api_key(request.auth, request),
+        # JSON can only carry a NUL character escaped, so one search of the raw body decides.
+        check_nul=b"\\u0000" in request.body,
     )
     return ingest_response(result, is_batch)
 

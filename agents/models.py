@@ -112,11 +112,19 @@ class CostSource(models.TextChoices):
 class Trace(models.Model):
     """One agent reply: input, reasoning, tool calls, output, usage."""
 
-    # The composite indexes below lead with these columns; single-column FK
-    # indexes would only slow ingestion down.
-    organisation = models.ForeignKey("accounts.Organisation", on_delete=models.CASCADE, db_index=False)
-    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="traces", db_index=False)
-    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="traces", db_index=False)
+    # The composite indexes below lead with these columns; single-column indexes
+    # would only slow ingestion down. Traces, steps and scores carry no database
+    # foreign-key constraints: the per-row checks cost ~40 % of insert time, and
+    # ingestion writes only ids it resolved or locked in the same transaction.
+    organisation = models.ForeignKey(
+        "accounts.Organisation", on_delete=models.CASCADE, db_index=False, db_constraint=False
+    )
+    agent = models.ForeignKey(
+        Agent, on_delete=models.CASCADE, related_name="traces", db_index=False, db_constraint=False
+    )
+    session = models.ForeignKey(
+        Session, on_delete=models.CASCADE, related_name="traces", db_index=False, db_constraint=False
+    )
     public_id = models.CharField(max_length=200)
     channel = models.CharField(max_length=16, choices=Channel.choices)
     deployment_version = models.CharField(max_length=64, blank=True)
@@ -160,7 +168,9 @@ class StepKind(models.TextChoices):
 class TraceStep(models.Model):
     """One step inside a trace: an LLM call, a tool call, reasoning, retrieval."""
 
-    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="steps", db_index=False)
+    trace = models.ForeignKey(
+        Trace, on_delete=models.CASCADE, related_name="steps", db_index=False, db_constraint=False
+    )
     position = models.IntegerField()
     span_id = models.CharField(max_length=64, blank=True)
     parent_span_id = models.CharField(max_length=64, blank=True)
@@ -183,11 +193,28 @@ class TraceStep(models.Model):
 
 
 class Score(models.Model):
-    """An evaluation score attached to a trace (at ingestion or later)."""
+    """An evaluation score attached to a trace (at ingestion or later).
 
-    organisation = models.ForeignKey("accounts.Organisation", on_delete=models.CASCADE, db_index=False)
-    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="scores")
+    The trace's agent, channel, version and time are copied here (they never
+    change), so window queries find scores by time without joining traces."""
+
+    organisation = models.ForeignKey(
+        "accounts.Organisation", on_delete=models.CASCADE, db_index=False, db_constraint=False
+    )
+    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="scores", db_constraint=False)
+    agent = models.ForeignKey(
+        Agent, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    deployment_version = models.CharField(max_length=64, blank=True)
+    trace_created_at = models.DateTimeField()
     name = models.CharField(max_length=100, default="evaluation")
     value = models.DecimalField(max_digits=18, decimal_places=6)
     comment = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["organisation", "trace_created_at"], name="score_org_time"),
+            models.Index(fields=["agent", "trace_created_at"], name="score_agent_time"),
+        ]

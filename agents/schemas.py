@@ -1,6 +1,7 @@
 """Validation of ingested traces. Each item is checked on its own so that one bad
 trace never costs the rest of its batch."""
 
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -13,7 +14,6 @@ from pydantic import (
     Field,
     StrictInt,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
@@ -30,55 +30,64 @@ LatencyMs = Annotated[float, Field(ge=0, le=MAX_LATENCY_MS, allow_inf_nan=False)
 Money = Annotated[Decimal, Field(ge=0, le=1_000_000, allow_inf_nan=False)]
 
 
+NUL_MESSAGE = "contains a NUL character, which cannot be stored"
+
+
 def no_nul(value: str) -> str:
     if "\x00" in value:
-        raise ValueError("contains a NUL character, which cannot be stored")
+        raise ValueError(NUL_MESSAGE)
     return value
 
 
-def _text_limit(value: str) -> str:
-    limit = settings.INGEST_MAX_TEXT_CHARS
-    if len(value) > limit:
-        raise ValueError(f"is {len(value):,} characters long; the limit is {limit:,}")
-    return no_nul(value)
+def nul_paths(value: Any, path: str = "") -> list[str]:
+    """Where NUL characters hide in a JSON value (PostgreSQL refuses them).
+    Ingestion calls this only when the raw body contains an escaped NUL."""
+    found = []
+    if isinstance(value, str):
+        if "\x00" in value:
+            found.append(path or "body")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            key = f"{path}.{k}" if path else str(k)
+            if "\x00" in str(k):
+                found.append(key)
+            found.extend(nul_paths(v, key))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found.extend(nul_paths(v, f"{path}.{i}" if path else str(i)))
+    return found
 
 
-Text = Annotated[str, AfterValidator(_text_limit)]
-ShortText = Annotated[str, Field(max_length=200), AfterValidator(no_nul)]
+# Length limits are checked by pydantic's core; NUL characters by nul_paths.
+Text = Annotated[str, Field(max_length=settings.INGEST_MAX_TEXT_CHARS)]
+ShortText = Annotated[str, Field(max_length=200)]
+
+
+_latest = [0.0, EARLIEST]  # (monotonic second, now + 1 day), refreshed once a second
+
+
+def _latest_allowed() -> datetime:
+    tick = time.monotonic()
+    if tick - _latest[0] > 1:
+        _latest[:] = [tick, datetime.now(UTC) + timedelta(days=1)]
+    return _latest[1]
 
 
 def _utc(value: datetime) -> datetime:
     """Naive timestamps are UTC; anything outside 2000..now+1d is a client bug."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    value = value.astimezone(UTC)
+    elif value.utcoffset():
+        value = value.astimezone(UTC)
     if value < EARLIEST:
         raise ValueError("is before 2000-01-01")
-    if value > datetime.now(UTC) + timedelta(days=1):
+    if value > _latest_allowed():
         raise ValueError("is more than a day in the future")
     return value
 
 
 Timestamp = Annotated[datetime, AfterValidator(_utc)]
-
-
-def _json_without_nul(value: Any) -> Any:
-    """Reject NUL characters anywhere inside a JSON value (PostgreSQL refuses them)."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            no_nul(item)
-        elif isinstance(item, dict):
-            for k, v in item.items():
-                no_nul(k)
-                stack.append(v)
-        elif isinstance(item, list):
-            stack.extend(item)
-    return value
-
-
-JsonValue = Annotated[Any, AfterValidator(_json_without_nul)]
+JsonValue = Any
 
 
 class _Strict(BaseModel):
@@ -136,11 +145,6 @@ class TraceIn(_Strict):
     )
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
     created_at: Timestamp | None = None
-
-    @field_validator("deployment_version")
-    @classmethod
-    def _version_printable(cls, value: str | None) -> str | None:
-        return no_nul(value) if value is not None else None
 
     @model_validator(mode="after")
     def _status_matches_error(self) -> "TraceIn":

@@ -27,7 +27,7 @@ from .models import (
     Trace,
     TraceStep,
 )
-from .schemas import TraceIn, validation_reason
+from .schemas import NUL_MESSAGE, TraceIn, nul_paths, validation_reason
 
 
 def new_public_id(prefix: str) -> str:
@@ -63,7 +63,7 @@ class SessionState:
         return self.started_at is not None
 
     @classmethod
-    def of(cls, session: Session) -> "SessionState":
+    def of(cls, session: "Session | LockedSession") -> "SessionState":
         return cls(
             agent_id=session.agent_id,
             channel=session.channel,
@@ -115,18 +115,31 @@ STEP_FIELDS = (
     "error",
     "attributes",
 )
+SCORE_FIELDS = (
+    "organisation",
+    "trace",
+    "agent",
+    "channel",
+    "deployment_version",
+    "trace_created_at",
+    "name",
+    "value",
+    "comment",
+    "created_at",
+)
 # One stored trace, in the column order of TRACE_FIELDS.
 TraceRow = namedtuple("TraceRow", TRACE_FIELDS)
 
 
-def trace_ingest(*, organisation, items: Sequence[Any], actor: Actor) -> IngestResult:
+def trace_ingest(*, organisation, items: Sequence[Any], actor: Actor, check_nul: bool = True) -> IngestResult:
     """Validate and store a batch of traces in one transaction.
 
     Invalid items are rejected with a reason; valid ones are stored. A trace id
     already stored (or repeated in the batch) is accepted but never stored or
     counted twice, also when two batches race. Unknown agents are registered
     (and audited). Cost in USD comes from the caller, else the price table, else
-    the trace is marked unpriced.
+    the trace is marked unpriced. ``check_nul=False`` skips the search for NUL
+    characters when the caller knows the raw body has none.
     """
     result = IngestResult()
     now = timezone.now()
@@ -137,11 +150,14 @@ def trace_ingest(*, organisation, items: Sequence[Any], actor: Actor) -> IngestR
         if not isinstance(raw, dict):
             result.reject(index, None, "each trace must be a JSON object")
             continue
+        raw_id = raw.get("id") if isinstance(raw.get("id"), str) else None
+        if check_nul and (where := nul_paths(raw)):
+            result.reject(index, raw_id, "; ".join(f"{path}: {NUL_MESSAGE}" for path in where))
+            continue
         try:
             trace = TraceIn.model_validate(raw)
         except ValidationError as exc:
-            raw_id = raw.get("id")
-            result.reject(index, raw_id if isinstance(raw_id, str) else None, validation_reason(exc))
+            result.reject(index, raw_id, validation_reason(exc))
             continue
         if trace.id is None:
             trace.id = new_public_id("trace")
@@ -162,7 +178,12 @@ def trace_ingest(*, organisation, items: Sequence[Any], actor: Actor) -> IngestR
 def agents_resolve(*, organisation, wanted: dict[str, str], actor: Actor) -> dict[str, Agent]:
     """Agents by public id, registering (and auditing) those seen for the first
     time. ``wanted`` maps public id to the name to give a new agent."""
-    agents = {a.public_id: a for a in Agent.objects.filter(organisation=organisation, public_id__in=wanted)}
+    agents = {
+        a.public_id: a
+        for a in Agent.objects.filter(organisation=organisation, public_id__in=wanted).only(
+            "pk", "public_id", "name"
+        )
+    }
     missing = sorted(set(wanted) - set(agents))
     if missing:
         now = timezone.now()
@@ -187,12 +208,47 @@ def agents_resolve(*, organisation, wanted: dict[str, str], actor: Actor) -> dic
             ],
         )
         agents.update(
-            {a.public_id: a for a in Agent.objects.filter(organisation=organisation, public_id__in=missing)}
+            {
+                a.public_id: a
+                for a in Agent.objects.filter(organisation=organisation, public_id__in=missing).only(
+                    "pk", "public_id", "name"
+                )
+            }
         )
     return agents
 
 
-def sessions_lock(*, organisation, wanted: dict[str, tuple[int, str]]) -> dict[str, Session]:
+@dataclass
+class LockedSession:
+    """The columns of a locked conversation that ingestion reads and updates."""
+
+    pk: int
+    public_id: str
+    agent_id: int
+    channel: str
+    deployment_version: str
+    started_at: datetime | None
+    first_trace_at: datetime | None
+    last_activity_at: datetime | None
+    trace_count: int
+    error_count: int
+
+
+LOCKED_SESSION_FIELDS = [
+    "pk",
+    "public_id",
+    "agent_id",
+    "channel",
+    "deployment_version",
+    "started_at",
+    "first_trace_at",
+    "last_activity_at",
+    "trace_count",
+    "error_count",
+]
+
+
+def sessions_lock(*, organisation, wanted: dict[str, tuple[int, str]]) -> dict[str, LockedSession]:
     """Lock the conversations ``wanted`` (public id → (agent pk, channel)),
     creating missing ones empty. Locks are taken in id order so concurrent
     batches never deadlock."""
@@ -220,8 +276,9 @@ def sessions_lock(*, organisation, wanted: dict[str, tuple[int, str]]) -> dict[s
         Session.objects.select_for_update()
         .filter(organisation=organisation, public_id__in=list(wanted))
         .order_by("id")
+        .values_list(*LOCKED_SESSION_FIELDS)
     )
-    return {s.public_id: s for s in locked}
+    return {row[1]: LockedSession(*row) for row in locked}
 
 
 def _cost(
@@ -268,7 +325,7 @@ def _store_traces(organisation, valid, in_batch_duplicates, actor, now, result: 
     prices = price_table(organisation=organisation)
 
     rows: list[TraceRow] = []
-    pending: dict[str, tuple[int, TraceIn, Session]] = {}
+    pending: dict[str, tuple[int, TraceIn, LockedSession]] = {}
     for index, t in valid:
         agent = agents[t.agent_id]
         sid = t.session_id or t.id
@@ -336,6 +393,7 @@ def _store_traces(organisation, valid, in_batch_duplicates, actor, now, result: 
 
     transitions = _sessions_apply(sessions, new_rows)
     steps, scores = [], []
+    rows_by_public_id = {row.public_id: row for row in new_rows}
     for tid in result.stored:
         _, t, _ = pending[tid]
         pk = new_pk[tid]
@@ -361,13 +419,17 @@ def _store_traces(organisation, valid, in_batch_duplicates, actor, now, result: 
                 )
             )
         if t.evaluation_score is not None:
-            scores.append((organisation.pk, pk, "evaluation", t.evaluation_score, "", now))
+            row = rows_by_public_id[tid]
+            scores.append(
+                (organisation.pk, pk, row.agent, row.channel, row.deployment_version, row.created_at)
+                + ("evaluation", t.evaluation_score, "", now)
+            )
     insert_ignore_conflicts(
         TraceStep, STEP_FIELDS, steps, conflict_fields=("trace", "position"), returning=("id",)
     )
     insert_ignore_conflicts(
         Score,
-        ("organisation", "trace", "name", "value", "comment", "created_at"),
+        SCORE_FIELDS,
         scores,
         conflict_fields=("id",),
         returning=("id",),
@@ -391,8 +453,8 @@ def _store_traces(organisation, valid, in_batch_duplicates, actor, now, result: 
             status=row.status,
             cost_usd=row.cost_usd,
         )
-    for _, trace_pk, _, value, _, _ in scores:
-        row = rows_by_pk[trace_pk]
+    for score in scores:
+        row, value = rows_by_pk[score[1]], score[7]
         deltas.add_score(
             organisation_id=row.organisation,
             agent_id=row.agent,
@@ -426,7 +488,7 @@ def conversation_moves(
 
 
 def _sessions_apply(
-    sessions: dict[str, Session], new_rows: list[TraceRow]
+    sessions: dict[str, LockedSession], new_rows: list[TraceRow]
 ) -> list[tuple[SessionState, SessionState]]:
     """Fold newly stored traces into their (locked) conversations; returns each
     changed conversation's state before and after."""
@@ -506,7 +568,15 @@ def score_add(*, trace: Trace, name: str, value: Decimal, comment: str = "") -> 
     """Attach an evaluation score to a stored trace; the trace's rollup bucket
     counts it, so ``avg_evaluation_score`` follows at once."""
     score = Score.objects.create(
-        organisation_id=trace.organisation_id, trace=trace, name=name, value=value, comment=comment
+        organisation_id=trace.organisation_id,
+        trace=trace,
+        agent_id=trace.agent_id,
+        channel=trace.channel,
+        deployment_version=trace.deployment_version,
+        trace_created_at=trace.created_at,
+        name=name,
+        value=value,
+        comment=comment,
     )
     deltas = RollupDeltas()
     deltas.add_score(

@@ -1,11 +1,14 @@
 """LLM cost from the model price table. The one place a token cost is computed."""
 
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
 from django.db.models import Q
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 
 from .models import ModelPrice
 
@@ -29,10 +32,14 @@ class PriceTable:
         self._prices = sorted(
             prices, key=lambda p: (not p.organisation_specific, -p.effective_from.timestamp())
         )
+        self._matching: dict[str, list[_Price]] = {}  # model name -> its prices, in priority order
 
     def price_for(self, model: str, at: datetime) -> _Price | None:
-        for price in self._prices:
-            if price.effective_from <= at and price.pattern.fullmatch(model):
+        matching = self._matching.get(model)
+        if matching is None:
+            matching = self._matching[model] = [p for p in self._prices if p.pattern.fullmatch(model)]
+        for price in matching:
+            if price.effective_from <= at:
                 return price
         return None
 
@@ -46,7 +53,30 @@ class PriceTable:
         return (input_tokens * price.input_per_mtok + output_tokens * price.output_per_mtok) / MILLION
 
 
+# Per process, an organisation's table is reused for a few seconds; a change in
+# this process clears it at once (signals below), other processes see it within
+# CACHE_SECONDS. `manage.py reprice` recomputes traces stored before a change.
+CACHE_SECONDS = 5.0
+_cache: dict[int, tuple[float, PriceTable]] = {}
+
+
 def price_table(*, organisation) -> PriceTable:
+    """The prices that apply to ``organisation``'s traces."""
+    cached = _cache.get(organisation.pk)
+    now = time.monotonic()
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    table = _load(organisation)
+    _cache[organisation.pk] = (now + CACHE_SECONDS, table)
+    return table
+
+
+@receiver([post_save, post_delete], sender=ModelPrice)
+def _forget_prices(**kwargs) -> None:
+    _cache.clear()
+
+
+def _load(organisation) -> PriceTable:
     rows = ModelPrice.objects.filter(Q(organisation__isnull=True) | Q(organisation=organisation))
     prices = []
     for row in rows:

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.db import connection, transaction
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Count, Q, Sum
 from django.db.models.functions import Coalesce, TruncHour
 
 from agents.models import Score, Session, Trace
@@ -63,18 +63,9 @@ def _rebuild_day(day: datetime, organisation_id: int | None) -> None:
             key_of(row),
             {"conversations": row["conversations"], "failed_conversations": row["failed_conversations"]},
         )
-    score_key = {
-        "organisation_id": "trace__organisation_id",
-        "agent_id": "trace__agent_id",
-        "channel": "trace__channel",
-        "deployment_version": "trace__deployment_version",
-    }
     for row in (
-        Score.objects.filter(trace__created_at__gte=day, trace__created_at__lt=end, **scope)
-        .annotate(
-            hour=TruncHour("trace__created_at", tzinfo=UTC),
-            **{k: F(v) for k, v in score_key.items() if k != "organisation_id"},
-        )
+        Score.objects.filter(trace_created_at__gte=day, trace_created_at__lt=end, **scope)
+        .annotate(hour=TruncHour("trace_created_at", tzinfo=UTC))
         .values(*key)
         .annotate(score_count=Count("id"), score_sum=Sum("value"))
         .order_by()

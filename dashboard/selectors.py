@@ -207,14 +207,9 @@ def collect(
     for row in conversations:
         totals(row["g"]).add(row)
 
-    score_scope = (
-        {"organisation": organisation}
-        if agent is None
-        else {"organisation": organisation, "trace__agent": agent}
-    )
     scores = (
-        Score.objects.filter(_ranges("trace__created_at", plan.raw), **score_scope)
-        .annotate(g=_group_expr(group, 3, "trace__created_at"))
+        Score.objects.filter(_ranges("trace_created_at", plan.raw), **scope)
+        .annotate(g=_group_expr(group, 3, "trace_created_at"))
         .values("g")
         .annotate(score_count=Count("id"), score_sum=Sum("value"))
         .order_by()

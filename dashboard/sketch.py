@@ -77,12 +77,10 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 CREATE OR REPLACE FUNCTION ta_sketch_merge(a jsonb, b jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT coalesce(jsonb_object_agg(k, n), '{{}}'::jsonb) FROM (
-    SELECT k, sum(v) AS n FROM (
-      SELECT key AS k, value::text::bigint AS v FROM jsonb_each(coalesce(a, '{{}}'::jsonb))
-      UNION ALL
-      SELECT key, value::text::bigint FROM jsonb_each(coalesce(b, '{{}}'::jsonb))
-    ) parts GROUP BY k HAVING sum(v) <> 0
-  ) merged
+  -- Walk only the (small) new sketch; keys of the stored one are looked up.
+  SELECT coalesce(a, '{{}}'::jsonb) || coalesce((
+    SELECT jsonb_object_agg(key, value::bigint + coalesce((a ->> key)::bigint, 0))
+    FROM jsonb_each_text(b)
+  ), '{{}}'::jsonb)
 $$;
 """

@@ -11,8 +11,11 @@ from audit.services import Actor
 
 
 @pytest.fixture(autouse=True)
-def _fast_passwords(settings):
+def _test_settings(request, settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Tests inside one transaction need every query on the test's own connection;
+    # tests against a live server (committed data) keep the production setting.
+    settings.DB_WORKER_THREADS = "live_server" in request.fixturenames
 
 
 def postgres_only():
@@ -132,3 +135,11 @@ def rollup_snapshot(organisation) -> dict:
                 )
             ] = row
     return out
+
+
+@pytest.fixture(autouse=True)
+def _fresh_price_tables():
+    """Organisation ids are reused between tests on SQLite: start each test uncached."""
+    from billing.pricing import _cache
+
+    _cache.clear()

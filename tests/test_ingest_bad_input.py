@@ -30,7 +30,7 @@ CASES = [
     ("unknown status", trace(status="maybe"), 400, ["status"]),
     ("unknown field", trace(colour="blue"), 400, ["colour", "not a known field"]),
     ("id with a slash", trace(id="a/b"), 400, ["id", "pattern"]),
-    ("10 MB input", trace(input=TEN_MB), 400, ["input", "limit"]),
+    ("10 MB input", trace(input=TEN_MB), 400, ["input", "at most 1000000 characters"]),
     ("NUL byte in output", trace(output="a\x00b"), 400, ["output", "NUL"]),
     (
         "NUL byte inside tool arguments",

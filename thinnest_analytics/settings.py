@@ -114,13 +114,15 @@ elif envbool("DB_POOL", "true"):
     # connections. connect_timeout keeps an outage answer (503) quick.
     _db.setdefault("OPTIONS", {}).update(
         {
-            "pool": {"min_size": 1, "max_size": envint("DB_POOL_MAX", "8"), "timeout": 5},
+            "pool": {"min_size": 1, "max_size": envint("DB_POOL_MAX", "16"), "timeout": 5},
             "connect_timeout": 3,
         }
     )
 else:
     _db.setdefault("OPTIONS", {})["connect_timeout"] = 3
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Ingestion runs on worker threads so concurrent batches overlap.
+DB_WORKER_THREADS = envbool("DB_WORKER_THREADS", "true")
 
 # --- auth -----------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -1,0 +1,416 @@
+"""Benchmarks (not tests): ingestion throughput, analytics latency at 100k and
+10M traces, and percentile accuracy. Prints a table and writes bench/results.json.
+
+    python -m bench                 # 100k data set
+    python -m bench --size 100k,10m # both sizes (the 10M load takes several minutes once)
+
+Needs PostgreSQL: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/thinnest_bench),
+created and migrated if missing. Every number is measured in this run; ratios
+compare with baselines measured in the same run.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/thinnest_bench"
+SIZES = {"100k": 100_000, "1m": 1_000_000, "10m": 10_000_000}
+
+
+def _ensure_database(url: str) -> None:
+    import psycopg
+
+    parsed = urlparse(url)
+    name = parsed.path.lstrip("/")
+    admin = parsed._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--no-input", "-v0"], cwd=ROOT, check=True, env=os.environ
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """Daphne on loopback, as `make run` serves the app."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        env = dict(os.environ, LOG_LEVEL="ERROR")
+        self.proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "daphne"),
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-v",
+                "0",
+                "thinnest_analytics.asgi:application",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if self.get("/healthz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.3)
+
+    def connection(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+
+    def get(self, path: str, key: str | None = None, conn=None) -> tuple[int, bytes]:
+        conn = conn or self.connection()
+        conn.request("GET", path, headers={"Authorization": f"Bearer {key}"} if key else {})
+        response = conn.getresponse()
+        return response.status, response.read()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def _percentiles(samples: list[float]) -> dict:
+    ordered = sorted(samples)
+    pick = lambda q: ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]  # noqa: E731
+    return {
+        "p50_ms": round(statistics.median(ordered), 2),
+        "p95_ms": round(pick(0.95), 2),
+        "calls": len(ordered),
+    }
+
+
+# --- ingestion ------------------------------------------------------------------
+
+
+def bench_ingestion(server: Server, *, clients: int, batches: int, size: int) -> dict:
+    from django.db import connection
+
+    from accounts.services import api_key_create, organisation_get_or_create
+    from audit.services import Actor
+
+    from .datasets import ingest_batches
+
+    org = organisation_get_or_create(slug="bench-ingest")
+    key = api_key_create(
+        organisation=org, name="bench", scopes=["ingest"], actor=Actor.system("bench")
+    ).raw_key
+    seed = int(time.time())
+    bodies = ingest_batches(clients=clients, batches=batches, size=size, seed=seed)
+    # Warm up the server (imports, pool) with one small batch.
+    warm = server.connection()
+    warm.request(
+        "POST",
+        "/api/traces",
+        body=json.dumps({"traces": [{"agent_id": "agent_0", "input": "warm"}]}),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    warm.getresponse().read()
+
+    errors: list[str] = []
+
+    def client(mine: list[bytes]) -> None:
+        conn = server.connection()
+        for body in mine:
+            conn.request(
+                "POST",
+                "/api/traces",
+                body=body,
+                headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+            )
+            response = conn.getresponse()
+            payload = response.read()
+            if response.status != 200:
+                errors.append(f"{response.status} {payload[:200]!r}")
+
+    threads = [threading.Thread(target=client, args=(mine,)) for mine in bodies]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    http_seconds = time.perf_counter() - started
+    total = clients * batches * size
+    if errors:
+        raise RuntimeError(f"ingestion failed: {errors[:3]}")
+
+    # Baseline: psycopg COPY of the same rows into a bare table, no indexes.
+    rows = []
+    for mine in bodies:
+        for body in mine:
+            for t in json.loads(body)["traces"]:
+                rows.append(
+                    (
+                        org.pk,
+                        t["id"],
+                        t["session_id"],
+                        t["agent_id"],
+                        t["channel"],
+                        t["input"],
+                        t["reasoning"],
+                        t["output"],
+                        json.dumps(t["tool_calls"]),
+                        json.dumps(t["steps"]),
+                        t["model"],
+                        t["input_tokens"],
+                        t["output_tokens"],
+                        t["latency_ms"],
+                        t["status"],
+                        t["error"],
+                        t["created_at"],
+                    )
+                )
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS bench_copy_traces")
+        cursor.execute(
+            """CREATE TABLE bench_copy_traces (organisation_id bigint, public_id text, session_id text, agent_id text,
+               channel text, input text, reasoning text, output text, tool_calls jsonb, steps jsonb, model text,
+               input_tokens bigint, output_tokens bigint, latency_ms integer, status text, error text, created_at timestamptz)"""
+        )
+    raw = connection.connection  # the psycopg connection under Django's
+    started = time.perf_counter()
+    with raw.cursor() as cursor, cursor.copy("COPY bench_copy_traces FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+    raw.commit()
+    copy_seconds = time.perf_counter() - started
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE bench_copy_traces")
+    http_rate = total / http_seconds
+    copy_rate = total / copy_seconds
+    return {
+        "traces": total,
+        "clients": clients,
+        "batch_size": size,
+        "http_traces_per_s": round(http_rate),
+        "copy_traces_per_s": round(copy_rate),
+        "http_to_copy_ratio": round(http_rate / copy_rate, 3),
+    }
+
+
+# --- query latency ----------------------------------------------------------------
+
+PLAIN_SUMMARY = """
+SELECT count(*), count(*) FILTER (WHERE input <> '') + count(*) FILTER (WHERE output <> ''),
+       sum(cost_usd), avg(latency_ms),
+       percentile_disc(0.5) WITHIN GROUP (ORDER BY latency_ms), percentile_disc(0.95) WITHIN GROUP (ORDER BY latency_ms),
+       sum(input_tokens), sum(output_tokens), count(*) FILTER (WHERE tool_call_count > 0)
+FROM agents_trace WHERE agent_id = %(agent)s AND created_at >= %(start)s AND created_at < %(end)s;
+SELECT count(*), count(*) FILTER (WHERE error_count > 0) FROM agents_session
+WHERE agent_id = %(agent)s AND started_at >= %(start)s AND started_at < %(end)s;
+"""
+PLAIN_OVERVIEW = """
+SELECT count(*) FILTER (WHERE input <> '') + count(*) FILTER (WHERE output <> ''), sum(cost_usd), avg(latency_ms),
+       count(DISTINCT agent_id)
+FROM agents_trace WHERE organisation_id = %(org)s AND created_at >= %(start)s AND created_at < %(end)s;
+SELECT count(*), count(*) FILTER (WHERE error_count > 0) FROM agents_session
+WHERE organisation_id = %(org)s AND started_at >= %(start)s AND started_at < %(end)s;
+"""
+PLAIN_CHANNELS = """
+SELECT channel, count(*) FILTER (WHERE input <> '') + count(*) FILTER (WHERE output <> ''), avg(latency_ms)
+FROM agents_trace WHERE organisation_id = %(org)s AND created_at >= %(start)s AND created_at < %(end)s GROUP BY channel;
+SELECT channel, count(*), count(*) FILTER (WHERE error_count > 0) FROM agents_session
+WHERE organisation_id = %(org)s AND started_at >= %(start)s AND started_at < %(end)s GROUP BY channel;
+"""
+PERIODS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+
+
+def _timed_plain(sql: str, params: dict, calls: int) -> list[float]:
+    from django.db import connection
+
+    samples = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        with connection.cursor() as cursor:
+            for statement in filter(str.strip, sql.split(";")):
+                cursor.execute(statement, params)
+                cursor.fetchall()
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def bench_queries(server: Server, *, size_label: str, traces: int, calls: int, plain_calls: int) -> dict:
+    from accounts.services import api_key_create
+    from audit.services import Actor
+
+    from .datasets import load
+
+    org, agents = load(slug=f"bench-{size_label}", traces=traces)
+    key = api_key_create(organisation=org, name="bench", scopes=["read"], actor=Actor.system("bench")).raw_key
+    agent = agents[0]
+    conn = server.connection()
+    results = {}
+    for period, length in PERIODS.items():
+        endpoints = {
+            "summary": (f"/api/agents/{agent.public_id}/summary?period={period}", PLAIN_SUMMARY),
+            "overview": (f"/api/analytics/overview?period={period}", PLAIN_OVERVIEW),
+            "channels": (f"/api/analytics/channels?period={period}", PLAIN_CHANNELS),
+        }
+        for name, (path, plain_sql) in endpoints.items():
+            server.get(path, key, conn)  # warm
+            samples = []
+            for _ in range(calls):
+                started = time.perf_counter()
+                status, body = server.get(path, key, conn)
+                samples.append((time.perf_counter() - started) * 1000)
+                if status != 200:
+                    raise RuntimeError(f"{path}: {status} {body[:200]!r}")
+            now = datetime.now(UTC)
+            params = {"agent": agent.pk, "org": org.pk, "start": now - length, "end": now}
+            plain = _timed_plain(plain_sql, params, plain_calls)
+            results[f"{name} {period}"] = {"api": _percentiles(samples), "plain_sql": _percentiles(plain)}
+    return results
+
+
+def bench_percentiles(*, size_label: str, traces: int, windows: int) -> dict:
+    from django.db import connection
+
+    from dashboard import selectors
+    from dashboard.windows import Window
+
+    from .datasets import load
+
+    org, agents = load(slug=f"bench-{size_label}", traces=traces, progress=False)
+    rng = random.Random(7)
+    now = datetime.now(UTC)
+    worst = {"p50": 0.0, "p95": 0.0}
+    for _ in range(windows):
+        agent = rng.choice(agents)
+        length = timedelta(minutes=rng.randint(60, 30 * 24 * 60))
+        start = (
+            now
+            - timedelta(days=30)
+            + timedelta(seconds=rng.randint(0, int((timedelta(days=30) - length).total_seconds())))
+        )
+        window = Window(start, start + length)
+        got = selectors.agent_summary(organisation=org, agent=agent, window=window)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY latency_ms), percentile_disc(0.95) WITHIN GROUP (ORDER BY latency_ms) "
+                "FROM agents_trace WHERE agent_id = %s AND created_at >= %s AND created_at < %s AND latency_ms IS NOT NULL",
+                [agent.pk, window.start, window.end],
+            )
+            exact50, exact95 = cursor.fetchone()
+        for q, exact, estimate in (
+            ("p50", exact50, got["p50_latency_ms"]),
+            ("p95", exact95, got["p95_latency_ms"]),
+        ):
+            if exact:
+                worst[q] = max(worst[q], abs(estimate - exact) / exact)
+    return {
+        "windows": windows,
+        "worst_relative_error_p50": round(worst["p50"], 5),
+        "worst_relative_error_p95": round(worst["p95"], 5),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--size", default="100k", help="comma-separated: 100k, 1m, 10m")
+    parser.add_argument("--calls", type=int, default=50, help="API calls per endpoint and period")
+    parser.add_argument(
+        "--plain-calls",
+        type=int,
+        default=None,
+        help="calls of the plain-SQL baseline (default: 50 at 100k, 5 above)",
+    )
+    parser.add_argument("--skip-ingest", action="store_true")
+    parser.add_argument("--ingest-batches", type=int, default=40, help="batches of 500 per client")
+    parser.add_argument("--windows", type=int, default=200, help="random windows for the percentile check")
+    args = parser.parse_args()
+
+    url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
+    os.environ["DATABASE_URL"] = url
+    os.environ.pop("REDIS_URL", None)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "thinnest_analytics.settings")
+    sys.path.insert(0, str(ROOT))
+    _ensure_database(url)
+    import django
+
+    django.setup()
+
+    results: dict = {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{os.cpu_count()} cores",
+    }
+    server = Server()
+    try:
+        if not args.skip_ingest:
+            results["ingestion"] = bench_ingestion(server, clients=2, batches=args.ingest_batches, size=500)
+            _print_ingestion(results["ingestion"])
+        results["queries"] = {}
+        results["percentiles"] = {}
+        for label in [s.strip().lower() for s in args.size.split(",") if s.strip()]:
+            traces = SIZES[label]
+            plain_calls = args.plain_calls or (50 if traces <= 100_000 else 5)
+            results["queries"][label] = bench_queries(
+                server, size_label=label, traces=traces, calls=args.calls, plain_calls=plain_calls
+            )
+            results["percentiles"][label] = bench_percentiles(
+                size_label=label, traces=traces, windows=args.windows
+            )
+            _print_queries(label, results["queries"][label], results["percentiles"][label])
+    finally:
+        server.stop()
+    out = ROOT / "bench" / "results.json"
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    previous.update({k: v for k, v in results.items() if k not in ("queries", "percentiles")})
+    for section in ("queries", "percentiles"):
+        previous.setdefault(section, {}).update(results.get(section, {}))
+    out.write_text(json.dumps(previous, indent=2) + "\n")
+    print(f"\nwrote {out.relative_to(ROOT)}")
+
+
+def _print_ingestion(r: dict) -> None:
+    print(f"\ningestion: {r['traces']:,} traces, {r['clients']} clients, batches of {r['batch_size']}")
+    print(f"  HTTP API (rollups included) {r['http_traces_per_s']:>10,} traces/s")
+    print(f"  psycopg COPY, bare table    {r['copy_traces_per_s']:>10,} traces/s")
+    print(f"  ratio HTTP / COPY           {r['http_to_copy_ratio']:>10}")
+
+
+def _print_queries(label: str, queries: dict, percentiles: dict) -> None:
+    print(f"\nqueries at {label} traces (ms)")
+    print(
+        f"  {'endpoint':<16}{'API p50':>10}{'API p95':>10}{'plain p50':>12}{'plain p95':>12}{'speed-up':>10}"
+    )
+    for name, r in queries.items():
+        speedup = r["plain_sql"]["p50_ms"] / r["api"]["p50_ms"] if r["api"]["p50_ms"] else 0
+        print(
+            f"  {name:<16}{r['api']['p50_ms']:>10}{r['api']['p95_ms']:>10}{r['plain_sql']['p50_ms']:>12}{r['plain_sql']['p95_ms']:>12}{speedup:>9.1f}x"
+        )
+    print(
+        f"  worst percentile error over {percentiles['windows']} windows: p50 {percentiles['worst_relative_error_p50']:.3%}, "
+        f"p95 {percentiles['worst_relative_error_p95']:.3%}"
+    )
+
+
+if __name__ == "__main__":
+    main()
