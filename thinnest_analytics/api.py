@@ -103,5 +103,7 @@ def _unexpected(request: HttpRequest, exc: Exception):
 
 
 from agents.api import router as agents_router  # noqa: E402
+from audit.api import router as audit_router  # noqa: E402
 
 api.add_router("", agents_router)
+api.add_router("", audit_router)
