@@ -15,7 +15,11 @@ fi
 
 VAR=${VAR_DIR:-var}
 mkdir -p "$VAR"
-.venv/bin/celery -A thinnest_analytics worker --beat --loglevel=INFO --concurrency=2 \
+# The worker runs in its own session (where setsid exists): a signal to this
+# script's process group then reaches it only through the trap below. Signalled
+# directly, its pool processes die under it and its warm shutdown never ends.
+detach=$(command -v setsid || true)
+$detach .venv/bin/celery -A thinnest_analytics worker --beat --loglevel=INFO --concurrency=2 \
   --schedule "$VAR/celerybeat-schedule" >"$VAR/celery.log" 2>&1 &
 celery_pid=$!
 trap 'kill $celery_pid 2>/dev/null; wait $celery_pid 2>/dev/null' EXIT INT TERM
