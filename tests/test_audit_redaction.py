@@ -123,3 +123,45 @@ def test_markers_show_whether_a_secret_changed_without_showing_it(admin):
     first, again, other = record("first-secret"), record("first-secret"), record("second-secret")
     assert first == again != other
     assert first.startswith("[redacted:") and other.startswith("[redacted:")
+
+
+def test_tool_configuration_changes_log_old_and_new_config_redacted(admin, superuser):
+    old_token, new_token = "xoxb-111111111111-oldoldoldold", "xoxb-222222222222-newnewnewnew"
+    tools = [
+        {"name": "slack", "config": {"bot": {"token": old_token}, "channels": ["#a", {"hook": old_token}]}}
+    ]
+    r = admin.post("/api/agents", {"id": "agent_support", "name": "Support", "config": {"tools": tools}})
+    assert r.status_code == 201
+    tools[0]["config"] = {"bot": {"token": new_token}, "channels": ["#a", {"hook": new_token}]}
+    r = admin.client.patch(
+        "/api/agents/agent_support",
+        {"config": {"tools": tools}},
+        content_type="application/json",
+        **admin._headers(),
+    )
+    assert r.status_code == 200
+    update = AuditLog.objects.get(action="agent.update")
+    assert update.details["changed_fields"] == ["tools"]
+    old, new = update.details["old"]["tools"][0]["config"], update.details["new"]["tools"][0]["config"]
+    assert old["bot"]["token"] != new["bot"]["token"]
+    assert old["channels"][0] == "#a"
+    created = AuditLog.objects.get(action="agent.create")
+    _assert_absent(_everywhere(update, admin, superuser), [old_token, new_token])
+    _assert_absent({"create": json.dumps(created.details)}, [old_token])
+    # The agent's own API answer and page mask them too.
+    _assert_absent({"agent": admin.get("/api/agents/agent_support").content.decode()}, [new_token])
+
+
+def test_the_tool_settings_form_logs_changed_keys_not_values(members):
+    member = members["member"]
+    member.post("/agents/", {"id": "agent_mail", "name": "Mail"})
+    member.post(
+        "/agents/agent_mail/tools/", {"name": "smtp", "config": '{"password": "first-pw", "host": "a"}'}
+    )
+    member.post("/agents/agent_mail/tools/smtp/", {"config": '{"password": "second-pw", "host": "a"}'})
+    entry = AuditLog.objects.get(action="tool.config_update")
+    assert entry.details["changed_fields"] == ["password"]
+    text = json.dumps(entry.details)
+    assert "first-pw" not in text and "second-pw" not in text
+    added = AuditLog.objects.get(action="tool.add")
+    assert "first-pw" not in json.dumps(added.details)
