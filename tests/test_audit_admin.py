@@ -121,3 +121,27 @@ def test_the_export_action_exports_the_selected_entries(superuser, logged):
 def test_export_and_pages_need_admin_access(logged, members):
     assert Client().get(f"{LIST}export.csv").status_code == 302
     assert members["owner"].get(f"{LIST}export.csv").status_code == 302  # not staff
+
+
+def test_organisation_changes_in_the_admin_are_audited_and_members_are_read_only(superuser, tenant, members):
+    url = f"/admin/accounts/organisation/{tenant.organisation.pk}/change/"
+    page = superuser.get(url).content.decode()
+    assert "owner-user" in page and 'name="memberships-0-role"' not in page
+    r = superuser.post(
+        url,
+        {
+            "slug": "acme",
+            "name": "Acme Inc",
+            "timezone": "Europe/Berlin",
+            "voice_price_per_minute": "0.04",
+            "created_at_0": "2026-01-01",
+            "created_at_1": "00:00:00",
+            "memberships-TOTAL_FORMS": "0",
+            "memberships-INITIAL_FORMS": "0",
+        },
+    )
+    assert r.status_code == 302, r.content.decode()[:2000]
+    entry = AuditLog.objects.get(action="organisation.update")
+    assert (entry.user_id, entry.resource_id) == ("root", "acme")
+    assert entry.details["changed_fields"] == ["name", "timezone", "voice_price_per_minute"]
+    assert entry.details["new"]["voice_price_per_minute"] == "0.04"

@@ -3,8 +3,11 @@ right action, resource, person and address. One walk through all of them."""
 
 import itertools
 import json
+import re
 
-from accounts.models import ApiKey
+from django.test import Client
+
+from accounts.models import ApiKey, Membership
 from agents.models import Deployment, PhoneNumber
 from audit.models import AuditLog
 
@@ -37,7 +40,7 @@ def _one_entry(do, *, action, resource_type, resource_id, user_id) -> AuditLog:
     return entry
 
 
-def test_every_change_records_exactly_one_entry(tenant, members):
+def test_every_change_records_exactly_one_entry(tenant, members, superuser, mailoutbox):
     key = tenant.api("admin", "ingest", "read")
     http = key.client
     auth = key._headers()
@@ -209,6 +212,61 @@ def test_every_change_records_exactly_one_entry(tenant, members):
         resource_type="deployment",
         resource_id=latest_deployment,
         user_id="admin-user",
+    )
+    _one_entry(
+        form("admin", "/settings/team/", {"email": "new@example.com", "role": "viewer"}),
+        action="member.invite",
+        resource_type="member",
+        resource_id="new@example.com",
+        user_id="admin-user",
+    )
+    link = re.search(r"/invitation/\S+/", mailoutbox[-1].body).group(0)
+    invitee = Client()
+    set_password_url = invitee.get(link, follow=True).redirect_chain[-1][0]
+    _one_entry(
+        lambda ip: invitee.post(
+            set_password_url,
+            {"new_password1": "a-long-passphrase", "new_password2": "a-long-passphrase"},
+            REMOTE_ADDR=ip,
+        ),
+        action="member.invite_accept",
+        resource_type="member",
+        resource_id="new@example.com",
+        user_id="new@example.com",
+    )
+    invited = Membership.objects.get(user__username="new@example.com")
+    _one_entry(
+        form("admin", f"/settings/team/{invited.pk}/role/", {"role": "member"}),
+        action="member.role_change",
+        resource_type="member",
+        resource_id="new@example.com",
+        user_id="admin-user",
+    )
+    _one_entry(
+        form("owner", f"/settings/team/{invited.pk}/remove/"),
+        action="member.remove",
+        resource_type="member",
+        resource_id="new@example.com",
+        user_id="owner-user",
+    )
+    _one_entry(
+        lambda ip: superuser.post(
+            f"/admin/accounts/organisation/{tenant.organisation.pk}/change/",
+            {
+                "slug": "acme",
+                "name": "Acme Inc",
+                "timezone": "UTC",
+                "created_at_0": "2026-01-01",
+                "created_at_1": "00:00:00",
+                "memberships-TOTAL_FORMS": "0",
+                "memberships-INITIAL_FORMS": "0",
+            },
+            REMOTE_ADDR=ip,
+        ),
+        action="organisation.update",
+        resource_type="organisation",
+        resource_id="acme",
+        user_id="root",
     )
     _one_entry(
         form("member", "/agents/agent_page/archive/"),
