@@ -1,6 +1,7 @@
 """Recording audit entries. Call ``audit_record`` inside the same transaction as
 the change it describes, so neither can exist without the other."""
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,15 +33,27 @@ class Actor:
         return cls(user_id=api_key.actor_id, ip_address=client_ip(request))
 
 
+def _valid_ip(value: str | None) -> str | None:
+    try:
+        return str(ipaddress.ip_address((value or "").strip()))
+    except ValueError:
+        return None
+
+
 def client_ip(request: HttpRequest | None) -> str | None:
-    """The caller's address; a proxy header counts only when configured as trusted."""
+    """The caller's address; a proxy header counts only when configured as trusted.
+
+    The last address in the header is the one the trusted proxy added (what it
+    saw connecting); earlier ones were sent by the client and prove nothing. A
+    header that does not end in an address is ignored."""
     if request is None:
         return None
     header = getattr(settings, "TRUSTED_PROXY_HEADER", "")
     if header and request.META.get(header):
-        # The left-most entry is the original client; the proxy appends the rest.
-        return request.META[header].split(",")[0].strip() or None
-    return request.META.get("REMOTE_ADDR") or None
+        forwarded = _valid_ip(request.META[header].split(",")[-1])
+        if forwarded:
+            return forwarded
+    return _valid_ip(request.META.get("REMOTE_ADDR"))
 
 
 def _entry(*, organisation, actor: Actor, action: str, resource_type: str, resource_id, details) -> AuditLog:

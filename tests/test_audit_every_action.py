@@ -279,8 +279,16 @@ def test_every_change_records_exactly_one_entry(tenant, members, superuser, mail
 
 def test_a_proxy_header_counts_only_when_configured_as_trusted(tenant, settings):
     key = tenant.api("admin")
-    body = {"action": "agent.update", "resource_type": "agent"}
-    headers = {"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "203.0.113.9, 10.0.0.1"}
-    assert key.post("/api/admin/audit/events", body, **headers).json()["ip_address"] == "10.0.0.1"
+
+    def recorded_ip(forwarded: str) -> str:
+        body = {"action": "agent.update", "resource_type": "agent"}
+        r = key.post("/api/admin/audit/events", body, REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR=forwarded)
+        assert r.status_code == 201
+        return r.json()["ip_address"]
+
+    # The client claims 198.51.100.66; the proxy appended the address it saw.
+    assert recorded_ip("198.51.100.66, 203.0.113.9") == "10.0.0.1"
     settings.TRUSTED_PROXY_HEADER = "HTTP_X_FORWARDED_FOR"
-    assert key.post("/api/admin/audit/events", body, **headers).json()["ip_address"] == "203.0.113.9"
+    assert recorded_ip("198.51.100.66, 203.0.113.9") == "203.0.113.9"
+    assert recorded_ip("2001:db8::1") == "2001:db8::1"
+    assert recorded_ip("not-an-address") == "10.0.0.1"
