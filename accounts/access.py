@@ -10,9 +10,11 @@ from django.http import Http404, HttpRequest, HttpResponse
 from .models import Role
 
 
-def member_required(role: str = Role.VIEWER) -> Callable:
-    """Signed in, a member of the current organisation, with at least ``role``.
-    Non-members get 404 so the page does not reveal that anything exists."""
+def member_required(role: str = Role.VIEWER, *, to_post: str | None = None) -> Callable:
+    """Signed in, a member of the current organisation, with at least ``role``;
+    with ``to_post``, a POST needs at least that role (a page readers see that
+    also takes a change). Non-members get 404 so the page does not reveal that
+    anything exists."""
 
     def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         @login_required
@@ -20,8 +22,9 @@ def member_required(role: str = Role.VIEWER) -> Callable:
         def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             if request.membership is None:
                 raise Http404("not a member of any organisation")
-            if not request.membership.has_role(role):
-                raise PermissionDenied(f"this needs the {role} role")
+            needed = to_post if to_post is not None and request.method == "POST" else role
+            if not request.membership.has_role(needed):
+                raise PermissionDenied(f"this needs the {needed} role")
             return view(request, *args, **kwargs)
 
         return wrapped

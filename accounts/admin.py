@@ -1,12 +1,28 @@
 from django.contrib import admin
 
+from audit.services import Actor
+
 from .models import ApiKey, Membership, Organisation
+from .services import organisation_save
 
 
 class MembershipInline(admin.TabularInline):
+    """Shown, not edited: the Team page changes members (audited, and it keeps
+    at least one owner)."""
+
     model = Membership
     extra = 0
-    autocomplete_fields = ["user"]
+    fields = ["user", "role", "created_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(Organisation)
@@ -14,6 +30,9 @@ class OrganisationAdmin(admin.ModelAdmin):
     list_display = ["name", "slug", "timezone", "created_at"]
     search_fields = ["name", "slug"]
     inlines = [MembershipInline]
+
+    def save_model(self, request, obj, form, change):
+        organisation_save(organisation=obj, actor=Actor.for_user(request.user, request))
 
 
 @admin.register(ApiKey)

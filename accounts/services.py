@@ -3,16 +3,28 @@
 import hashlib
 import hmac
 import secrets
+import smtplib
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.tokens import default_token_generator
+from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
+from django.core.validators import validate_email
 from django.db import transaction
+from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
 from django.utils.text import slugify
 
 from audit.services import Actor, audit_record
+from thinnest_analytics.errors import ApiError
 
 from .models import ApiKey, Membership, Organisation, Role, Scope
 
@@ -40,6 +52,49 @@ def parse_scopes(raw: str | list[str]) -> list[str]:
 def hash_api_key(raw_key: str) -> str:
     # Keys carry 190 bits of randomness, so a plain SHA-256 is enough.
     return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+# The organisation's own settings, as the admin edits them.
+ORGANISATION_FIELDS = ("slug", "name", "timezone", "voice_price_per_minute")
+
+
+def _json(value):
+    return str(value) if isinstance(value, Decimal) else value  # money as its exact decimal text
+
+
+@transaction.atomic
+def organisation_save(*, organisation: Organisation, actor: Actor) -> Organisation:
+    """Save an organisation edited in the Django admin. Records
+    organisation.create, or organisation.update with the changed fields."""
+    stored = (
+        Organisation.objects.select_for_update().filter(pk=organisation.pk).first()
+        if organisation.pk
+        else None
+    )
+    organisation.save()
+    new = {f: getattr(organisation, f) for f in ORGANISATION_FIELDS}
+    if stored is None:
+        action, details = "organisation.create", {f: _json(v) for f, v in new.items()}
+    else:
+        old = {f: getattr(stored, f) for f in ORGANISATION_FIELDS}
+        changed = [f for f in ORGANISATION_FIELDS if old[f] != new[f]]
+        if not changed:
+            return organisation
+        action = "organisation.update"
+        details = {
+            "changed_fields": changed,
+            "old": {f: _json(old[f]) for f in changed},
+            "new": {f: _json(new[f]) for f in changed},
+        }
+    audit_record(
+        organisation=organisation,
+        actor=actor,
+        action=action,
+        resource_type="organisation",
+        resource_id=organisation.slug,
+        details=details,
+    )
+    return organisation
 
 
 def organisation_get_or_create(*, slug: str, name: str | None = None) -> Organisation:
@@ -165,3 +220,189 @@ def user_create_or_update(
             details={"changed_fields": ["role"], "old": {"role": old}, "new": {"role": role.value}},
         )
     return user, membership
+
+
+# --- team: invitations, roles, removals ----------------------------------------
+
+
+def _require_may_manage(by: Membership, role: str) -> None:
+    """Admins manage admins, members and viewers; owners manage everyone."""
+    if not by.has_role(Role.OWNER) and not (by.has_role(Role.ADMIN) and role != Role.OWNER):
+        raise ApiError(
+            403,
+            "forbidden",
+            "only an owner can manage owners" if by.has_role(Role.ADMIN) else "admins manage the team",
+        )
+
+
+def _require_another_owner(membership: Membership) -> None:
+    others = Membership.objects.filter(organisation_id=membership.organisation_id, role=Role.OWNER).exclude(
+        pk=membership.pk
+    )
+    if not others.exists():
+        raise ApiError(
+            409, "last_owner", "an organisation keeps at least one owner: make someone else owner first"
+        )
+
+
+def _team_lock(organisation: Organisation) -> None:
+    """Team changes of one organisation queue behind each other, so two owners
+    demoting each other at once cannot leave it without an owner."""
+    Organisation.objects.select_for_update().filter(pk=organisation.pk).first()
+
+
+def _role(role: str) -> Role:
+    try:
+        return Role(role)
+    except ValueError:
+        raise ApiError(400, "invalid_request", f"role: choose from {', '.join(Role.values)}") from None
+
+
+def member_invite(
+    *, organisation: Organisation, email: str, role: str, by: Membership, actor: Actor
+) -> Membership:
+    """Give the person with ``email`` the ``role`` in the organisation and email
+    them. A new person gets an account without a usable password and a link to
+    set one (Django's password-reset token: single use, expires after
+    ``PASSWORD_RESET_TIMEOUT``); inviting someone who has not chosen a password
+    yet sends a fresh link. Records member.invite; the email is sent only once
+    the membership is committed."""
+    email = (email or "").strip().lower()
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise ApiError(400, "invalid_request", f"'{email}' is not an email address") from None
+    role = _role(role)
+    _require_may_manage(by, role)
+    User = get_user_model()
+    with transaction.atomic():
+        _team_lock(organisation)
+        user = (
+            User.objects.filter(username__iexact=email).first()
+            or User.objects.filter(email__iexact=email).first()
+        )
+        new_account = user is None
+        if new_account:
+            user = User(username=email, email=email)
+            user.set_unusable_password()
+            user.save()
+        membership = Membership.objects.filter(user=user, organisation=organisation).first()
+        resent = membership is not None
+        if resent and user.has_usable_password():
+            raise ApiError(409, "already_member", f"{email} is already a member")
+        if resent and membership.role != role:
+            raise ApiError(
+                409,
+                "already_invited",
+                f"{email} is already invited as {membership.role}; change the role instead",
+            )
+        if not resent:
+            membership = Membership.objects.create(user=user, organisation=organisation, role=role)
+        audit_record(
+            organisation=organisation,
+            actor=actor,
+            action="member.invite",
+            resource_type="member",
+            resource_id=user.get_username(),
+            details={"email": email, "role": role.value, "new_account": new_account, "resent": resent},
+        )
+    _invitation_send(user=user, email=email, organisation=organisation, invited_by=actor.user_id)
+    return membership
+
+
+def invitation_link(user) -> str:
+    """The link that lets ``user`` set a password; it stops working once used."""
+    uid = urlsafe_base64_encode(force_bytes(user.pk))
+    token = default_token_generator.make_token(user)
+    return settings.SITE_URL.rstrip("/") + reverse("accounts:invitation_accept", args=[uid, token])
+
+
+def _invitation_send(*, user, email: str, organisation: Organisation, invited_by: str) -> None:
+    context = {
+        "organisation": organisation,
+        "invited_by": invited_by,
+        "username": user.get_username(),
+        "set_password_link": None if user.has_usable_password() else invitation_link(user),
+        "login_link": settings.SITE_URL.rstrip("/") + reverse("login"),
+    }
+    try:
+        send_mail(
+            f"You have been invited to {organisation.name} on thinnest analytics",
+            render_to_string("accounts/email/invitation.txt", context),
+            None,
+            [email],
+        )
+    except (OSError, smtplib.SMTPException) as exc:
+        raise ApiError(
+            502, "email_failed", f"{email} was added to the team, but the invitation email failed: {exc}"
+        ) from None
+
+
+@transaction.atomic
+def member_role_change(*, membership: Membership, role: str, by: Membership, actor: Actor) -> Membership:
+    """Give a member another role. Admins cannot touch owners or make owners; the
+    last owner cannot be demoted. Records member.role_change."""
+    role = _role(role)
+    _team_lock(membership.organisation)
+    membership = (
+        Membership.objects.select_for_update(of=("self",))
+        .select_related("user", "organisation")
+        .get(pk=membership.pk)
+    )
+    if membership.role == role:
+        return membership
+    _require_may_manage(by, membership.role)
+    _require_may_manage(by, role)
+    if membership.role == Role.OWNER:
+        _require_another_owner(membership)
+    old = membership.role
+    membership.role = role
+    membership.save(update_fields=["role"])
+    audit_record(
+        organisation=membership.organisation,
+        actor=actor,
+        action="member.role_change",
+        resource_type="member",
+        resource_id=membership.user.get_username(),
+        details={"changed_fields": ["role"], "old": {"role": old}, "new": {"role": role.value}},
+    )
+    return membership
+
+
+@transaction.atomic
+def member_remove(*, membership: Membership, by: Membership, actor: Actor) -> None:
+    """Remove a member from the organisation (their account stays). Admins cannot
+    remove owners; the last owner cannot be removed. Records member.remove."""
+    _team_lock(membership.organisation)
+    membership = (
+        Membership.objects.select_for_update(of=("self",))
+        .select_related("user", "organisation")
+        .get(pk=membership.pk)
+    )
+    _require_may_manage(by, membership.role)
+    if membership.role == Role.OWNER:
+        _require_another_owner(membership)
+    membership.delete()
+    audit_record(
+        organisation=membership.organisation,
+        actor=actor,
+        action="member.remove",
+        resource_type="member",
+        resource_id=membership.user.get_username(),
+        details={"role": membership.role, "email": membership.user.email},
+    )
+
+
+def invitation_accepted(*, user, actor: Actor) -> None:
+    """Record that an invited person chose their password and joined: one
+    member.invite_accept entry in each organisation they belong to. Call it in
+    the transaction that sets the password."""
+    for membership in Membership.objects.filter(user=user).select_related("organisation"):
+        audit_record(
+            organisation=membership.organisation,
+            actor=actor,
+            action="member.invite_accept",
+            resource_type="member",
+            resource_id=user.get_username(),
+            details={"role": membership.role},
+        )

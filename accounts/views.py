@@ -1,15 +1,28 @@
 from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from audit.services import Actor
+from thinnest_analytics.pages import button_apply, form_apply
 
 from .access import member_required
+from .forms import InviteForm
 from .middleware import SESSION_KEY
-from .models import ApiKey, Role
-from .services import InvalidScopes, api_key_create, api_key_revoke
+from .models import ApiKey, Membership, Role
+from .services import (
+    InvalidScopes,
+    api_key_create,
+    api_key_revoke,
+    invitation_accepted,
+    member_invite,
+    member_remove,
+    member_role_change,
+)
 
 
 @member_required(Role.ADMIN)
@@ -52,3 +65,98 @@ def organisation_switch(request: HttpRequest) -> HttpResponse:
     if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
         target = "/"
     return redirect(target)
+
+
+# --- team -------------------------------------------------------------------
+
+
+def _team_page(request: HttpRequest, form: InviteForm | None = None, status: int = 200) -> HttpResponse:
+    members = (
+        Membership.objects.filter(organisation=request.organisation)
+        .select_related("user")
+        .order_by("user__username")
+    )
+    context = {"members": members, "form": form or InviteForm(), "roles": Role.choices, "nav": "team"}
+    return render(request, "accounts/team.html", context, status=status)
+
+
+@member_required(Role.ADMIN)
+def team(request: HttpRequest) -> HttpResponse:
+    """The organisation's members; invitations go out from here."""
+    if request.method != "POST":
+        return _team_page(request)
+    form = InviteForm(request.POST)
+    invited = form_apply(
+        form,
+        lambda data: member_invite(
+            organisation=request.organisation,
+            email=data["email"],
+            role=data["role"],
+            by=request.membership,
+            actor=Actor.for_user(request.user, request),
+        ),
+    )
+    if invited is None:
+        return _team_page(request, form, status=400)
+    messages.success(request, f"Invitation sent to {form.cleaned_data['email']}.")
+    return redirect("accounts:team")
+
+
+def _membership(request: HttpRequest, membership_id: int) -> Membership:
+    membership = Membership.objects.filter(organisation=request.organisation, pk=membership_id).first()
+    if membership is None:
+        raise Http404("no such member")
+    return membership
+
+
+@require_POST
+@member_required(Role.ADMIN)
+def member_role(request: HttpRequest, membership_id: int) -> HttpResponse:
+    membership = _membership(request, membership_id)
+    role = request.POST.get("role", "")
+    button_apply(
+        request,
+        lambda: member_role_change(
+            membership=membership,
+            role=role,
+            by=request.membership,
+            actor=Actor.for_user(request.user, request),
+        ),
+        f"{membership.user.get_username()} is now {role}.",
+    )
+    return redirect("accounts:team")
+
+
+@require_POST
+@member_required(Role.ADMIN)
+def member_remove_view(request: HttpRequest, membership_id: int) -> HttpResponse:
+    membership = _membership(request, membership_id)
+    removed = button_apply(
+        request,
+        lambda: member_remove(
+            membership=membership, by=request.membership, actor=Actor.for_user(request.user, request)
+        ),
+        f"{membership.user.get_username()} was removed.",
+    )
+    if removed and membership.user_id == request.user.pk:
+        return redirect("dashboard:overview")
+    return redirect("accounts:team")
+
+
+class InvitationAcceptView(auth_views.PasswordResetConfirmView):
+    """The link in an invitation: choose a password, then land signed in. It is
+    Django's password-reset confirmation, so the link works once and expires
+    after ``PASSWORD_RESET_TIMEOUT``."""
+
+    template_name = "accounts/invitation_accept.html"
+    post_reset_login = True
+    success_url = reverse_lazy("dashboard:overview")
+
+    def form_valid(self, form):
+        with transaction.atomic():
+            response = super().form_valid(form)  # sets the password, signs in
+            invitation_accepted(user=form.user, actor=Actor.for_user(form.user, self.request))
+        return response
+
+
+invitation_accept = InvitationAcceptView.as_view()

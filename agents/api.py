@@ -1,4 +1,4 @@
-"""JSON endpoints for ingestion and reading traces."""
+"""JSON endpoints: ingestion, reading traces, managing agents, deployments and rollback."""
 
 import json
 from datetime import datetime
@@ -8,17 +8,26 @@ from typing import Annotated, Any, Literal
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from ninja import Field, Query, Router, Schema, Status
-from pydantic import AfterValidator
+from pydantic import AfterValidator, ConfigDict, StrictInt
 from pydantic import Field as PydanticField
 
-from accounts.auth import ingest_key, read_key
+from accounts.auth import admin_key, ingest_key, read_key
 from audit.services import Actor
 from thinnest_analytics.db import in_worker_thread
 from thinnest_analytics.errors import ApiError
 
 from . import selectors
-from .schemas import TraceIn, no_nul
-from .services import score_add, trace_ingest
+from .config import AgentConfig, AgentConfigPatch, AgentName, VersionLabel
+from .schemas import AgentId, TraceIn, no_nul
+from .services import (
+    agent_archive,
+    agent_create,
+    agent_update,
+    deployment_create,
+    deployment_rollback,
+    score_add,
+    trace_ingest,
+)
 
 router = Router(tags=["traces"])
 
@@ -285,3 +294,187 @@ def trace_score(request: HttpRequest, trace_id: str, body: ScoreIn):
     trace's window includes them at once."""
     trace = selectors.trace_get(organisation=request.organisation, public_id=trace_id)
     return Status(201, score_add(trace=trace, name=body.name, value=body.value, comment=body.comment))
+
+
+# --- managing agents (scope admin) ------------------------------------------
+
+
+class ToolOut(Schema):
+    name: str
+    config: dict[str, Any]
+
+
+class AgentConfigOut(Schema):
+    instructions: str
+    model: str
+    temperature: float | None
+    tools: list[ToolOut]
+
+
+class AgentDetail(Schema):
+    id: str
+    name: str
+    config: AgentConfigOut
+    created_at: datetime
+    updated_at: datetime
+    archived: bool
+    active_version: str | None
+
+
+class AgentCreateIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    id: AgentId | None = Field(None, description="defaults to a new agent_… id")
+    name: AgentName
+    config: AgentConfig = Field(default_factory=AgentConfig)
+
+
+class AgentPatchIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    name: AgentName | None = None
+    config: AgentConfigPatch | None = Field(
+        None, description="only the fields sent change; tools replace all tools"
+    )
+
+
+@router.get(
+    "/agents/{agent_id}",
+    auth=read_key,
+    response=AgentDetail,
+    tags=["agents"],
+    summary="One agent with its configuration (tool secrets masked)",
+)
+def agent_get(request: HttpRequest, agent_id: str):
+    return selectors.agent_detail(selectors.agent_get(organisation=request.organisation, public_id=agent_id))
+
+
+@router.post(
+    "/agents", auth=admin_key, response={201: AgentDetail}, tags=["agents"], summary="Create an agent"
+)
+def agent_create_endpoint(request: HttpRequest, body: AgentCreateIn):
+    """An id already in use in the organisation is a 409. Audited as agent.create."""
+    agent = agent_create(
+        organisation=request.organisation,
+        actor=Actor.for_api_key(request.auth, request),
+        name=body.name,
+        config=body.config.model_dump(),
+        public_id=body.id,
+    )
+    return Status(201, selectors.agent_detail(agent))
+
+
+@router.patch(
+    "/agents/{agent_id}", auth=admin_key, response=AgentDetail, tags=["agents"], summary="Change an agent"
+)
+def agent_update_endpoint(request: HttpRequest, agent_id: str, body: AgentPatchIn):
+    """Masked tool settings sent back unchanged keep their stored secrets.
+    Audited as agent.update with the changed fields."""
+    agent = selectors.agent_get(organisation=request.organisation, public_id=agent_id)
+    if not body.model_fields_set:
+        raise ApiError(400, "invalid_request", "send at least one of: name, config")
+    agent = agent_update(
+        agent=agent,
+        actor=Actor.for_api_key(request.auth, request),
+        name=body.name,
+        config=body.config.model_dump(exclude_unset=True) if body.config is not None else None,
+    )
+    return selectors.agent_detail(agent)
+
+
+@router.delete(
+    "/agents/{agent_id}", auth=admin_key, response={204: None}, tags=["agents"], summary="Archive an agent"
+)
+def agent_archive_endpoint(request: HttpRequest, agent_id: str):
+    """Agents are archived, never deleted: their traces and history stay.
+    Audited as agent.delete."""
+    agent = selectors.agent_get(organisation=request.organisation, public_id=agent_id)
+    agent_archive(agent=agent, actor=Actor.for_api_key(request.auth, request))
+    return Status(204, None)
+
+
+# --- deployments --------------------------------------------------------------
+
+
+class DeploymentOut(Schema):
+    id: int
+    version: str
+    status: str
+    deployed_at: datetime
+    deployed_by: str
+    changes: str
+    rollback_of: int | None
+
+
+class DeploymentDetail(DeploymentOut):
+    agent_id: str
+    config: AgentConfigOut
+
+
+class DeploymentHistory(Schema):
+    deployments: list[DeploymentOut]
+
+
+class DeploymentIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    version: VersionLabel | None = Field(None, description="defaults to the next v<n>")
+    changes: str = Field(..., max_length=10_000)
+    config: AgentConfig | None = Field(None, description="defaults to the agent's current configuration")
+
+
+class RollbackIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    version_id: StrictInt = Field(..., ge=1, description="the id of the deployment to return to")
+
+
+@router.post(
+    "/deployments/{agent_id}",
+    auth=admin_key,
+    response={201: DeploymentDetail},
+    tags=["deployments"],
+    summary="Record a deployment",
+)
+def deployment_create_endpoint(request: HttpRequest, agent_id: str, body: DeploymentIn):
+    """The new deployment becomes active; the previous one is superseded. A
+    version label the agent already used is a 409. Audited as deployment.create."""
+    agent = selectors.agent_get(organisation=request.organisation, public_id=agent_id)
+    deployment = deployment_create(
+        agent=agent,
+        actor=Actor.for_api_key(request.auth, request),
+        version=body.version,
+        changes=body.changes,
+        config=body.config.model_dump() if body.config is not None else None,
+    )
+    return Status(201, selectors.deployment_detail(deployment))
+
+
+@router.get(
+    "/deployments/{agent_id}/history",
+    auth=read_key,
+    response=DeploymentHistory,
+    tags=["deployments"],
+    summary="An agent's deployments, newest first",
+)
+def deployment_history(request: HttpRequest, agent_id: str):
+    agent = selectors.agent_get(organisation=request.organisation, public_id=agent_id)
+    return {"deployments": [selectors.deployment_out(d) for d in selectors.deployment_history(agent=agent)]}
+
+
+@router.post(
+    "/deployments/{agent_id}/rollback",
+    auth=admin_key,
+    response=DeploymentDetail,
+    tags=["deployments"],
+    summary="Make an earlier deployment's configuration active again",
+)
+def deployment_rollback_endpoint(request: HttpRequest, agent_id: str, body: RollbackIn):
+    """Appends a new deployment with ``rollback_of`` set; the one it replaces is
+    marked rolled_back. Answers the deployment now active. Audited as
+    deployment.rollback."""
+    agent = selectors.agent_get(organisation=request.organisation, public_id=agent_id)
+    deployment = deployment_rollback(
+        agent=agent, version_id=body.version_id, actor=Actor.for_api_key(request.auth, request)
+    )
+    return selectors.deployment_detail(deployment)

@@ -58,8 +58,35 @@ class Deployment(models.Model):
                 fields=["agent"],
                 condition=models.Q(status="active"),
                 name="deployment_one_active",
-            )
+            ),
+            # A version label names one deployment: traces and comparisons refer to it.
+            models.UniqueConstraint(fields=["agent", "version"], name="deployment_version_unique"),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.version} ({self.status})"
+
+
+class PhoneNumber(models.Model):
+    """A phone number of the organisation's, answered by the agent it is assigned to."""
+
+    organisation = models.ForeignKey(
+        "accounts.Organisation", on_delete=models.CASCADE, related_name="phone_numbers"
+    )
+    # E.164: "+" and up to 15 digits, e.g. "+14155550100".
+    number = models.CharField(max_length=16)
+    agent = models.ForeignKey(
+        Agent, null=True, blank=True, on_delete=models.RESTRICT, related_name="phone_numbers"
+    )
+    assigned_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["number"]
+        constraints = [models.UniqueConstraint(fields=["organisation", "number"], name="phone_number_unique")]
+
+    def __str__(self) -> str:
+        return self.number
 
 
 class Session(models.Model):

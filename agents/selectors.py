@@ -1,16 +1,15 @@
 """Reads for agents, conversations and traces."""
 
-import base64
-import binascii
-import json
 from datetime import datetime
 
 from django.db.models import Q
 from django.utils.dateparse import parse_datetime
 
+from thinnest_analytics.cursors import cursor_decode, cursor_encode, invalid_cursor
 from thinnest_analytics.errors import ApiError, not_found
 
-from .models import Agent, Trace
+from .config import agent_fields, change_details, config_complete, config_masked, config_of
+from .models import Agent, Deployment, DeploymentStatus, Trace
 
 
 def agent_get(*, organisation, public_id: str) -> Agent:
@@ -29,22 +28,19 @@ def agent_list(*, organisation) -> list[dict]:
 
 
 def _encode_cursor(trace: Trace) -> str:
-    raw = json.dumps([trace.created_at.isoformat(), trace.pk]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return cursor_encode(trace.created_at.isoformat(), trace.pk)
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, int]:
+    values = cursor_decode(cursor)
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, pk = json.loads(raw)
+        created, pk = values
         created_at = parse_datetime(created)
-        if created_at is None or not isinstance(pk, int):
-            raise ValueError
-        return created_at, pk
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise ApiError(
-            400, "invalid_cursor", "cursor is not one this API returned; start without it"
-        ) from None
+    except (ValueError, TypeError):
+        raise invalid_cursor() from None
+    if created_at is None or not isinstance(pk, int):
+        raise invalid_cursor()
+    return created_at, pk
 
 
 def _trace_summary(t: Trace) -> dict:
@@ -128,3 +124,56 @@ def recent_traces(*, organisation, limit: int = 20) -> list[Trace]:
         .select_related("agent", "session")
         .order_by("-created_at", "-pk")[:limit]
     )
+
+
+def agent_detail(agent: Agent) -> dict:
+    """The agent with its configuration as it may be shown: tool secrets masked."""
+    active = agent.deployments.filter(status=DeploymentStatus.ACTIVE).first()
+    return {
+        "id": agent.public_id,
+        "name": agent.name,
+        "config": config_masked(config_of(agent)),
+        "created_at": agent.created_at,
+        "updated_at": agent.updated_at,
+        "archived": agent.archived_at is not None,
+        "active_version": active.version if active else None,
+    }
+
+
+def deployment_out(deployment: Deployment) -> dict:
+    return {
+        "id": deployment.pk,
+        "version": deployment.version,
+        "status": deployment.status,
+        "deployed_at": deployment.deployed_at,
+        "deployed_by": deployment.deployed_by,
+        "changes": deployment.changes,
+        "rollback_of": deployment.rollback_of_id,
+    }
+
+
+def deployment_detail(deployment: Deployment) -> dict:
+    """One deployment with its configuration snapshot, tool secrets masked."""
+    return {
+        **deployment_out(deployment),
+        "agent_id": deployment.agent.public_id,
+        "config": config_masked(config_complete(deployment.config)),
+    }
+
+
+def deployment_history(*, agent: Agent) -> list[Deployment]:
+    """The agent's deployments, newest first."""
+    return list(agent.deployments.select_related("rollback_of").order_by("-deployed_at", "-pk"))
+
+
+def rollback_preview(*, agent: Agent, deployment: Deployment) -> dict:
+    """What rolling back to ``deployment`` would do: the deployment it replaces,
+    the fields of the agent's configuration that change, and the snapshot that
+    becomes active (tool secrets masked)."""
+    snapshot = config_complete(deployment.config)
+    change = change_details(agent_fields(agent.name, config_of(agent)), agent_fields(agent.name, snapshot))
+    return {
+        "active": agent.deployments.filter(status=DeploymentStatus.ACTIVE).first(),
+        "changed_fields": change.get("changed_fields", []),
+        "snapshot": config_masked(snapshot),
+    }

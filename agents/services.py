@@ -1,5 +1,6 @@
 """Writes for agents, conversations and traces."""
 
+import re
 import secrets
 from collections import defaultdict, namedtuple
 from collections.abc import Sequence
@@ -8,26 +9,38 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from pydantic import ValidationError
 
+from audit.redaction import changed_paths
 from audit.services import Actor, audit_record, audit_record_many
 from billing.pricing import PriceTable, price_table
 from dashboard.rollups import RollupDeltas
 from thinnest_analytics.db import insert_ignore_conflicts, update_by_pk
+from thinnest_analytics.errors import ApiError, not_found
 
+from .config import (
+    VERSION_PATTERN,
+    agent_fields,
+    change_details,
+    config_complete,
+    config_of,
+    config_validate,
+    tools_restore,
+)
 from .models import (
     Agent,
     CostSource,
     Deployment,
     DeploymentStatus,
+    PhoneNumber,
     Score,
     Session,
     Trace,
     TraceStep,
 )
-from .schemas import NUL_MESSAGE, TraceIn, nul_paths, validation_reason
+from .schemas import ID_PATTERN, NUL_MESSAGE, TraceIn, nul_paths, validation_reason
 
 
 def new_public_id(prefix: str) -> str:
@@ -525,6 +538,214 @@ def _sessions_apply(
     return transitions
 
 
+# --- agents: configuration, tools, archive ------------------------------------
+
+
+def _agent_lock(agent: Agent) -> Agent:
+    """The agent's row, locked until the transaction ends, so that changes to one
+    agent queue instead of overwriting each other. Archived agents are read-only."""
+    locked = Agent.objects.select_for_update(of=("self",)).select_related("organisation").get(pk=agent.pk)
+    if locked.archived_at is not None:
+        raise ApiError(409, "agent_archived", f"agent '{locked.public_id}' is archived")
+    return locked
+
+
+def _name_clean(name: str) -> str:
+    name = (name or "").strip()
+    if not name or len(name) > 200 or "\x00" in name:
+        raise ApiError(400, "invalid_request", "name: must be 1 to 200 characters")
+    return name
+
+
+def _config_store(agent: Agent, *, config: dict, name: str | None = None) -> None:
+    agent.config = config
+    agent.name = name if name is not None else agent.name
+    agent.updated_at = timezone.now()
+    agent.save(update_fields=["config", "name", "updated_at"])
+
+
+@transaction.atomic
+def agent_create(
+    *, organisation, actor: Actor, name: str, config: dict | None = None, public_id: str | None = None
+) -> Agent:
+    """Create an agent with a validated configuration; ``public_id`` defaults to a
+    new ``agent_…`` id, one already in use (also by an archived agent) is a 409.
+    Records agent.create with the configuration, tool secrets redacted."""
+    name = _name_clean(name)
+    config = config_validate(config or {})
+    tools_restore(config["tools"], [])  # a masked value has nothing to be restored from
+    if public_id is not None and (len(public_id) > 64 or not re.fullmatch(ID_PATTERN, public_id)):
+        raise ApiError(400, "invalid_request", "id: letters, digits and _ . : @ + = - only, at most 64")
+    public_id = public_id or new_public_id("agent")
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            agent = Agent.objects.create(
+                organisation=organisation,
+                public_id=public_id,
+                name=name,
+                config=config,
+                created_at=now,
+                updated_at=now,
+            )
+    except IntegrityError:
+        raise ApiError(409, "agent_exists", f"agent '{public_id}' already exists") from None
+    audit_record(
+        organisation=organisation,
+        actor=actor,
+        action="agent.create",
+        resource_type="agent",
+        resource_id=public_id,
+        details={"name": name, "config": config},
+    )
+    return agent
+
+
+@transaction.atomic
+def agent_update(*, agent: Agent, actor: Actor, name: str | None = None, config: dict | None = None) -> Agent:
+    """Change the agent's name and the configuration fields present in ``config``
+    (a ``tools`` list replaces all tools; masked tool settings sent back unchanged
+    keep their stored secrets). Records agent.update with the changed fields and
+    their old and new values, secrets redacted; a change that changes nothing
+    records nothing."""
+    agent = _agent_lock(agent)
+    old_config = config_of(agent)
+    new_config = config_validate({**old_config, **(config or {})})
+    if config and "tools" in config:
+        new_config["tools"] = tools_restore(new_config["tools"], old_config["tools"])
+    new_name = _name_clean(name) if name is not None else agent.name
+    details = change_details(agent_fields(agent.name, old_config), agent_fields(new_name, new_config))
+    if details:
+        _config_store(agent, config=new_config, name=new_name)
+        audit_record(
+            organisation=agent.organisation,
+            actor=actor,
+            action="agent.update",
+            resource_type="agent",
+            resource_id=agent.public_id,
+            details=details,
+        )
+    return agent
+
+
+@transaction.atomic
+def agent_archive(*, agent: Agent, actor: Actor) -> Agent:
+    """Archive the agent (agents are never deleted: their traces stay). Its phone
+    numbers must be released first. Records agent.delete; archiving an archived
+    agent changes and records nothing."""
+    locked = Agent.objects.select_for_update(of=("self",)).select_related("organisation").get(pk=agent.pk)
+    if locked.archived_at is not None:
+        return locked
+    numbers = list(locked.phone_numbers.values_list("number", flat=True))
+    if numbers:
+        raise ApiError(
+            409,
+            "agent_has_phone_numbers",
+            f"release the agent's phone numbers first: {', '.join(numbers)}",
+            {"phone_numbers": numbers},
+        )
+    locked.archived_at = timezone.now()
+    locked.save(update_fields=["archived_at"])
+    audit_record(
+        organisation=locked.organisation,
+        actor=actor,
+        action="agent.delete",
+        resource_type="agent",
+        resource_id=locked.public_id,
+        details={"name": locked.name, "archived": True},
+    )
+    return locked
+
+
+@transaction.atomic
+def agent_tool_save(*, agent: Agent, actor: Actor, name: str, config: dict, create: bool) -> Agent:
+    """Add the tool ``name`` (``create``) or replace its settings. Masked values
+    sent back unchanged keep their stored secrets. Records tool.add or
+    tool.config_update with the setting paths that changed and the old and new
+    settings, secrets redacted."""
+    agent = _agent_lock(agent)
+    current = config_of(agent)
+    tools = list(current["tools"])
+    index = next((i for i, t in enumerate(tools) if t["name"] == name), None)
+    if create and index is not None:
+        raise ApiError(409, "tool_exists", f"the agent already has a tool '{name}'")
+    if not create and index is None:
+        raise not_found(f"tool '{name}'")
+    old = None if create else tools[index]["config"]
+    tool = tools_restore([{"name": name, "config": config}], [] if create else [tools[index]])[0]
+    if create:
+        tools.append(tool)
+    else:
+        tools[index] = tool
+    new_config = config_validate({**current, "tools": tools})
+    changed = changed_paths(old or {}, tool["config"])
+    if not create and not changed:
+        return agent
+    _config_store(agent, config=new_config)
+    audit_record(
+        organisation=agent.organisation,
+        actor=actor,
+        action="tool.add" if create else "tool.config_update",
+        resource_type="tool",
+        resource_id=f"{agent.public_id}/{name}",
+        details={
+            "agent_id": agent.public_id,
+            "tool": name,
+            "changed_fields": changed,
+            "old": old,
+            "new": tool["config"],
+        },
+    )
+    return agent
+
+
+@transaction.atomic
+def agent_tool_remove(*, agent: Agent, actor: Actor, name: str) -> Agent:
+    """Remove the tool ``name``. Records tool.remove with its settings, secrets redacted."""
+    agent = _agent_lock(agent)
+    current = config_of(agent)
+    removed = next((t for t in current["tools"] if t["name"] == name), None)
+    if removed is None:
+        raise not_found(f"tool '{name}'")
+    tools = [t for t in current["tools"] if t["name"] != name]
+    _config_store(agent, config={**current, "tools": tools})
+    audit_record(
+        organisation=agent.organisation,
+        actor=actor,
+        action="tool.remove",
+        resource_type="tool",
+        resource_id=f"{agent.public_id}/{name}",
+        details={"agent_id": agent.public_id, "tool": name, "old": removed["config"]},
+    )
+    return agent
+
+
+# --- deployments -------------------------------------------------------------
+
+
+def _next_version(agent: Agent) -> str:
+    """``v<n>`` one above the highest ``v<n>`` label the agent has used."""
+    numbers = [
+        int(v[1:])
+        for v in Deployment.objects.filter(agent=agent).values_list("version", flat=True)
+        if re.fullmatch(r"v\d{1,9}", v)
+    ]
+    return f"v{max(numbers, default=0) + 1}"
+
+
+def _deployment_activate(
+    agent: Agent, *, replaced_status: str, **fields
+) -> tuple[Deployment, Deployment | None]:
+    """Make a new deployment the agent's active one; the one it replaces gets
+    ``replaced_status``. The caller holds the agent's row lock."""
+    previous = Deployment.objects.filter(agent=agent, status=DeploymentStatus.ACTIVE).first()
+    if previous is not None:
+        previous.status = replaced_status
+        previous.save(update_fields=["status"])
+    deployment = Deployment.objects.create(agent=agent, status=DeploymentStatus.ACTIVE, **fields)
+    return deployment, previous
+
+
 @transaction.atomic
 def deployment_create(
     *,
@@ -536,29 +757,48 @@ def deployment_create(
     deployed_at: datetime | None = None,
 ) -> Deployment:
     """Record a deployment of ``agent``; it becomes the active one and the
-    previously active deployment is superseded."""
-    Agent.objects.select_for_update().filter(pk=agent.pk).first()  # serialise per agent
+    previously active deployment is superseded. ``version`` defaults to the next
+    ``v<n>``; a label the agent already used is a 409. ``config`` becomes the
+    agent's configuration (masked tool settings sent back unchanged keep their
+    secrets); without it the deployment snapshots the current configuration.
+    Traces ingested from now on carry this version unless they name another."""
+    agent = _agent_lock(agent)
+    current = config_of(agent)
+    if config is not None:
+        config = config_validate(config)
+        config["tools"] = tools_restore(config["tools"], current["tools"])
+    else:
+        config = current
     if version is None:
-        version = f"v{Deployment.objects.filter(agent=agent).count() + 1}"
-    Deployment.objects.filter(agent=agent, status=DeploymentStatus.ACTIVE).update(
-        status=DeploymentStatus.SUPERSEDED
-    )
-    deployment = Deployment.objects.create(
-        agent=agent,
+        version = _next_version(agent)
+    elif not re.fullmatch(VERSION_PATTERN, version) or len(version) > 64:
+        raise ApiError(400, "invalid_request", "version: letters, digits and _ . + - only, at most 64")
+    if Deployment.objects.filter(agent=agent, version=version).exists():
+        raise ApiError(409, "version_exists", f"agent '{agent.public_id}' already has a deployment {version}")
+    if "\x00" in changes:
+        raise ApiError(400, "invalid_request", "changes: contains a NUL character")
+    details = {"agent_id": agent.public_id, "version": version, "changes": changes}
+    config_change = change_details(agent_fields(agent.name, current), agent_fields(agent.name, config))
+    if config_change:
+        details["changed_fields"] = config_change["changed_fields"]
+        _config_store(agent, config=config)
+    deployment, previous = _deployment_activate(
+        agent,
+        replaced_status=DeploymentStatus.SUPERSEDED,
         version=version,
-        status=DeploymentStatus.ACTIVE,
         deployed_at=deployed_at or timezone.now(),
         deployed_by=actor.user_id,
         changes=changes,
-        config=config if config is not None else agent.config,
+        config=config,
     )
+    details["superseded"] = previous.version if previous else None
     audit_record(
         organisation=agent.organisation,
         actor=actor,
         action="deployment.create",
         resource_type="deployment",
         resource_id=str(deployment.pk),
-        details={"agent_id": agent.public_id, "version": version, "changes": changes},
+        details=details,
     )
     return deployment
 
@@ -589,3 +829,119 @@ def score_add(*, trace: Trace, name: str, value: Decimal, comment: str = "") -> 
     )
     deltas.apply()
     return score
+
+
+@transaction.atomic
+def deployment_rollback(*, agent: Agent, version_id: int, actor: Actor) -> Deployment:
+    """Make deployment ``version_id``'s configuration active again as a new
+    deployment (history is append-only): labelled with the next ``v<n>``, it
+    records ``rollback_of``; the deployment it replaces is marked rolled_back and
+    the agent's configuration becomes the snapshot. An unknown deployment or
+    another agent's is a 404; one whose configuration is already active a 409.
+    The agent's row lock makes concurrent rollbacks queue, so there is never more
+    than one active deployment."""
+    agent = _agent_lock(agent)
+    target = Deployment.objects.filter(agent=agent, pk=version_id).first()
+    if target is None:
+        raise not_found(f"deployment {version_id} of agent '{agent.public_id}'")
+    active = Deployment.objects.filter(agent=agent, status=DeploymentStatus.ACTIVE).first()
+    if active is not None and target.pk in (active.pk, active.rollback_of_id):
+        raise ApiError(409, "already_active", f"the configuration of {target.version} is already active")
+    current = config_of(agent)
+    config = config_complete(target.config)
+    config_change = change_details(agent_fields(agent.name, current), agent_fields(agent.name, config))
+    if config_change:
+        _config_store(agent, config=config)
+    deployment, previous = _deployment_activate(
+        agent,
+        replaced_status=DeploymentStatus.ROLLED_BACK,
+        version=_next_version(agent),
+        deployed_at=timezone.now(),
+        deployed_by=actor.user_id,
+        changes=f"Rollback to {target.version}",
+        config=config,
+        rollback_of=target,
+    )
+    audit_record(
+        organisation=agent.organisation,
+        actor=actor,
+        action="deployment.rollback",
+        resource_type="deployment",
+        resource_id=str(deployment.pk),
+        details={
+            "agent_id": agent.public_id,
+            "version": deployment.version,
+            "rollback_of": target.pk,
+            "rollback_to_version": target.version,
+            "rolled_back": previous.version if previous else None,
+            "changed_fields": config_change.get("changed_fields", []),
+        },
+    )
+    return deployment
+
+
+# --- phone numbers -----------------------------------------------------------
+
+E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+
+
+def phone_number_normalise(raw: str) -> str:
+    """E.164 (``+14155550100``) from what a person types: spaces, dots, dashes and
+    brackets are dropped, a leading ``00`` becomes ``+``."""
+    number = re.sub(r"[\s().-]", "", raw or "")
+    if number.startswith("00"):
+        number = "+" + number[2:]
+    if not E164.fullmatch(number):
+        raise ApiError(
+            400, "invalid_phone_number", f"'{raw}' is not an international number such as +14155550100"
+        )
+    return number
+
+
+@transaction.atomic
+def phone_number_assign(*, organisation, number: str, agent: Agent, actor: Actor) -> PhoneNumber:
+    """Assign ``number`` to ``agent`` (an active agent of ``organisation``),
+    adding the number if it is new and moving it if another agent has it.
+    Records phone_number.assign with the agent and the previous one."""
+    number = phone_number_normalise(number)
+    agent = _agent_lock(agent)
+    if agent.organisation_id != organisation.pk:
+        raise not_found(f"agent '{agent.public_id}'")
+    phone, _ = PhoneNumber.objects.select_for_update().get_or_create(organisation=organisation, number=number)
+    if phone.agent_id == agent.pk:
+        return phone
+    previous = phone.agent.public_id if phone.agent_id else None
+    phone.agent = agent
+    phone.assigned_at = timezone.now()
+    phone.save(update_fields=["agent", "assigned_at"])
+    audit_record(
+        organisation=organisation,
+        actor=actor,
+        action="phone_number.assign",
+        resource_type="phone_number",
+        resource_id=number,
+        details={"agent_id": agent.public_id, "previous_agent_id": previous},
+    )
+    return phone
+
+
+@transaction.atomic
+def phone_number_release(*, phone_number: PhoneNumber, actor: Actor) -> PhoneNumber:
+    """Unassign the number from its agent; it stays on the organisation's list.
+    Records phone_number.release with the agent; releasing a free number records nothing."""
+    phone = PhoneNumber.objects.select_for_update().get(pk=phone_number.pk)
+    if phone.agent_id is None:
+        return phone
+    agent_id = phone.agent.public_id
+    phone.agent = None
+    phone.assigned_at = None
+    phone.save(update_fields=["agent", "assigned_at"])
+    audit_record(
+        organisation=phone.organisation,
+        actor=actor,
+        action="phone_number.release",
+        resource_type="phone_number",
+        resource_id=phone.number,
+        details={"agent_id": agent_id},
+    )
+    return phone

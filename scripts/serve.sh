@@ -15,8 +15,11 @@ fi
 
 VAR=${VAR_DIR:-var}
 mkdir -p "$VAR"
-# A thread pool keeps the worker one process, so Ctrl-C stops it cleanly.
-.venv/bin/celery -A thinnest_analytics worker --beat --pool=threads --concurrency=4 --loglevel=INFO \
+# The worker runs in its own session (where setsid exists), so a signal to this
+# script's process group reaches it only through the trap below, and a thread
+# pool keeps it one process that stops cleanly.
+detach=$(command -v setsid || true)
+$detach .venv/bin/celery -A thinnest_analytics worker --beat --pool=threads --concurrency=4 --loglevel=INFO \
   --schedule "$VAR/celerybeat-schedule" >"$VAR/celery.log" 2>&1 &
 celery_pid=$!
 stop_worker() {

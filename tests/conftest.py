@@ -2,6 +2,7 @@ import json
 from dataclasses import dataclass
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test import Client
 
@@ -98,6 +99,15 @@ def members(tenant, outsider):
     c.force_login(stranger)
     clients["outsider"] = c
     return clients
+
+
+@pytest.fixture
+def superuser(db) -> Client:
+    """A signed-in superuser, for the Django admin."""
+    user = get_user_model().objects.create_superuser("root", "root@example.com", "pw-123456")
+    c = Client()
+    c.force_login(user)
+    return c
 
 
 def trace(**fields) -> dict:

@@ -9,6 +9,7 @@ from django.test import Client
 
 from accounts.models import Membership, Organisation
 from agents.models import Agent, Deployment, Session, Trace
+from audit.models import AuditLog
 
 
 def _run(*args) -> str:
@@ -56,6 +57,11 @@ def test_seed_demo_builds_a_believable_organisation_and_does_not_duplicate():
     assert Trace.objects.filter(tool_call_count__gt=0).exists()
     assert Trace.objects.filter(scores__isnull=False).exists()
     assert Deployment.objects.filter(agent__organisation=org, status="active").count() == 4
+    # Demo changes are audited like any other.
+    assert (
+        AuditLog.objects.filter(organisation=org, action="agent.update", user_id="system:seed_demo").count()
+        == 4
+    )
     assert counts[0] > 100
     _run("seed_demo", "--days", "2", "--verbosity", "0")
     assert (Trace.objects.count(), Session.objects.count()) == counts

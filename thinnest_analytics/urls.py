@@ -22,5 +22,6 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", healthz, name="healthz"),
     path("", include("accounts.urls")),
+    path("", include("agents.urls")),
     path("", include("dashboard.urls")),
 ]

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from accounts.models import Role
 from accounts.services import organisation_get_or_create, user_create_or_update
 from agents.models import Agent, Deployment
-from agents.services import agents_resolve, deployment_create, trace_ingest
+from agents.services import agent_update, agents_resolve, deployment_create, trace_ingest
 from audit.services import Actor
 
 
@@ -254,13 +254,11 @@ class Command(BaseCommand):
     def _deployments(self, agent: Agent, now: datetime, actor: Actor) -> None:
         if agent.config == {}:
             model = next(a.model for a in AGENTS if a.public_id == agent.public_id)
-            agent.config = {
-                "instructions": f"You are {agent.name}.",
-                "model": model,
-                "temperature": 0.3,
-                "tools": [],
-            }
-            agent.save(update_fields=["config"])
+            agent = agent_update(
+                agent=agent,
+                actor=actor,
+                config={"instructions": f"You are {agent.name}.", "model": model, "temperature": 0.3},
+            )
         existing = set(Deployment.objects.filter(agent=agent).values_list("version", flat=True))
         for version, days_ago, changes, _ in DEPLOYMENTS:
             if version not in existing:

@@ -1,0 +1,298 @@
+"""Pages that manage agents, their tools, deployments and phone numbers.
+
+Each view parses a form, calls one service and redirects; a refusal from the
+service is shown on the page. Who may do what is decided by
+``member_required``: viewers read, members change agents, tools and phone
+numbers, admins deploy and roll back.
+"""
+
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from accounts.access import member_required
+from accounts.models import Role
+from audit.services import Actor
+from thinnest_analytics.pages import button_apply, form_apply
+
+from . import selectors, services
+from .config import config_masked, config_of
+from .forms import (
+    AgentCreateForm,
+    AgentForm,
+    DeploymentForm,
+    PhoneNumberAssignForm,
+    ToolForm,
+    ToolSettingsForm,
+)
+from .models import Agent, Deployment, DeploymentStatus, PhoneNumber
+
+
+def _agent(request: HttpRequest, agent_id: str) -> Agent:
+    """The current organisation's agent, or 404 (also for another organisation's)."""
+    agent = Agent.objects.filter(organisation=request.organisation, public_id=agent_id).first()
+    if agent is None:
+        raise Http404("no such agent")
+    return agent
+
+
+def _actor(request: HttpRequest) -> Actor:
+    return Actor.for_user(request.user, request)
+
+
+# --- agents -------------------------------------------------------------------
+
+
+def _agent_list_page(request: HttpRequest, form: AgentCreateForm, status: int = 200) -> HttpResponse:
+    agents = Agent.objects.filter(organisation=request.organisation).order_by("archived_at", "name")
+    context = {"agents": agents, "form": form, "nav": "agents"}
+    return render(request, "agents/list.html", context, status=status)
+
+
+@member_required(to_post=Role.MEMBER)
+def agent_list(request: HttpRequest) -> HttpResponse:
+    """The organisation's agents; members create new ones here."""
+    if request.method != "POST":
+        return _agent_list_page(request, AgentCreateForm())
+    form = AgentCreateForm(request.POST)
+    agent = form_apply(
+        form,
+        lambda data: services.agent_create(
+            organisation=request.organisation,
+            actor=_actor(request),
+            name=data["name"],
+            config=form.config(),
+            public_id=data["id"] or None,
+        ),
+    )
+    if agent is None:
+        return _agent_list_page(request, form, status=400)
+    messages.success(request, f"Agent {agent.name} created.")
+    return redirect("agents:detail", agent.public_id)
+
+
+def _agent_page(request: HttpRequest, agent: Agent, form: AgentForm | None = None, status: int = 200):
+    config = config_of(agent)
+    if form is None:
+        form = AgentForm(initial={"name": agent.name, **config})
+    context = {
+        "agent": agent,
+        "config": config,
+        "form": form,
+        "phone_numbers": agent.phone_numbers.all(),
+        "active": agent.deployments.filter(status=DeploymentStatus.ACTIVE).first(),
+        "nav": "agents",
+        "tab": "settings",
+    }
+    return render(request, "agents/detail.html", context, status=status)
+
+
+@member_required(to_post=Role.MEMBER)
+def agent_detail(request: HttpRequest, agent_id: str) -> HttpResponse:
+    """The agent's settings; members change them here."""
+    agent = _agent(request, agent_id)
+    if request.method != "POST":
+        return _agent_page(request, agent)
+    form = AgentForm(request.POST)
+    changed = form_apply(
+        form,
+        lambda data: services.agent_update(
+            agent=agent, actor=_actor(request), name=data["name"], config=form.config()
+        ),
+    )
+    if changed is None:
+        return _agent_page(request, agent, form, status=400)
+    messages.success(request, "Saved.")
+    return redirect("agents:detail", agent.public_id)
+
+
+@require_POST
+@member_required(Role.MEMBER)
+def agent_archive(request: HttpRequest, agent_id: str) -> HttpResponse:
+    agent = _agent(request, agent_id)
+    button_apply(
+        request,
+        lambda: services.agent_archive(agent=agent, actor=_actor(request)),
+        f"Agent {agent.name} archived.",
+    )
+    return redirect("agents:detail", agent.public_id)
+
+
+# --- tools --------------------------------------------------------------------
+
+
+def _tools_page(request: HttpRequest, agent: Agent, form: ToolForm | None = None, status: int = 200):
+    context = {
+        "agent": agent,
+        "tools": config_masked(config_of(agent))["tools"],
+        "form": form or ToolForm(),
+        "nav": "agents",
+        "tab": "tools",
+    }
+    return render(request, "agents/tools.html", context, status=status)
+
+
+@member_required(to_post=Role.MEMBER)
+def agent_tools(request: HttpRequest, agent_id: str) -> HttpResponse:
+    """The agent's tools, secrets masked; members add tools here."""
+    agent = _agent(request, agent_id)
+    if request.method != "POST":
+        return _tools_page(request, agent)
+    form = ToolForm(request.POST)
+    added = form_apply(
+        form,
+        lambda data: services.agent_tool_save(
+            agent=agent, actor=_actor(request), name=data["name"], config=data["config"], create=True
+        ),
+    )
+    if added is None:
+        return _tools_page(request, agent, form, status=400)
+    messages.success(request, f"Tool {form.cleaned_data['name']} added.")
+    return redirect("agents:tools", agent.public_id)
+
+
+@member_required(Role.MEMBER)
+def tool_edit(request: HttpRequest, agent_id: str, tool_name: str) -> HttpResponse:
+    """One tool's settings, secrets masked; saving keeps masks that were left alone."""
+    agent = _agent(request, agent_id)
+    tool = next((t for t in config_of(agent)["tools"] if t["name"] == tool_name), None)
+    if tool is None:
+        raise Http404("no such tool")
+    form = ToolSettingsForm(initial={"config": tool["config"]})
+    status = 200
+    if request.method == "POST":
+        form = ToolSettingsForm(request.POST)
+        saved = form_apply(
+            form,
+            lambda data: services.agent_tool_save(
+                agent=agent, actor=_actor(request), name=tool_name, config=data["config"], create=False
+            ),
+        )
+        if saved is not None:
+            messages.success(request, f"Settings of {tool_name} saved.")
+            return redirect("agents:tools", agent.public_id)
+        status = 400
+    context = {"agent": agent, "tool": tool, "form": form, "nav": "agents", "tab": "tools"}
+    return render(request, "agents/tool_edit.html", context, status=status)
+
+
+@require_POST
+@member_required(Role.MEMBER)
+def tool_remove(request: HttpRequest, agent_id: str, tool_name: str) -> HttpResponse:
+    agent = _agent(request, agent_id)
+    button_apply(
+        request,
+        lambda: services.agent_tool_remove(agent=agent, actor=_actor(request), name=tool_name),
+        f"Tool {tool_name} removed.",
+    )
+    return redirect("agents:tools", agent.public_id)
+
+
+# --- deployments --------------------------------------------------------------
+
+
+def _deployments_page(
+    request: HttpRequest, agent: Agent, form: DeploymentForm | None = None, status: int = 200
+) -> HttpResponse:
+    deployments = selectors.deployment_history(agent=agent)
+    active = next((d for d in deployments if d.status == DeploymentStatus.ACTIVE), None)
+    context = {
+        "agent": agent,
+        "deployments": deployments,
+        # Rolling back to these would change nothing: their configuration is active.
+        "already_active": {active.pk, active.rollback_of_id} if active else set(),
+        "form": form or DeploymentForm(),
+        "nav": "agents",
+        "tab": "deployments",
+    }
+    return render(request, "agents/deployments.html", context, status=status)
+
+
+@member_required(to_post=Role.ADMIN)
+def agent_deployments(request: HttpRequest, agent_id: str) -> HttpResponse:
+    """The Deployments tab: history for everyone; admins deploy the current
+    configuration here and roll back from it."""
+    agent = _agent(request, agent_id)
+    if request.method != "POST":
+        return _deployments_page(request, agent)
+    form = DeploymentForm(request.POST)
+    deployment = form_apply(
+        form,
+        lambda data: services.deployment_create(
+            agent=agent, actor=_actor(request), version=data["version"] or None, changes=data["changes"]
+        ),
+    )
+    if deployment is None:
+        return _deployments_page(request, agent, form, status=400)
+    messages.success(request, f"Deployment {deployment.version} recorded; it is now active.")
+    return redirect("agents:deployments", agent.public_id)
+
+
+@member_required(Role.ADMIN)
+def deployment_rollback(request: HttpRequest, agent_id: str, deployment_id: int) -> HttpResponse:
+    """GET asks for confirmation, showing what will change; POST rolls back."""
+    agent = _agent(request, agent_id)
+    target = Deployment.objects.filter(agent=agent, pk=deployment_id).first()
+    if target is None:
+        raise Http404("no such deployment")
+    if request.method == "POST":
+        button_apply(
+            request,
+            lambda: services.deployment_rollback(agent=agent, version_id=target.pk, actor=_actor(request)),
+            f"Rolled back to {target.version}: its configuration is active again.",
+        )
+        return redirect("agents:deployments", agent.public_id)
+    context = {
+        "agent": agent,
+        "target": target,
+        **selectors.rollback_preview(agent=agent, deployment=target),
+        "nav": "agents",
+        "tab": "deployments",
+    }
+    return render(request, "agents/rollback_confirm.html", context)
+
+
+# --- phone numbers --------------------------------------------------------------
+
+
+@member_required(to_post=Role.MEMBER)
+def phone_numbers(request: HttpRequest) -> HttpResponse:
+    """The organisation's numbers and who answers them; members assign here."""
+    agents = Agent.objects.filter(organisation=request.organisation, archived_at__isnull=True)
+    form = PhoneNumberAssignForm(request.POST or None, agents=agents)
+    status = 200
+    if request.method == "POST":
+        phone = form_apply(
+            form,
+            lambda data: services.phone_number_assign(
+                organisation=request.organisation,
+                number=data["number"],
+                agent=agents.get(public_id=data["agent"]),
+                actor=_actor(request),
+            ),
+        )
+        if phone is not None:
+            messages.success(request, f"{phone.number} is answered by {phone.agent.name}.")
+            return redirect("agents:phone_numbers")
+        status = 400
+    context = {
+        "numbers": PhoneNumber.objects.filter(organisation=request.organisation).select_related("agent"),
+        "form": form,
+        "nav": "phone_numbers",
+    }
+    return render(request, "agents/phone_numbers.html", context, status=status)
+
+
+@require_POST
+@member_required(Role.MEMBER)
+def phone_number_release(request: HttpRequest, phone_id: int) -> HttpResponse:
+    phone = PhoneNumber.objects.filter(organisation=request.organisation, pk=phone_id).first()
+    if phone is None:
+        raise Http404("no such phone number")
+    button_apply(
+        request,
+        lambda: services.phone_number_release(phone_number=phone, actor=_actor(request)),
+        f"{phone.number} released.",
+    )
+    return redirect("agents:phone_numbers")
