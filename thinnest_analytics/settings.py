@@ -141,7 +141,10 @@ USE_TZ = True
 # --- static ---------------------------------------------------------------
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+# plotly.min.js is served from the copy inside the plotly wheel: no CDN, one version.
+import plotly as _plotly  # noqa: E402
+
+STATICFILES_DIRS = [BASE_DIR / "static", ("vendor/plotly", Path(_plotly.__file__).parent / "package_data")]
 SERVE_STATIC = envbool("SERVE_STATIC", "true")
 
 # --- request limits -------------------------------------------------------
