@@ -2,14 +2,14 @@
 
 from datetime import datetime
 
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q, Subquery
 from django.utils.dateparse import parse_datetime
 
 from thinnest_analytics.cursors import cursor_decode, cursor_encode, invalid_cursor
 from thinnest_analytics.errors import ApiError, not_found
 
 from .config import agent_fields, change_details, config_complete, config_masked, config_of
-from .models import Agent, Deployment, DeploymentStatus, Trace
+from .models import Agent, Deployment, DeploymentStatus, Session, Trace
 
 
 def agent_get(*, organisation, public_id: str) -> Agent:
@@ -177,3 +177,131 @@ def rollback_preview(*, agent: Agent, deployment: Deployment) -> dict:
         "changed_fields": change.get("changed_fields", []),
         "snapshot": config_masked(snapshot),
     }
+
+
+# --- dashboard pages ------------------------------------------------------------
+
+PAGE_SIZE = 25
+
+
+def _page_of(rows: list, limit: int, key) -> tuple[list, str | None]:
+    """Rows of one page and the cursor of the next (None on the last page)."""
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], cursor_encode(*key(last))
+
+
+def _keyset(qs, column: str, cursor: str | None):
+    """Rows strictly after the cursor in (column DESC, id DESC) order."""
+    if not cursor:
+        return qs
+    values = cursor_decode(cursor)
+    try:
+        at, pk = parse_datetime(values[0]), int(values[1])
+    except (ValueError, TypeError, IndexError):
+        raise invalid_cursor() from None
+    if at is None:
+        raise invalid_cursor()
+    return qs.filter(Q(**{f"{column}__lt": at}) | Q(**{column: at, "pk__lt": pk}))
+
+
+def conversation_page(
+    *,
+    organisation,
+    window,
+    agent_id: str | None = None,
+    channel: str | None = None,
+    status: str | None = None,
+    text: str | None = None,
+    cursor: str | None = None,
+    limit: int = PAGE_SIZE,
+) -> dict:
+    """Conversations that started in the window, newest first. ``status`` is
+    success or failed; ``text`` searches the inputs and outputs of their traces."""
+    qs = Session.objects.filter(
+        organisation=organisation, started_at__gte=window.start, started_at__lt=window.end
+    ).select_related("agent")
+    if agent_id:
+        qs = qs.filter(agent__public_id=agent_id)
+    if channel:
+        qs = qs.filter(channel=channel)
+    if status == "failed":
+        qs = qs.filter(error_count__gt=0)
+    elif status == "success":
+        qs = qs.filter(error_count=0)
+    if text:
+        qs = qs.filter(
+            Exists(
+                Trace.objects.filter(session=OuterRef("pk")).filter(
+                    Q(input__icontains=text) | Q(output__icontains=text)
+                )
+            )
+        )
+    first_input = (
+        Trace.objects.filter(session=OuterRef("pk"))
+        .exclude(input="")
+        .order_by("created_at", "pk")
+        .values("input")[:1]
+    )
+    qs = _keyset(qs, "started_at", cursor).annotate(first_input=Subquery(first_input))
+    rows = list(qs.order_by("-started_at", "-pk")[: limit + 1])
+    items, next_cursor = _page_of(rows, limit, lambda s: (s.started_at.isoformat(), s.pk))
+    return {"conversations": items, "next_cursor": next_cursor}
+
+
+def conversation_get(*, organisation, public_id: str) -> dict:
+    """A conversation with its turns in order, like a transcript."""
+    session = (
+        Session.objects.select_related("agent").filter(organisation=organisation, public_id=public_id).first()
+    )
+    if session is None:
+        raise not_found(f"conversation '{public_id}'")
+    turns = list(Trace.objects.filter(session=session).order_by("created_at", "pk").prefetch_related("steps"))
+    return {"conversation": session, "turns": turns}
+
+
+def trace_list_page(
+    *,
+    organisation,
+    window,
+    agent_id: str | None = None,
+    status: str | None = None,
+    cursor: str | None = None,
+    limit: int = PAGE_SIZE,
+) -> dict:
+    qs = Trace.objects.filter(
+        organisation=organisation, created_at__gte=window.start, created_at__lt=window.end
+    )
+    if agent_id:
+        qs = qs.filter(agent__public_id=agent_id)
+    if status in ("success", "error"):
+        qs = qs.filter(status=status)
+    qs = _keyset(qs, "created_at", cursor).select_related("agent", "session")
+    rows = list(qs.order_by("-created_at", "-pk")[: limit + 1])
+    items, next_cursor = _page_of(rows, limit, lambda t: (t.created_at.isoformat(), t.pk))
+    return {"traces": items, "next_cursor": next_cursor}
+
+
+def step_waterfall(trace: Trace, steps: list) -> dict:
+    """Bars for the trace view's waterfall: each step's start and length as a
+    share of the trace's span (steps without a start follow one another)."""
+    if not steps:
+        return {"rows": [], "total_ms": trace.latency_ms or 0}
+    starts = [s.started_at for s in steps if s.started_at is not None]
+    origin = min(starts) if starts else None
+    cursor_ms = 0.0
+    rows = []
+    for step in steps:
+        length = float(step.latency_ms or 0)
+        if origin is not None and step.started_at is not None:
+            offset = (step.started_at - origin).total_seconds() * 1000
+        else:
+            offset = cursor_ms
+        cursor_ms = max(cursor_ms, offset + length)
+        rows.append({"step": step, "offset_ms": offset, "length_ms": length})
+    total = max([cursor_ms, float(trace.latency_ms or 0), 1.0])
+    for row in rows:
+        row["x"] = round(row["offset_ms"] / total * 100, 3)
+        row["width"] = round(max(row["length_ms"] / total * 100, 0.4), 3)
+    return {"rows": rows, "total_ms": total}

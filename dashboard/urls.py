@@ -5,5 +5,11 @@ from . import views
 app_name = "dashboard"
 urlpatterns = [
     path("", views.overview, name="overview"),
+    path("agents/<str:agent_id>/performance/", views.agent_performance, name="agent_performance"),
+    path("conversations/", views.conversations, name="conversations"),
+    path("conversations/<str:session_id>/", views.conversation_detail, name="conversation"),
+    path("traces/", views.traces, name="traces"),
     path("traces/<str:trace_id>/", views.trace_detail, name="trace"),
+    path("settings/", views.settings_page, name="settings"),
+    path("audit/", views.audit_log, name="audit"),
 ]

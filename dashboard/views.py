@@ -1,23 +1,202 @@
-from django.conf import settings
+"""Dashboard pages. Each parses its filters, calls the metrics selectors (the same
+ones the JSON API calls) and renders the whole page, or only its panels when
+HTMX asks (``"page.html#panels"``)."""
+
+import hashlib
+import json
+
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from accounts.access import member_required
+from accounts.models import Role
 from agents import selectors as agent_selectors
 from agents.models import Agent
+from audit import selectors as audit_selectors
 from thinnest_analytics.errors import ApiError
+
+from . import panels, selectors
+from .filters import window_filter
+
+# Sortable columns of the overview's agents table: key, label, metric.
+AGENT_COLUMNS = [
+    ("name", "Agent", "name"),
+    ("sessions", "Conversations", "total_sessions"),
+    ("messages", "Messages", "total_messages"),
+    ("cost", "Cost", "total_cost_usd"),
+    ("latency", "Avg response", "avg_response_time_ms"),
+    ("p95", "p95", "p95_latency_ms"),
+    ("success", "Success", "success_rate"),
+]
+AGENT_SORTS = {key: metric for key, _, metric in AGENT_COLUMNS}
+
+
+def _agent(request: HttpRequest, agent_id: str) -> Agent:
+    try:
+        return agent_selectors.agent_get(organisation=request.organisation, public_id=agent_id)
+    except ApiError:
+        raise Http404("no such agent") from None
+
+
+def _page(request: HttpRequest, template: str, context: dict, panel: str = "panels") -> HttpResponse:
+    """The full page, or for HTMX only the panel. A poll whose panel data did not
+    change answers 204, so HTMX leaves the panel (and its charts) alone."""
+    if request.htmx:
+        etag = context.get("etag")
+        if etag and request.GET.get("etag") == etag:
+            return HttpResponse(status=204)
+        return render(request, f"{template}#{panel}", context)
+    return render(request, template, context)
+
+
+def _etag(*parts) -> str:
+    """A fingerprint of a panel's data. The window's moving bounds are left out:
+    a live panel changes when its numbers do, not every time the clock ticks."""
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in ("from", "to")}
+        if isinstance(value, (list, tuple)):
+            return [strip(v) for v in value]
+        return value
+
+    return hashlib.sha1(json.dumps(strip(parts), default=str, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _sorted_agents(rows: list[dict], sort: str) -> tuple[list[dict], str]:
+    key = sort.lstrip("-")
+    if key not in AGENT_SORTS:
+        sort, key = "-sessions", "sessions"
+    field = AGENT_SORTS[key]
+    present = [r for r in rows if r[field] is not None]
+    missing = [r for r in rows if r[field] is None]
+    present.sort(
+        key=lambda r: r[field].lower() if isinstance(r[field], str) else r[field],
+        reverse=sort.startswith("-"),
+    )
+    return present + missing, sort
 
 
 @member_required()
 def overview(request: HttpRequest) -> HttpResponse:
-    organisation = request.organisation
+    """Six cards with their change against the previous window, charts over time,
+    and the agents table."""
+    filters = window_filter(request.GET, keep=("sort",))
+    organisation, window = request.organisation, filters.window
+    current = selectors.overview(organisation=organisation, window=window)
+    previous = selectors.overview(organisation=organisation, window=window.previous())
+    series = selectors.timeseries(organisation=organisation, window=window)
+    channels = selectors.channel_breakdown(organisation=organisation, window=window)["channels"]
+    agents, sort = _sorted_agents(
+        selectors.agent_breakdown(organisation=organisation, window=window),
+        request.GET.get("sort", "-sessions"),
+    )
+    columns = [
+        {
+            "label": label,
+            "numeric": key != "name",
+            # A click sorts descending first, then toggles.
+            "query": filters.query(sort=key if sort == f"-{key}" else f"-{key}"),
+            "aria": "descending" if sort == f"-{key}" else "ascending" if sort == key else "",
+        }
+        for key, label, _ in AGENT_COLUMNS
+    ]
     context = {
-        "agents": Agent.objects.filter(organisation=organisation, archived_at__isnull=True),
-        "recent_traces": agent_selectors.recent_traces(organisation=organisation),
-        "api_base": request.build_absolute_uri("/api"),
-        "site_url": settings.SITE_URL,
+        "nav": "overview",
+        "polls": True,
+        "columns": columns,
+        "filters": filters,
+        "cards": panels.cards(current, previous, panels.OVERVIEW_CARDS),
+        "charts": panels.overview_charts(series, channels),
+        "agents": agents,
+        "sort": sort,
+        "has_agents": Agent.objects.filter(organisation=organisation).exists(),
+        "etag": _etag(current, previous, series, channels, agents),
     }
-    return render(request, "dashboard/overview.html", context)
+    panel = "agents_table" if request.GET.get("panel") == "agents" else "panels"
+    return _page(request, "dashboard/overview.html", context, panel)
+
+
+@member_required()
+def agent_performance(request: HttpRequest, agent_id: str) -> HttpResponse:
+    """The agent's Performance tab: response, cost and quality metrics, charts,
+    and the channel breakdown."""
+    agent = _agent(request, agent_id)
+    filters = window_filter(request.GET)
+    organisation, window = request.organisation, filters.window
+    current = selectors.agent_summary(organisation=organisation, agent=agent, window=window)
+    previous = selectors.agent_summary(organisation=organisation, agent=agent, window=window.previous())
+    series = selectors.timeseries(organisation=organisation, window=window, agent=agent)
+    channels = selectors.channel_breakdown(organisation=organisation, window=window, agent=agent)["channels"]
+    context = {
+        "nav": "agents",
+        "tab": "performance",
+        "polls": True,
+        "agent": agent,
+        "filters": filters,
+        "groups": [
+            (title, panels.cards(current, previous, spec)) for title, spec in panels.PERFORMANCE_GROUPS
+        ],
+        "summary": current,
+        "charts": panels.performance_charts(series),
+        "channels": channels,
+        "etag": _etag(current, previous, series, channels),
+    }
+    return _page(request, "dashboard/agent_performance.html", context)
+
+
+@member_required()
+def conversations(request: HttpRequest) -> HttpResponse:
+    """Conversations in the window, filterable by agent, channel, status and text."""
+    filters = window_filter(request.GET, keep=("agent", "channel", "status", "q"))
+    page = agent_selectors.conversation_page(
+        organisation=request.organisation,
+        window=filters.window,
+        agent_id=request.GET.get("agent") or None,
+        channel=request.GET.get("channel") or None,
+        status=request.GET.get("status") or None,
+        text=request.GET.get("q", "").strip() or None,
+        cursor=request.GET.get("cursor") or None,
+    )
+    context = {
+        "nav": "conversations",
+        "filters": filters,
+        "page": page,
+        "agents": Agent.objects.filter(organisation=request.organisation).order_by("name"),
+        "channels": ["chat", "voice", "widget"],
+    }
+    return _page(request, "dashboard/conversations.html", context, "results")
+
+
+@member_required()
+def conversation_detail(request: HttpRequest, session_id: str) -> HttpResponse:
+    try:
+        conversation = agent_selectors.conversation_get(
+            organisation=request.organisation, public_id=session_id
+        )
+    except ApiError:
+        raise Http404("no such conversation") from None
+    return render(request, "dashboard/conversation.html", {"nav": "conversations", **conversation})
+
+
+@member_required()
+def traces(request: HttpRequest) -> HttpResponse:
+    """Traces in the window, newest first, filterable by agent and status."""
+    filters = window_filter(request.GET, keep=("agent", "status"))
+    page = agent_selectors.trace_list_page(
+        organisation=request.organisation,
+        window=filters.window,
+        agent_id=request.GET.get("agent") or None,
+        status=request.GET.get("status") or None,
+        cursor=request.GET.get("cursor") or None,
+    )
+    context = {
+        "nav": "traces",
+        "filters": filters,
+        "page": page,
+        "agents": Agent.objects.filter(organisation=request.organisation).order_by("name"),
+    }
+    return _page(request, "dashboard/traces.html", context, "results")
 
 
 @member_required()
@@ -26,8 +205,42 @@ def trace_detail(request: HttpRequest, trace_id: str) -> HttpResponse:
         trace = agent_selectors.trace_get(organisation=request.organisation, public_id=trace_id)
     except ApiError:
         raise Http404("no such trace") from None
-    return render(
-        request,
-        "dashboard/trace.html",
-        {"trace": trace, "steps": trace.steps.all(), "scores": trace.scores.all()},
+    steps = list(trace.steps.all())
+    context = {
+        "nav": "traces",
+        "trace": trace,
+        "steps": steps,
+        "waterfall": agent_selectors.step_waterfall(trace, steps),
+        "scores": trace.scores.order_by("created_at", "pk"),
+    }
+    return render(request, "dashboard/trace.html", context)
+
+
+@member_required()
+def settings_page(request: HttpRequest) -> HttpResponse:
+    """Where the organisation's configuration pages are."""
+    return render(request, "dashboard/settings.html", {"nav": "settings"})
+
+
+@member_required(Role.ADMIN)
+def audit_log(request: HttpRequest) -> HttpResponse:
+    """The organisation's audit log, newest first, filterable; the Django admin
+    offers the same entries to auditors with CSV export."""
+    filters = window_filter(request.GET, keep=("action", "resource_type", "user_id"))
+    try:
+        page = audit_selectors.audit_log_page(
+            organisation=request.organisation,
+            limit=50,
+            cursor=request.GET.get("cursor") or None,
+            action=request.GET.get("action") or None,
+            resource_type=request.GET.get("resource_type") or None,
+            user_id=request.GET.get("user_id") or None,
+            created_from=filters.window.start,
+            created_to=filters.window.end,
+        )
+    except ApiError as exc:
+        filters.error = exc.message
+        page = {"logs": [], "next_cursor": None}
+    return _page(
+        request, "dashboard/audit.html", {"nav": "audit", "filters": filters, "page": page}, "results"
     )

@@ -39,7 +39,7 @@ AGENTS = (
         "gpt-4o-mini",
         6.0,
         900,
-        0.02,
+        0.008,
         ("lookup_order", "search_kb"),
         (
             ("What are your hours?", "We're open Monday to Friday, 9 AM to 5 PM EST."),
@@ -58,7 +58,7 @@ AGENTS = (
         "gpt-4o",
         3.0,
         1400,
-        0.03,
+        0.012,
         ("crm_lookup", "schedule_demo"),
         (
             ("Hi, who is this?", "This is Ava from Acme, calling about your trial."),
@@ -73,7 +73,7 @@ AGENTS = (
         "claude-3-5-haiku",
         4.0,
         700,
-        0.015,
+        0.006,
         ("check_availability", "create_booking"),
         (
             ("Do you have a table for {n} tonight?", "Yes, 7:30 PM is free for {n}. Shall I book it?"),
@@ -88,7 +88,7 @@ AGENTS = (
         "claude-sonnet-4",
         1.5,
         4200,
-        0.05,
+        0.02,
         ("web_search", "fetch_page"),
         (
             (
@@ -176,7 +176,13 @@ def _hour_traces(agent: DemoAgent, hour: datetime, now: datetime) -> list[dict]:
                 "output_tokens": output_tokens,
                 "latency_ms": round(latency),
                 "status": "error" if failed else "success",
-                "error": "Tool call failed: upstream timed out" if failed else "",
+                "error": (
+                    "Tool call failed: upstream timed out"
+                    if tool_calls
+                    else "Model call failed: rate limited"
+                )
+                if failed
+                else "",
                 "created_at": at.isoformat(),
                 "steps": [
                     {

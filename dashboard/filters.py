@@ -1,0 +1,68 @@
+"""The time range filter every analytics page shares: Last 24 hours, Last 7 days,
+Last 30 days, or a custom range of whole UTC days (both days included)."""
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from urllib.parse import urlencode
+
+from django.http import QueryDict
+
+from .windows import Window, WindowError, parse_window
+
+PERIODS = [
+    ("24h", "Last 24 hours"),
+    ("7d", "Last 7 days"),
+    ("30d", "Last 30 days"),
+    ("custom", "Custom range"),
+]
+DEFAULT_PERIOD = "24h"
+
+
+@dataclass
+class WindowFilter:
+    window: Window
+    period: str
+    start: str = ""  # custom range, YYYY-MM-DD
+    end: str = ""
+    error: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)  # other filters kept in links
+
+    @property
+    def choices(self) -> list[tuple[str, str]]:
+        return PERIODS
+
+    def query(self, **changes: str | None) -> str:
+        """The query string of this filter (plus extras), with ``changes`` applied."""
+        params: dict[str, str] = {"period": self.period}
+        if self.period == "custom":
+            params.update({"from": self.start, "to": self.end})
+        params.update(self.extra)
+        for key, value in changes.items():
+            if value is None or value == "":
+                params.pop(key, None)
+            else:
+                params[key] = value
+        return urlencode({k: v for k, v in params.items() if v != ""})
+
+
+def window_filter(params: QueryDict, *, keep: tuple[str, ...] = ()) -> WindowFilter:
+    """Parse ``period`` / ``from`` / ``to`` from a page's query string. A bad
+    value falls back to the default window with an error to show, never a crash."""
+    extra = {k: params[k] for k in keep if params.get(k)}
+    period = params.get("period") or DEFAULT_PERIOD
+    try:
+        if period == "custom":
+            start, end = params.get("from", ""), params.get("to", "")
+            try:
+                first, last = date.fromisoformat(start), date.fromisoformat(end)
+            except ValueError:
+                raise WindowError("pick a start and an end date for a custom range") from None
+            if last < first:
+                raise WindowError("the end date is before the start date")
+            window = parse_window(start=first.isoformat(), end=(last + timedelta(days=1)).isoformat())
+            return WindowFilter(window, "custom", start, end, extra=extra)
+        if period not in dict(PERIODS):
+            raise WindowError(f"unknown period {period!r}; choose 24h, 7d, 30d or a custom range")
+        return WindowFilter(parse_window(period=period), period, extra=extra)
+    except WindowError as exc:
+        return WindowFilter(parse_window(period=DEFAULT_PERIOD), DEFAULT_PERIOD, error=str(exc), extra=extra)
