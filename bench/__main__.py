@@ -288,6 +288,64 @@ def bench_queries(server: Server, *, size_label: str, traces: int, calls: int, p
     return results
 
 
+PAGES = [
+    "/?period=24h",
+    "/?period=7d",
+    "/?period=30d",
+    "/agents/{agent}/performance/?period=24h",
+    "/agents/{agent}/performance/?period=30d",
+    "/conversations/?period=30d",
+    "/traces/?period=30d",
+    "/conversations/{conversation}/",
+    "/traces/{trace}/",
+]
+
+
+def bench_pages(server: Server, *, size_label: str, traces: int, calls: int) -> dict:
+    """Server time of each dashboard page, signed in as a viewer, through HTTP."""
+    from django.test import Client
+
+    from accounts.models import Role
+    from accounts.services import user_create_or_update
+    from agents.models import Session, Trace
+
+    from .datasets import load
+
+    org, agents = load(slug=f"bench-{size_label}", traces=traces, progress=False)
+    user, _ = user_create_or_update(
+        organisation=org, username=f"bench-{size_label}-viewer", password=None, role=Role.VIEWER
+    )
+    client = Client()
+    client.force_login(user)
+    cookie = f"sessionid={client.cookies['sessionid'].value}"
+    latest = Trace.objects.filter(organisation=org).order_by("-created_at").first()
+    names = {
+        "agent": agents[0].public_id,
+        "trace": latest.public_id,
+        "conversation": Session.objects.get(pk=latest.session_id).public_id,
+    }
+    conn = server.connection()
+    results = {}
+    for template in PAGES:
+        path = template.format(**names)
+        samples = []
+        for i in range(calls + 1):
+            started = time.perf_counter()
+            conn.request("GET", path, headers={"Cookie": cookie})
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"{path}: {response.status}")
+            if i:  # the first call warms caches
+                samples.append((time.perf_counter() - started) * 1000)
+        results[
+            template.replace("{agent}", "<agent>")
+            .replace("{trace}", "<trace>")
+            .replace("{conversation}", "<conversation>")
+        ] = _percentiles(samples)
+    return results
+
+
 def bench_percentiles(*, size_label: str, traces: int, windows: int) -> dict:
     from django.db import connection
 
@@ -345,6 +403,7 @@ def main() -> None:
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument("--ingest-batches", type=int, default=40, help="batches of 500 per client")
     parser.add_argument("--windows", type=int, default=200, help="random windows for the percentile check")
+    parser.add_argument("--page-calls", type=int, default=20, help="requests per dashboard page")
     args = parser.parse_args()
 
     url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
@@ -368,6 +427,7 @@ def main() -> None:
             _print_ingestion(results["ingestion"])
         results["queries"] = {}
         results["percentiles"] = {}
+        results["pages"] = {}
         for label in [s.strip().lower() for s in args.size.split(",") if s.strip()]:
             traces = SIZES[label]
             plain_calls = args.plain_calls or (50 if traces <= 100_000 else 5)
@@ -382,8 +442,8 @@ def main() -> None:
         server.stop()
     out = ROOT / "bench" / "results.json"
     previous = json.loads(out.read_text()) if out.exists() else {}
-    previous.update({k: v for k, v in results.items() if k not in ("queries", "percentiles")})
-    for section in ("queries", "percentiles"):
+    previous.update({k: v for k, v in results.items() if k not in ("queries", "percentiles", "pages")})
+    for section in ("queries", "percentiles", "pages"):
         previous.setdefault(section, {}).update(results.get(section, {}))
     out.write_text(json.dumps(previous, indent=2) + "\n")
     print(f"\nwrote {out.relative_to(ROOT)}")
@@ -394,6 +454,12 @@ def _print_ingestion(r: dict) -> None:
     print(f"  HTTP API (rollups included) {r['http_traces_per_s']:>10,} traces/s")
     print(f"  psycopg COPY, bare table    {r['copy_traces_per_s']:>10,} traces/s")
     print(f"  ratio HTTP / COPY           {r['http_to_copy_ratio']:>10}")
+
+
+def _print_pages(label: str, pages: dict) -> None:
+    print(f"\ndashboard pages at {label} traces, server time through HTTP (ms)")
+    for path, r in pages.items():
+        print(f"  {path:<42}{r['p50_ms']:>10}{r['p95_ms']:>10}")
 
 
 def _print_queries(label: str, queries: dict, percentiles: dict) -> None:

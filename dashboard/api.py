@@ -163,3 +163,25 @@ def timeseries(request: HttpRequest, params: Query[AgentWindowParams]):
     window = window_from(params)
     agent = _optional_agent(request, params.agent_id)
     return selectors.timeseries(organisation=request.organisation, window=window, agent=agent)
+
+
+class CompareParams(WindowParams):
+    a: str = Field(..., min_length=1, max_length=64, description="the version to compare from, e.g. v2")
+    b: str = Field(..., min_length=1, max_length=64, description="the version to compare to, e.g. v3")
+
+
+@router.get("/agents/{agent_id}/versions/compare", auth=read_key, summary="Compare two deployment versions")
+def versions_compare(request: HttpRequest, agent_id: str, params: Query[CompareParams]):
+    """Each version's summary metrics for the window, the absolute and relative
+    change from ``a`` to ``b``, and whether the differences in success rate
+    (two-proportion z-test) and p95 latency (non-overlapping 95 % intervals)
+    exceed noise. A version neither deployed nor named by any trace is 404."""
+    window = window_from(params)
+    agent = agent_selectors.agent_get(organisation=request.organisation, public_id=agent_id)
+    known = selectors.known_versions(agent=agent)
+    for label in (params.a, params.b):
+        if label not in known:
+            raise ApiError(404, "not_found", f"version '{label}' not found for agent '{agent_id}'")
+    return selectors.version_comparison(
+        organisation=request.organisation, agent=agent, a=params.a, b=params.b, window=window
+    )

@@ -213,3 +213,18 @@ def performance_charts(series: dict) -> list[dict]:
             {"Tokens per response": [p["tokens_per_response"] for p in points]},
         ),
     ]
+
+
+COMPARE_ROWS = [
+    ("total_sessions", "Conversations", "count"),
+    ("success_rate", "Success rate", "rate"),
+    ("error_rate", "Error rate", "bad_rate"),
+    ("avg_response_time_ms", "Avg response time", "ms"),
+    ("p50_latency_ms", "p50 latency", "ms"),
+    ("p95_latency_ms", "p95 latency", "ms"),
+    ("tool_call_rate", "Tool call rate", "rate"),
+    ("tokens_per_response", "Tokens per response", "number"),
+    ("total_cost_usd", "Total cost", "money"),
+    ("cost_per_conversation", "Cost per conversation", "money"),
+    ("avg_evaluation_score", "Evaluation score", "score"),
+]

@@ -16,8 +16,9 @@ from typing import Literal
 from django.db.models import CharField, Count, F, Q, Sum, Value
 from django.db.models.functions import Coalesce, TruncDay, TruncHour
 
-from agents.models import Agent, Score, Session, Trace
+from agents.models import Agent, Deployment, Score, Session, Trace
 
+from . import stats
 from .models import COUNTERS, DailyRollup, HourlyRollup
 from .rollups import LatencyBucket, day_of, hour_of
 from .sketch import Sketch, merge_into, quantile
@@ -356,3 +357,76 @@ def timeseries(*, organisation, window: Window, agent: Agent | None = None) -> d
         points.append({"bucket_start": at, **m})
         at += step
     return {**_window_fields(window), "bucket": size, "points": points}
+
+
+COMPARED = [
+    "total_sessions",
+    "total_messages",
+    "total_cost_usd",
+    "cost_per_conversation",
+    "avg_response_time_ms",
+    "p50_latency_ms",
+    "p95_latency_ms",
+    "success_rate",
+    "error_rate",
+    "tool_call_rate",
+    "tokens_per_response",
+    "avg_evaluation_score",
+]
+
+
+def version_comparison(*, organisation, agent: Agent, a: str, b: str, window: Window) -> dict:
+    """Two deployment versions of one agent side by side for the window: each
+    version's metrics, the absolute and relative change from ``a`` to ``b``, and
+    whether the success-rate and p95 differences exceed noise (dashboard.stats)."""
+    by_version = collect(
+        organisation=organisation, window=window, agent=agent, group="version", with_sketch=True
+    )
+    ta, tb = by_version.get(a, Totals()), by_version.get(b, Totals())
+    ma, mb = metrics(ta), metrics(tb)
+    changes = {}
+    for key in COMPARED:
+        va, vb = ma[key], mb[key]
+        if va is None or vb is None:
+            changes[key] = {"a": va, "b": vb, "absolute": None, "relative": None}
+            continue
+        absolute = vb - va
+        changes[key] = {
+            "a": va,
+            "b": vb,
+            "absolute": absolute,
+            "relative": (float(absolute) / float(va)) if va else None,
+        }
+    return {
+        **_window_fields(window),
+        "agent_id": agent.public_id,
+        "a": {"version": a, **ma},
+        "b": {"version": b, **mb},
+        "changes": changes,
+        "significance": {
+            "success_rate": stats.two_proportions(
+                ta.conversations - ta.failed_conversations,
+                ta.conversations,
+                tb.conversations - tb.failed_conversations,
+                tb.conversations,
+            ),
+            "p95_latency_ms": stats.quantiles_differ(ta.latency_sketch, tb.latency_sketch, 0.95),
+        },
+    }
+
+
+def known_versions(*, agent: Agent) -> list[str]:
+    """Versions the agent has deployed or traces have named, newest deployment first."""
+    deployed = list(
+        Deployment.objects.filter(agent=agent)
+        .order_by("-deployed_at", "-pk")
+        .values_list("version", flat=True)
+    )
+    seen = set(deployed)
+    named = (
+        HourlyRollup.objects.filter(agent=agent)
+        .exclude(deployment_version="")
+        .values_list("deployment_version", flat=True)
+        .distinct()
+    )
+    return list(dict.fromkeys(deployed)) + sorted(v for v in named if v not in seen)

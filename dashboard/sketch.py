@@ -53,19 +53,27 @@ def _order(key: str) -> float:
     return -math.inf if key == ZERO else int(key)
 
 
+def quantile_at_rank(sketch: Mapping[str, int], rank: int) -> float | None:
+    """The value of the ``rank``-th smallest latency (1-based), within ALPHA."""
+    seen = 0
+    last = None
+    for key in sorted(sketch, key=_order):
+        if sketch[key] <= 0:
+            continue
+        seen += sketch[key]
+        last = key
+        if seen >= rank:
+            return bucket_value(key)
+    return bucket_value(last) if last is not None else None
+
+
 def quantile(sketch: Mapping[str, int], q: float) -> float | None:
     """The value at rank ``ceil(q * n)`` (PostgreSQL's ``percentile_disc``), within
     ALPHA; None for an empty sketch."""
-    n = sum(sketch.values())
+    n = sum(c for c in sketch.values() if c > 0)
     if n <= 0:
         return None
-    rank = max(1, math.ceil(q * n))
-    seen = 0
-    for key in sorted(sketch, key=_order):
-        seen += sketch[key]
-        if seen >= rank:
-            return bucket_value(key)
-    return bucket_value(max(sketch, key=_order))
+    return quantile_at_rank(sketch, max(1, math.ceil(q * n)))
 
 
 # SQL twins of bucket_of and merge_into, installed on PostgreSQL by a migration

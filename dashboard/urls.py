@@ -6,6 +6,7 @@ app_name = "dashboard"
 urlpatterns = [
     path("", views.overview, name="overview"),
     path("agents/<str:agent_id>/performance/", views.agent_performance, name="agent_performance"),
+    path("agents/<str:agent_id>/compare/", views.agent_compare, name="agent_compare"),
     path("conversations/", views.conversations, name="conversations"),
     path("conversations/<str:session_id>/", views.conversation_detail, name="conversation"),
     path("traces/", views.traces, name="traces"),

@@ -244,3 +244,43 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     return _page(
         request, "dashboard/audit.html", {"nav": "audit", "filters": filters, "page": page}, "results"
     )
+
+
+@member_required()
+def agent_compare(request: HttpRequest, agent_id: str) -> HttpResponse:
+    """Two versions of the agent side by side (the Deployments tab links here)."""
+    agent = _agent(request, agent_id)
+    filters = window_filter(request.GET, keep=("a", "b"))
+    versions = selectors.known_versions(agent=agent)
+    a = request.GET.get("a") or (versions[1] if len(versions) > 1 else None)
+    b = request.GET.get("b") or (versions[0] if versions else None)
+    comparison = None
+    if a in versions and b in versions:
+        comparison = selectors.version_comparison(
+            organisation=request.organisation, agent=agent, a=a, b=b, window=filters.window
+        )
+    rows = []
+    if comparison:
+        for key, label, kind in panels.COMPARE_ROWS:
+            change = comparison["changes"][key]
+            rows.append(
+                {
+                    "label": label,
+                    "a": panels.fmt(change["a"], kind),
+                    "b": panels.fmt(change["b"], kind),
+                    "change": panels.change(change["a"], change["b"], kind)[0],
+                    "significance": comparison["significance"].get(key),
+                }
+            )
+    context = {
+        "nav": "agents",
+        "tab": "deployments",
+        "agent": agent,
+        "filters": filters,
+        "versions": versions,
+        "a": a,
+        "b": b,
+        "comparison": comparison,
+        "rows": rows,
+    }
+    return _page(request, "dashboard/agent_compare.html", context, "comparison")

@@ -42,7 +42,10 @@ class World:
         out: dict[str, Conversation] = {}
         for t in sorted(self.traces.values(), key=lambda t: t["_at"]):
             c = out.setdefault(
-                t["session_id"], Conversation(t["agent_id"], t["channel"], t["deployment_version"], t["_at"])
+                t["session_id"],
+                Conversation(
+                    t["agent_id"], t.get("channel", "chat"), t.get("deployment_version", ""), t["_at"]
+                ),
             )
             c.failed = c.failed or t["status"] == "error"
         return out
@@ -65,16 +68,30 @@ def exact_quantile(values: list[int], q: float) -> int | None:
 
 
 def summary(
-    world: World, start: datetime, end: datetime, agent_id: str | None = None, channel: str | None = None
+    world: World,
+    start: datetime,
+    end: datetime,
+    agent_id: str | None = None,
+    channel: str | None = None,
+    version: str | None = None,
 ) -> dict:
-    def wanted(agent, ch):
-        return (agent_id is None or agent == agent_id) and (channel is None or ch == channel)
+    def wanted(agent, ch, v):
+        return (
+            (agent_id is None or agent == agent_id)
+            and (channel is None or ch == channel)
+            and (version is None or v == version)
+        )
 
     traces = [
-        t for t in world.traces.values() if start <= t["_at"] < end and wanted(t["agent_id"], t["channel"])
+        t
+        for t in world.traces.values()
+        if start <= t["_at"] < end
+        and wanted(t["agent_id"], t.get("channel", "chat"), t.get("deployment_version", ""))
     ]
     conversations = [
-        c for c in world.conversations().values() if start <= c.start < end and wanted(c.agent_id, c.channel)
+        c
+        for c in world.conversations().values()
+        if start <= c.start < end and wanted(c.agent_id, c.channel, c.version)
     ]
     in_window = {t["id"] for t in traces}
     scores = [v for tid, v in world.scores if tid in in_window]
