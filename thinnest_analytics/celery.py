@@ -11,4 +11,9 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 # Every periodic job of the product, in one place.
-app.conf.beat_schedule = {}
+app.conf.beat_schedule = {
+    "evaluate-alerts": {
+        "task": "alerts.evaluate",
+        "schedule": float(os.environ.get("ALERTS_EVALUATION_SECONDS", "60")),
+    },
+}

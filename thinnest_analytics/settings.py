@@ -212,6 +212,7 @@ SECURE_CSP = {
 # --- product --------------------------------------------------------------
 DEFAULT_VOICE_PRICE_PER_MINUTE = os.getenv("VOICE_PRICE_PER_MINUTE", "0.05")
 RETENTION_DAYS = envint("RETENTION_DAYS", "400")
+ALERT_WEBHOOK_TIMEOUT = float(os.getenv("ALERT_WEBHOOK_TIMEOUT", "10"))
 
 # Email: SMTP when EMAIL_HOST is set, the console otherwise.
 if os.getenv("EMAIL_HOST"):

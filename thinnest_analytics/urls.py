@@ -24,4 +24,5 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("", include("agents.urls")),
     path("", include("dashboard.urls")),
+    path("", include("alerts.urls")),
 ]

@@ -1,0 +1,90 @@
+"""Sending one notification: an email through Django's mail API, or a JSON
+(or Slack-compatible) POST, optionally signed with HMAC-SHA256."""
+
+import hashlib
+import hmac
+import json
+import urllib.error
+import urllib.request
+from decimal import Decimal
+
+from django.conf import settings
+from django.core import mail
+
+from .models import AlertEvent, Notification
+
+SIGNATURE_HEADER = "X-Thinnest-Signature"
+UNITS = {"error_rate": "", "latency": " ms", "budget": " % of budget", "low_balance": " USD"}
+
+
+class DeliveryError(Exception):
+    pass
+
+
+def _number(value: Decimal | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def payload(event: AlertEvent) -> dict:
+    site = settings.SITE_URL.rstrip("/")
+    return {
+        "rule_id": event.rule_id,
+        "name": event.rule_name,
+        "kind": event.kind,
+        "state": event.state,
+        "value": _number(event.value),
+        "threshold": _number(event.threshold),
+        "window_minutes": event.window_minutes,
+        "agent_id": event.agent_id_label or None,
+        "at": event.at.isoformat(),
+        "links": {
+            "alerts": f"{site}/alerts/",
+            "agent": f"{site}/agents/{event.agent_id_label}/performance/"
+            if event.agent_id_label
+            else f"{site}/",
+        },
+    }
+
+
+def summary(event: AlertEvent) -> str:
+    unit = UNITS.get(event.kind, "")
+    value = "n/a" if event.value is None else f"{event.value.normalize()}{unit}"
+    where = f" for {event.agent_id_label}" if event.agent_id_label else ""
+    verb = {"firing": "FIRING", "resolved": "resolved", "test": "TEST"}.get(event.state, event.state)
+    return f"[{verb}] {event.rule_name}{where}: {event.kind} is {value} (threshold {event.threshold.normalize()}{unit}, last {event.window_minutes} min)"
+
+
+def signature(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def deliver(notification: Notification) -> None:
+    """Send it once; raise DeliveryError on any failure (the task retries)."""
+    event = notification.event
+    if notification.channel == "email":
+        try:
+            mail.send_mail(
+                summary(event),
+                summary(event) + "\n\n" + json.dumps(payload(event), indent=2),
+                None,
+                [notification.target],
+            )
+        except Exception as exc:  # noqa: BLE001 — any mail failure is a delivery failure
+            raise DeliveryError(f"email: {exc}") from exc
+        return
+    data = payload(event)
+    if notification.config.get("format") == "slack":
+        data = {"text": summary(event), **data}
+    body = json.dumps(data).encode()
+    headers = {"Content-Type": "application/json", "User-Agent": "thinnest-analytics-alerts"}
+    if notification.config.get("secret"):
+        headers[SIGNATURE_HEADER] = signature(notification.config["secret"], body)
+    request = urllib.request.Request(notification.target, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=settings.ALERT_WEBHOOK_TIMEOUT) as response:
+            if not 200 <= response.status < 300:
+                raise DeliveryError(f"webhook answered {response.status}")
+    except urllib.error.HTTPError as exc:
+        raise DeliveryError(f"webhook answered {exc.code}") from exc
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        raise DeliveryError(f"webhook unreachable: {getattr(exc, 'reason', exc)}") from exc

@@ -1,0 +1,81 @@
+"""What a rule measures right now. Reads go through the metrics engine's
+selectors (rollups plus partial-hour edges), never raw scans."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from dashboard import selectors as metrics
+from dashboard.windows import Window
+
+from .models import AlertEvent, AlertRule, Kind
+
+
+@dataclass(frozen=True)
+class Reading:
+    value: Decimal | None  # what the rule compares with its threshold
+    traffic: int  # conversations in the window
+    breaching: bool
+    note: str = ""
+
+
+def _totals(rule: AlertRule, window: Window):
+    group = "channel" if rule.channel else None
+    found = metrics.collect(
+        organisation=rule.organisation,
+        window=window,
+        agent=rule.agent,
+        group=group,
+        with_sketch=rule.kind == Kind.LATENCY,
+    )
+    return found.get(rule.channel if rule.channel else None, metrics.Totals())
+
+
+def _decimal(value) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def reading(rule: AlertRule, now: datetime) -> Reading:
+    window = Window(now - timedelta(minutes=rule.window_minutes), now)
+    if rule.kind in (Kind.ERROR_RATE, Kind.LATENCY):
+        totals = _totals(rule, window)
+        m = metrics.metrics(totals)
+        traffic = m["total_sessions"]
+        if rule.kind == Kind.ERROR_RATE:
+            value = _decimal(m["error_rate"])
+        else:
+            value = _decimal(m["p95_latency_ms"] if rule.statistic == "p95" else m["avg_response_time_ms"])
+        if traffic < rule.min_conversations or value is None:
+            return Reading(value, traffic, False, f"fewer than {rule.min_conversations} conversations")
+        breaching = value > rule.threshold
+        if breaching and rule.kind == Kind.ERROR_RATE and rule.baseline_factor is not None:
+            span = timedelta(days=7 if rule.baseline_period == "week" else 1)
+            base = metrics.metrics(_totals(rule, Window(window.start - span, window.start)))["error_rate"]
+            if base is not None and value <= rule.baseline_factor * _decimal(base):
+                return Reading(
+                    value, traffic, False, f"within {rule.baseline_factor}× the baseline {base:.4f}"
+                )
+        return Reading(value, traffic, breaching)
+    if rule.kind == Kind.BUDGET:
+        from billing.selectors import budget_status
+
+        status = budget_status(organisation=rule.organisation, agent=rule.agent, now=now)
+        if status is None or not status["budget_usd"]:
+            return Reading(None, 0, False, "no budget set")
+        percent = _decimal(status["percent"])
+        return Reading(percent, 0, percent >= rule.threshold)
+    from billing.selectors import balance
+
+    value = _decimal(balance(organisation=rule.organisation))
+    return Reading(value, 0, value < rule.threshold)
+
+
+def rule_list(*, organisation) -> list[AlertRule]:
+    return list(AlertRule.objects.filter(organisation=organisation).select_related("agent"))
+
+
+def event_list(*, organisation, state: str | None = None, limit: int = 100) -> list[AlertEvent]:
+    qs = AlertEvent.objects.filter(organisation=organisation).prefetch_related("notifications")
+    if state:
+        qs = qs.filter(state=state)
+    return list(qs[:limit])
