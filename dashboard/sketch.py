@@ -43,9 +43,16 @@ def sketch_of(latencies: Iterable[float]) -> Sketch:
 
 
 def merge_into(acc: Sketch, other: Mapping[str, int] | None) -> Sketch:
+    """Add ``other``'s counts to ``acc``. A retracted latency (a trace derived
+    again from more of its spans) is a count of -1; a bucket whose count comes to
+    zero is dropped, so a sketch never holds empty buckets."""
     if other:
         for key, count in other.items():
-            acc[key] = acc.get(key, 0) + int(count)
+            total = acc.get(key, 0) + int(count)
+            if total:
+                acc[key] = total
+            else:
+                acc.pop(key, None)
     return acc
 
 
@@ -55,17 +62,18 @@ def _order(key: str) -> float:
 
 def quantile(sketch: Mapping[str, int], q: float) -> float | None:
     """The value at rank ``ceil(q * n)`` (PostgreSQL's ``percentile_disc``), within
-    ALPHA; None for an empty sketch."""
-    n = sum(sketch.values())
+    ALPHA; None for an empty sketch. Buckets without a positive count are ignored."""
+    counted = {key: count for key, count in sketch.items() if count > 0}
+    n = sum(counted.values())
     if n <= 0:
         return None
     rank = max(1, math.ceil(q * n))
     seen = 0
-    for key in sorted(sketch, key=_order):
-        seen += sketch[key]
+    for key in sorted(counted, key=_order):
+        seen += counted[key]
         if seen >= rank:
             return bucket_value(key)
-    return bucket_value(max(sketch, key=_order))
+    return bucket_value(max(counted, key=_order))
 
 
 # SQL twins of bucket_of and merge_into, installed on PostgreSQL by a migration
@@ -78,9 +86,12 @@ $$;
 CREATE OR REPLACE FUNCTION ta_sketch_merge(a jsonb, b jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   -- Walk only the (small) new sketch; keys of the stored one are looked up.
-  SELECT coalesce(a, '{{}}'::jsonb) || coalesce((
-    SELECT jsonb_object_agg(key, value::bigint + coalesce((a ->> key)::bigint, 0))
-    FROM jsonb_each_text(b)
-  ), '{{}}'::jsonb)
+  -- Buckets whose count comes to zero (a retracted latency) are removed.
+  SELECT (coalesce(a, '{{}}'::jsonb) || coalesce(m.merged, '{{}}'::jsonb)) - coalesce(m.emptied, '{{}}'::text[])
+  FROM (
+    SELECT jsonb_object_agg(key, n) FILTER (WHERE n <> 0) AS merged,
+           array_agg(key) FILTER (WHERE n = 0) AS emptied
+    FROM (SELECT key, value::bigint + coalesce((a ->> key)::bigint, 0) AS n FROM jsonb_each_text(b)) AS sums
+  ) AS m
 $$;
 """
