@@ -11,7 +11,6 @@ from agents.models import Deployment, DeploymentStatus, Score, Session, Trace, T
 from agents.services import (
     STEP_FIELDS,
     TRACE_FIELDS,
-    LockedSession,
     SessionState,
     TraceRow,
     agents_resolve,
@@ -240,18 +239,13 @@ def _traces_write(
     organisation, drafts: dict[str, Draft], old: dict, new_spans: dict, actor, result
 ) -> set[str]:
     """Write the derived traces, their steps, conversations and rollup changes.
-    Returns the trace ids written."""
+    Returns the ids of the traces written."""
     if not drafts:
         return set()
     agents = agents_resolve(
         organisation=organisation,
         wanted={d.agent_id: d.agent_name for d in drafts.values()},
         actor=actor,
-    )
-    active_versions = dict(
-        Deployment.objects.filter(
-            agent__in=[agents[d.agent_id] for d in drafts.values()], status=DeploymentStatus.ACTIVE
-        ).values_list("agent_id", "version")
     )
     wanted: dict[str, tuple[int, str]] = {}
     for d in drafts.values():
@@ -261,11 +255,34 @@ def _traces_write(
             row = old[d.public_id]
             wanted.setdefault(row["session__public_id"], (row["agent_id"], row["channel"]))
     sessions = sessions_lock(organisation=organisation, wanted=wanted)
-    sessions_by_pk = {s.pk: s for s in sessions.values()}
 
-    # A trace first derived without a conversation id has a conversation of its
-    # own, named after it; when the trace turns out to be another agent's or
-    # channel's, that conversation follows it.
+    rows, adopted = _rows_of(organisation, drafts, old, agents, sessions, new_spans, result)
+    pk_of = _rows_store(organisation, drafts, old, rows, new_spans, result)
+    deltas = RollupDeltas()
+    moved = []
+    for trace_id, row in rows.items():
+        new = row._asdict() | {"agent_id": row.agent}
+        previous = old.get(drafts[trace_id].public_id)
+        if previous is not None and _rollup_facts(previous) == _rollup_facts(new):
+            continue
+        if previous is not None:
+            _add_trace(deltas, organisation.pk, previous, -1)
+            moved.append((previous, new, pk_of[trace_id]))
+        _add_trace(deltas, organisation.pk, new, 1)
+    _scores_move(deltas, organisation.pk, moved)
+    _conversations_refresh(deltas, organisation.pk, drafts, old, rows, sessions, adopted)
+    deltas.apply()
+    return set(rows)
+
+
+def _rows_of(organisation, drafts, old, agents, sessions, new_spans, result):
+    """The trace rows to write, by trace id, and the conversations adopted by
+    their traces (with their state before)."""
+    active_versions = dict(
+        Deployment.objects.filter(
+            agent__in=[agents[d.agent_id] for d in drafts.values()], status=DeploymentStatus.ACTIVE
+        ).values_list("agent_id", "version")
+    )
     adopted: dict[int, SessionState] = {}
     rows: dict[str, TraceRow] = {}
     now = timezone.now()
@@ -274,6 +291,9 @@ def _traces_write(
         session = sessions[d.session_id or d.public_id]
         previous = old.get(d.public_id)
         if session.agent_id != agent.pk or session.channel != d.channel:
+            # A trace first derived without a conversation id has a conversation
+            # of its own, named after it; when the trace turns out to be another
+            # agent's or channel's, that conversation follows it.
             own = d.session_id is None and session.trace_count <= (
                 1 if previous and previous["session_id"] == session.pk else 0
             )
@@ -318,21 +338,25 @@ def _traces_write(
             d.created_at,
             previous["received_at"] if previous else now,
         )
+    return rows, adopted
 
-    pks = {old[d.public_id]["id"]: trace_id for trace_id, d in drafts.items() if d.public_id in old}
+
+def _rows_store(organisation, drafts, old, rows, new_spans, result) -> dict[str, int]:
+    """Insert new traces, update derived-again ones, rewrite their steps.
+    Returns each trace's primary key by trace id."""
+    pk_of = {trace_id: old[d.public_id]["id"] for trace_id, d in drafts.items() if d.public_id in old}
     inserted = insert_ignore_conflicts(
         Trace,
         TRACE_FIELDS,
-        [row for trace_id, row in rows.items() if drafts[trace_id].public_id not in old],
+        [row for trace_id, row in rows.items() if trace_id not in pk_of],
         conflict_fields=("organisation", "public_id"),
         returning=("id", "public_id"),
     )
-    pks.update({pk: public_id.removeprefix("otel-") for pk, public_id in inserted})
+    pk_of.update({public_id.removeprefix("otel-"): pk for pk, public_id in inserted})
     for trace_id, d in list(drafts.items()):
-        if trace_id not in pks.values():  # taken meanwhile by a trace sent to /api/traces
+        if trace_id not in pk_of:  # taken meanwhile by a trace sent to /api/traces
             _refuse(result, new_spans, drafts, trace_id, f"the id {d.public_id} is used by another trace")
             rows.pop(trace_id)
-    pk_of = {trace_id: pk for pk, trace_id in pks.items()}
     update_by_pk(
         Trace,
         UPDATED_TRACE_FIELDS,
@@ -343,7 +367,7 @@ def _traces_write(
         ],
     )
     TraceStep.objects.filter(
-        trace_id__in=[old[d.public_id]["id"] for d in drafts.values() if d.public_id in old]
+        trace_id__in=[pk_of[trace_id] for trace_id, d in drafts.items() if d.public_id in old]
     ).delete()
     insert_ignore_conflicts(
         TraceStep,
@@ -356,38 +380,35 @@ def _traces_write(
         conflict_fields=("trace", "position"),
         returning=("id",),
     )
+    return pk_of
 
-    deltas = RollupDeltas()
-    moved_scores = []
-    for trace_id, row in rows.items():
-        new = row._asdict() | {"agent_id": row.agent, "cost_usd": row.cost_usd}
-        previous = old.get(drafts[trace_id].public_id)
-        if previous is not None and _rollup_facts(previous) == _rollup_facts(new):
-            continue
-        if previous is not None:
-            _add_trace(deltas, organisation.pk, previous, -1)
-            moved_scores.append((previous, new, pk_of[trace_id]))
-        _add_trace(deltas, organisation.pk, new, 1)
-    _scores_move(deltas, organisation.pk, moved_scores)
 
+def _conversations_refresh(deltas, organisation_id, drafts, old, rows, sessions, adopted) -> None:
+    """Recount the conversations the traces left or joined, move their counts in
+    the rollups, and remove a trace's own conversation once it is left empty."""
+    by_pk = {s.pk: s for s in sessions.values()}
     touched = {row.session for row in rows.values()}
     touched |= {old[d.public_id]["session_id"] for d in drafts.values() if d.public_id in old}
-    refreshed = [sessions_by_pk[pk] for pk in sorted(touched)]
+    refreshed = [by_pk[pk] for pk in sorted(touched)]
     if adopted:
         update_by_pk(
-            Session,
-            ["agent", "channel"],
-            [(pk, sessions_by_pk[pk].agent_id, sessions_by_pk[pk].channel) for pk in adopted],
+            Session, ["agent", "channel"], [(pk, by_pk[pk].agent_id, by_pk[pk].channel) for pk in adopted]
         )
     transitions = sessions_refresh(sessions=refreshed)
     # An adopted conversation was counted under its old agent or channel.
     transitions = [
         (adopted.get(s.pk, before), after) for s, (before, after) in zip(refreshed, transitions, strict=True)
     ]
-    conversation_moves(deltas, organisation.pk, transitions)
-    _empty_own_sessions_delete(refreshed, rows, drafts)
-    deltas.apply()
-    return set(rows)
+    conversation_moves(deltas, organisation_id, transitions)
+    own_ids = {d.public_id for d in drafts.values()}
+    used = {row.session for row in rows.values()}
+    empty = [
+        s.pk
+        for s in refreshed
+        if s.public_id in own_ids and s.pk not in used and s.trace_count == 0 and s.started_at is None
+    ]
+    if empty:
+        Session.objects.filter(pk__in=empty).delete()
 
 
 def _scores_move(deltas: RollupDeltas, organisation_id: int, moved: list[tuple[dict, dict, int]]) -> None:
@@ -425,19 +446,3 @@ def _scores_move(deltas: RollupDeltas, organisation_id: int, moved: list[tuple[d
             for s in scores
         ],
     )
-
-
-def _empty_own_sessions_delete(
-    sessions: list[LockedSession], rows: dict[str, TraceRow], drafts: dict[str, Draft]
-) -> None:
-    """A conversation named after a trace that has since moved to its real
-    conversation is left empty: remove it."""
-    own_ids = {public_id_of(trace_id) for trace_id in drafts}
-    used = {row.session for row in rows.values()}
-    empty = [
-        s.pk
-        for s in sessions
-        if s.public_id in own_ids and s.pk not in used and s.trace_count == 0 and s.started_at is None
-    ]
-    if empty:
-        Session.objects.filter(pk__in=empty).delete()

@@ -301,3 +301,104 @@ def test_an_agent_without_agent_attributes_is_its_service(tenant):
     assert (t.agent.public_id, t.agent.name, t.deployment_version) == ("billing_bot", "billing bot", "2.1.0")
     assert t.session.public_id == t.public_id  # no conversation id: a conversation of its own
     assert Agent.objects.filter(organisation=tenant.organisation).count() == 1
+
+
+def _kvlist(**values) -> dict:
+    return {"kvlistValue": {"values": [{"key": k, "value": v} for k, v in values.items()]}}
+
+
+def _text(value: str) -> dict:
+    return {"stringValue": value}
+
+
+def test_it_reads_older_names_and_structured_messages(tenant):
+    """A web request's root span with an LLM call in older names, and a second
+    call whose messages are structured attributes (not JSON strings)."""
+    start, ms = ns(T0), 1_000_000
+    message = _kvlist(
+        role=_text("assistant"),
+        parts={
+            "arrayValue": {
+                "values": [
+                    _kvlist(type=_text("reasoning"), content=_text("They asked about refunds.")),
+                    _kvlist(type=_text("text"), content=_text("Refunds take 5 days.")),
+                ]
+            }
+        },
+    )
+    structured = json_span(
+        TRACE_ID,
+        "00000000000000c3",
+        "generate_content gemini",
+        start + 500 * ms,
+        start + 700 * ms,
+        parent="00000000000000c1",
+        attributes={"gen_ai.request.model": "gemini-2.5-flash"},
+    )
+    structured["attributes"].append(
+        {"key": "gen_ai.output.messages", "value": {"arrayValue": {"values": [message]}}}
+    )
+    document = json_export(
+        [
+            json_span(TRACE_ID, "00000000000000c1", "POST /chat", start, start + 900 * ms),
+            json_span(
+                TRACE_ID,
+                "00000000000000c2",
+                "openai.chat",
+                start + 100 * ms,
+                start + 400 * ms,
+                parent="00000000000000c1",
+                attributes={
+                    "llm.request.type": "chat",
+                    "gen_ai.request.model": "in-house-model",
+                    "gen_ai.usage.prompt_tokens": "120",
+                    "gen_ai.usage.completion_tokens": 30,
+                    "gen_ai.prompt.0.role": "user",
+                    "gen_ai.prompt.0.content": "How long do refunds take?",
+                    "gen_ai.completion.0.content": "Let me check.",
+                },
+            ),
+            structured,
+        ],
+        service="refunds",
+    )
+    document["resourceSpans"][0]["resource"]["attributes"].append(attribute("thinnest.channel", "voice"))
+    assert export_json(tenant.keys["ingest"], document).status_code == 200
+    t = Trace.objects.get()
+    assert (t.channel, t.latency_ms, t.model) == ("voice", 900, "in-house-model")
+    assert (t.input, t.output, t.reasoning) == (
+        "How long do refunds take?",
+        "Refunds take 5 days.",
+        "They asked about refunds.",
+    )
+    assert (t.input_tokens, t.output_tokens, t.cost_usd, t.cost_source) == (120, 30, None, "unpriced")
+    assert [(s.kind, s.model) for s in t.steps.all()] == [
+        ("llm", "in-house-model"),
+        ("llm", "gemini-2.5-flash"),
+    ]
+
+
+def test_the_endpoint_is_described_in_openapi(db):
+    spec = Client().get("/api/openapi.json").json()
+    operation = spec["paths"]["/api/otel/v1/traces"]["post"]
+    assert set(operation["requestBody"]["content"]) == {PROTOBUF, "application/json"}
+    assert set(operation["responses"]) >= {"200", "400", "413", "503"}
+
+
+def test_it_rejects_spans_whose_trace_cannot_be_stored(tenant, ingest):
+    """A conversation of another agent, or an id taken by a trace sent to
+    /api/traces: the trace's spans are rejected, the rest of the export stored."""
+    ingest.post("/api/traces", {"id": "trace_1", "agent_id": "agent_other", "session_id": "conv-1"})
+    public_id, spans = sdk_spans(conversation="conv-1")
+    taken_id, others = sdk_spans(conversation="conv-2")
+    ingest.post("/api/traces", {"id": taken_id, "agent_id": "agent_other"})
+    _, fine = sdk_spans(conversation="conv-3")
+    r = export(tenant.keys["ingest"], protobuf_of([*spans, *others, *fine]))
+    answer = ExportTraceServiceResponse.FromString(r.content)
+    assert r.status_code == 200 and answer.partial_success.rejected_spans == 6
+    assert "conversation 'conv-1' belongs to another agent or channel" in answer.partial_success.error_message
+    assert f"the id {taken_id} is used by another trace" in answer.partial_success.error_message
+    assert not Trace.objects.filter(public_id=public_id).exists()
+    assert Trace.objects.get(public_id=taken_id).agent.public_id == "agent_other"
+    assert ReceivedSpan.objects.count() == 3
+    assert Trace.objects.get(session__public_id="conv-3").status == "error"

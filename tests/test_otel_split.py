@@ -242,3 +242,27 @@ def test_a_late_span_changes_the_trace_and_its_rollups(at_once, outsider):
     ]
     assert hour[0]["conversations"] == 1 and hour[0]["failed_conversations"] == 1
     assert _rebuilt(outsider.organisation) == rollups
+
+
+def test_scores_follow_a_trace_that_moves(outsider):
+    """A score attached while only a child had arrived moves with the trace to
+    its agent span's hour, agent and conversation."""
+    key = outsider.keys["ingest"]
+    _send_json(key, ["a2"])  # no span flags: the child stands in for its agent span
+    provisional = Trace.objects.get(public_id=f"otel-{A}")
+    assert provisional.created_at.hour == 14 and provisional.agent.public_id == "support-service"
+    r = Client().post(
+        f"/api/traces/otel-{A}/scores",
+        json.dumps({"value": 4}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {key}",
+    )
+    assert r.status_code == 201
+    _send_json(key, ["a1", "a3"])
+    score = Trace.objects.get(public_id=f"otel-{A}").scores.get()
+    assert (score.trace_created_at, score.agent.public_id) == (T0, "agent_support")
+    rollups = _rollups(outsider.organisation)
+    scored = {k[4].hour: r["score_count"] for k, r in rollups.items() if k[0] == "HourlyRollup"}
+    assert scored == {13: 1}
+    assert _rebuilt(outsider.organisation) == rollups
+    assert not Session.objects.filter(public_id=f"otel-{A}").exists()  # its stand-in conversation is gone
