@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import Count, Max, Min, OuterRef, Q, Subquery
 from django.utils import timezone
 from pydantic import ValidationError
 
@@ -500,6 +501,17 @@ def conversation_moves(
                 )
 
 
+# The conversation columns that ingestion keeps current.
+SESSION_FACTS = (
+    "first_trace_at",
+    "started_at",
+    "deployment_version",
+    "last_activity_at",
+    "trace_count",
+    "error_count",
+)
+
+
 def _sessions_apply(
     sessions: dict[str, LockedSession], new_rows: list[TraceRow]
 ) -> list[tuple[SessionState, SessionState]]:
@@ -526,15 +538,50 @@ def _sessions_apply(
         session.error_count += sum(1 for r in rows if r.status == "error")
         changed.append(session)
         transitions.append((before, SessionState.of(session)))
-    session_fields = [
-        "first_trace_at",
-        "started_at",
-        "deployment_version",
-        "last_activity_at",
-        "trace_count",
-        "error_count",
-    ]
-    update_by_pk(Session, session_fields, [(s.pk, *(getattr(s, f) for f in session_fields)) for s in changed])
+    update_by_pk(Session, SESSION_FACTS, [(s.pk, *(getattr(s, f) for f in SESSION_FACTS)) for s in changed])
+    return transitions
+
+
+def sessions_refresh(*, sessions: Sequence[LockedSession]) -> list[tuple[SessionState, SessionState]]:
+    """Recount locked conversations from their stored traces, after traces moved
+    into or out of them or changed (a trace derived again from more of its spans):
+    first and last trace, trace and error counts, and the version of the earliest
+    trace. A conversation that a call started before its first trace keeps that
+    start. Returns each conversation's state before and after."""
+    pks = [s.pk for s in sessions]
+    facts = {
+        row["session_id"]: row
+        for row in Trace.objects.filter(session_id__in=pks)
+        .values("session_id")
+        .annotate(
+            traces=Count("id"),
+            errors=Count("id", filter=Q(status="error")),
+            first=Min("created_at"),
+            last=Max("created_at"),
+        )
+        .order_by()
+    }
+    earliest = Trace.objects.filter(session=OuterRef("pk")).order_by("created_at", "id")
+    versions = dict(
+        Session.objects.filter(pk__in=pks)
+        .annotate(version=Subquery(earliest.values("deployment_version")[:1]))
+        .values_list("pk", "version")
+    )
+    transitions = []
+    for session in sessions:
+        before = SessionState.of(session)
+        row = facts.get(session.pk, {"traces": 0, "errors": 0, "first": None, "last": None})
+        call_start = session.started_at
+        if session.started_at is not None and session.first_trace_at is not None:
+            call_start = session.started_at if session.started_at < session.first_trace_at else None
+        session.first_trace_at, session.last_activity_at = row["first"], row["last"]
+        session.trace_count, session.error_count = row["traces"], row["errors"]
+        if row["first"] is not None and (call_start is None or row["first"] < call_start):
+            session.started_at, session.deployment_version = row["first"], versions.get(session.pk) or ""
+        else:
+            session.started_at = call_start
+        transitions.append((before, SessionState.of(session)))
+    update_by_pk(Session, SESSION_FACTS, [(s.pk, *(getattr(s, f) for f in SESSION_FACTS)) for s in sessions])
     return transitions
 
 

@@ -6,7 +6,7 @@ from collections import defaultdict
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import CharField, Func
+from django.db.models import CharField, Func, Q
 
 from thinnest_analytics.db import upsert_add
 
@@ -39,12 +39,18 @@ class RollupDeltas:
     def __init__(self) -> None:
         self._counters: dict[RollupKey, dict[str, int | Decimal]] = defaultdict(lambda: defaultdict(int))
         self._sketches: dict[RollupKey, Sketch] = defaultdict(dict)
+        # Buckets that lost facts: rows left empty there are removed on apply.
+        self._retracted: set[RollupKey] = set()
 
     def __bool__(self) -> bool:
         return bool(self._counters) or bool(self._sketches)
 
+    @staticmethod
+    def _key(organisation_id: int, agent_id: int, channel: str, version: str, at: datetime) -> RollupKey:
+        return (organisation_id, agent_id, channel, version, hour_of(at))
+
     def _row(self, organisation_id: int, agent_id: int, channel: str, version: str, at: datetime):
-        return self._counters[(organisation_id, agent_id, channel, version, hour_of(at))]
+        return self._counters[self._key(organisation_id, agent_id, channel, version, at)]
 
     def add_trace(
         self,
@@ -62,25 +68,28 @@ class RollupDeltas:
         tool_call_count: int,
         status: str,
         cost_usd: Decimal | None,
+        sign: int = 1,
     ) -> None:
+        """Count (sign=1) or retract (sign=-1) a trace in its bucket. A trace
+        derived again from more of its spans retracts its old version first."""
         key = (organisation_id, agent_id, channel, deployment_version, hour_of(created_at))
+        if sign < 0:
+            self._retracted.add(key)
         row = self._counters[key]
-        row["traces"] += 1
-        row["messages"] += (input != "") + (output != "")
-        row["input_tokens"] += input_tokens
-        row["output_tokens"] += output_tokens
+        row["traces"] += sign
+        row["messages"] += sign * ((input != "") + (output != ""))
+        row["input_tokens"] += sign * input_tokens
+        row["output_tokens"] += sign * output_tokens
         if latency_ms is not None:
-            row["latency_count"] += 1
-            row["latency_sum_ms"] += latency_ms
-            sketch = self._sketches[key]
-            bucket = bucket_of(latency_ms)
-            sketch[bucket] = sketch.get(bucket, 0) + 1
-        row["tool_call_traces"] += tool_call_count > 0
-        row["error_traces"] += status == "error"
+            row["latency_count"] += sign
+            row["latency_sum_ms"] += sign * latency_ms
+            merge_into(self._sketches[key], {bucket_of(latency_ms): sign})
+        row["tool_call_traces"] += sign * (tool_call_count > 0)
+        row["error_traces"] += sign * (status == "error")
         if cost_usd is None:
-            row["unpriced_traces"] += 1
+            row["unpriced_traces"] += sign
         else:
-            row["llm_cost_usd"] += cost_usd
+            row["llm_cost_usd"] += sign * cost_usd
 
     def add_conversation(
         self,
@@ -94,6 +103,8 @@ class RollupDeltas:
         sign: int = 1,
     ) -> None:
         """Count (sign=1) or un-count (sign=-1) a conversation where it started."""
+        if sign < 0:
+            self._retracted.add(self._key(organisation_id, agent_id, channel, deployment_version, started_at))
         row = self._row(organisation_id, agent_id, channel, deployment_version, started_at)
         row["conversations"] += sign
         row["failed_conversations"] += sign * failed
@@ -107,11 +118,15 @@ class RollupDeltas:
         deployment_version: str,
         created_at: datetime,
         value: Decimal,
+        sign: int = 1,
     ) -> None:
-        """A score counts in the bucket of the trace it is attached to."""
+        """A score counts in the bucket of the trace it is attached to (sign=-1
+        retracts it, when its trace moves to another bucket)."""
+        if sign < 0:
+            self._retracted.add(self._key(organisation_id, agent_id, channel, deployment_version, created_at))
         row = self._row(organisation_id, agent_id, channel, deployment_version, created_at)
-        row["score_count"] += 1
-        row["score_sum"] += value
+        row["score_count"] += sign
+        row["score_sum"] += sign * value
 
     def add_voice_call(
         self,
@@ -157,6 +172,25 @@ class RollupDeltas:
         key_fields = ["organisation", "agent", "channel", "deployment_version", "bucket_start"]
         upsert_add(HourlyRollup, key_fields, COUNTERS, hourly, merge)
         upsert_add(DailyRollup, key_fields, COUNTERS, daily, merge)
+        if self._retracted:
+            self._drop_empty_rows()
+
+    def _drop_empty_rows(self) -> None:
+        """Delete the rows that retractions left with nothing in them, so the
+        rollups equal a rebuild from raw rows (which has no empty rows)."""
+        empty = Q(latency_sketch={}, **{name: 0 for name in COUNTERS})
+        for model, bucket in ((HourlyRollup, lambda at: at), (DailyRollup, day_of)):
+            keys = sorted({(org, agent, ch, v, bucket(at)) for org, agent, ch, v, at in self._retracted})
+            where = Q()
+            for org, agent, channel, version, at in keys:
+                where |= Q(
+                    organisation_id=org,
+                    agent_id=agent,
+                    channel=channel,
+                    deployment_version=version,
+                    bucket_start=at,
+                )
+            model.objects.filter(where, empty).delete()
 
     def _rows(self, bucket) -> list[tuple]:
         counters: dict[RollupKey, dict] = defaultdict(lambda: defaultdict(int))

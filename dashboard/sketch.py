@@ -43,9 +43,16 @@ def sketch_of(latencies: Iterable[float]) -> Sketch:
 
 
 def merge_into(acc: Sketch, other: Mapping[str, int] | None) -> Sketch:
+    """Add ``other``'s counts to ``acc``. A retracted latency (a trace derived
+    again from more of its spans) is a count of -1; a bucket whose count comes to
+    zero is dropped, so a sketch never holds empty buckets."""
     if other:
         for key, count in other.items():
-            acc[key] = acc.get(key, 0) + int(count)
+            total = acc.get(key, 0) + int(count)
+            if total:
+                acc[key] = total
+            else:
+                acc.pop(key, None)
     return acc
 
 
@@ -69,7 +76,7 @@ def quantile_at_rank(sketch: Mapping[str, int], rank: int) -> float | None:
 
 def quantile(sketch: Mapping[str, int], q: float) -> float | None:
     """The value at rank ``ceil(q * n)`` (PostgreSQL's ``percentile_disc``), within
-    ALPHA; None for an empty sketch."""
+    ALPHA; None for an empty sketch. Buckets without a positive count are ignored."""
     n = sum(c for c in sketch.values() if c > 0)
     if n <= 0:
         return None
@@ -86,9 +93,12 @@ $$;
 CREATE OR REPLACE FUNCTION ta_sketch_merge(a jsonb, b jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   -- Walk only the (small) new sketch; keys of the stored one are looked up.
-  SELECT coalesce(a, '{{}}'::jsonb) || coalesce((
-    SELECT jsonb_object_agg(key, value::bigint + coalesce((a ->> key)::bigint, 0))
-    FROM jsonb_each_text(b)
-  ), '{{}}'::jsonb)
+  -- Buckets whose count comes to zero (a retracted latency) are removed.
+  SELECT (coalesce(a, '{{}}'::jsonb) || coalesce(m.merged, '{{}}'::jsonb)) - coalesce(m.emptied, '{{}}'::text[])
+  FROM (
+    SELECT jsonb_object_agg(key, n) FILTER (WHERE n <> 0) AS merged,
+           array_agg(key) FILTER (WHERE n = 0) AS emptied
+    FROM (SELECT key, value::bigint + coalesce((a ->> key)::bigint, 0) AS n FROM jsonb_each_text(b)) AS sums
+  ) AS m
 $$;
 """

@@ -106,8 +106,10 @@ from agents.api import router as agents_router  # noqa: E402
 from alerts.api import router as alerts_router  # noqa: E402
 from audit.api import router as audit_router  # noqa: E402
 from dashboard.api import router as analytics_router  # noqa: E402
+from otel.api import router as otel_router  # noqa: E402
 
 api.add_router("", agents_router)
 api.add_router("", analytics_router)
 api.add_router("", audit_router)
 api.add_router("", alerts_router)
+api.add_router("", otel_router)

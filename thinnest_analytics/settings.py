@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "billing",
     "audit",
     "alerts",
+    "otel",
 ]
 
 MIDDLEWARE = [
@@ -152,6 +153,10 @@ SERVE_STATIC = envbool("SERVE_STATIC", "true")
 DATA_UPLOAD_MAX_MEMORY_SIZE = envint("MAX_REQUEST_BYTES", str(32 * 1024 * 1024))
 INGEST_MAX_BATCH = 1000
 INGEST_MAX_TEXT_CHARS = envint("INGEST_MAX_TEXT_CHARS", str(1_000_000))
+# OTLP: requests served at once per process (more are answered 503 with
+# Retry-After, which exporters retry), and the spans kept per trace.
+OTEL_MAX_CONCURRENT_REQUESTS = envint("OTEL_MAX_CONCURRENT_REQUESTS", "4")
+OTEL_MAX_SPANS_PER_TRACE = envint("OTEL_MAX_SPANS_PER_TRACE", "10000")
 
 # --- channels -------------------------------------------------------------
 REDIS_URL = os.getenv("REDIS_URL", "")

@@ -1,0 +1,13 @@
+from django.db import migrations
+
+from dashboard.sketch import POSTGRES_FUNCTIONS
+
+
+def install(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(POSTGRES_FUNCTIONS)
+
+
+class Migration(migrations.Migration):
+    dependencies = [("dashboard", "0004_faster_sketch_merge")]
+    operations = [migrations.RunPython(install, migrations.RunPython.noop)]

@@ -1,0 +1,605 @@
+"""From the spans of one OpenTelemetry trace to one trace of the product: its
+agent, conversation, channel and version, its steps (LLM calls, tool calls,
+retrievals), tokens, cost, latency and errors.
+
+The attribute names come from the OpenTelemetry GenAI semantic conventions,
+their older names, and OpenInference; each tuple below lists them in the order
+they are read (the first one present wins). ``docs/otel.md`` has the same table.
+The result depends only on the set of spans, never on the order they arrived in.
+"""
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.conf import settings
+
+from agents.models import CostSource, StepKind
+from billing.pricing import PriceTable
+
+from .otlp import SpanIn
+
+AGENT_ID = ("gen_ai.agent.id",)
+AGENT_NAME = ("gen_ai.agent.name", "agent.name")
+CONVERSATION_ID = ("gen_ai.conversation.id", "session.id")
+USER_ID = ("user.id", "enduser.id")
+CHANNEL = ("thinnest.channel",)
+AGENT_VERSION = ("gen_ai.agent.version",)
+SERVICE_VERSION = ("service.version",)
+MODEL = ("gen_ai.response.model", "gen_ai.request.model", "llm.model_name")
+INPUT_TOKENS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
+OUTPUT_TOKENS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion")
+COST = ("gen_ai.usage.cost", "llm.cost.total")
+TOOL_NAME = ("gen_ai.tool.name", "tool.name")
+TOOL_CALL_ID = ("gen_ai.tool.call.id", "tool_call.id")
+TOOL_ARGUMENTS = ("gen_ai.tool.call.arguments", "input.value")
+TOOL_RESULT = ("gen_ai.tool.call.result", "output.value")
+INPUT_MESSAGES = ("gen_ai.input.messages", "llm.input_messages", "gen_ai.prompt")
+OUTPUT_MESSAGES = ("gen_ai.output.messages", "llm.output_messages", "gen_ai.completion")
+ERROR_TYPE = "error.type"
+
+# gen_ai.operation.name values, and what other conventions call them.
+LLM_OPERATIONS = {"chat", "text_completion", "generate_content", "embeddings"}
+AGENT_OPERATIONS = {"invoke_agent", "create_agent", "invoke_workflow"}
+OPENINFERENCE_KINDS = {
+    "LLM": "chat",
+    "EMBEDDING": "embeddings",
+    "TOOL": "execute_tool",
+    "AGENT": "invoke_agent",
+    "RETRIEVER": "retrieval",
+    "CHAIN": "chain",
+    "RERANKER": "rerank",
+    "GUARDRAIL": "guardrail",
+    "EVALUATOR": "evaluate",
+}
+TRACELOOP_KINDS = {
+    "workflow": "invoke_workflow",
+    "agent": "invoke_agent",
+    "tool": "execute_tool",
+    "task": "task",
+}
+TRACELOOP_REQUEST_TYPES = {"chat": "chat", "completion": "text_completion", "embedding": "embeddings"}
+KNOWN_OPERATIONS = LLM_OPERATIONS | AGENT_OPERATIONS | {"execute_tool", "retrieval"}
+CHANNELS = ("chat", "voice", "widget")
+# Attributes already carried by a step's input and output are not repeated in its attributes.
+CONTENT_PREFIXES = (
+    "gen_ai.input.messages",
+    "gen_ai.output.messages",
+    "gen_ai.system_instructions",
+    "gen_ai.prompt",
+    "gen_ai.completion",
+    "gen_ai.tool.call.arguments",
+    "gen_ai.tool.call.result",
+    "input.value",
+    "output.value",
+    "llm.input_messages",
+    "llm.output_messages",
+)
+PUBLIC_ID_CHARS = re.compile(r"[^A-Za-z0-9_.:@+=\-]+")
+MONEY_PLACES = Decimal("1E-10")
+MAX_TOKENS = 10**12
+MAX_STEPS = 10_000
+
+
+def public_id_of(trace_id: str) -> str:
+    """The product's id of an OpenTelemetry trace."""
+    return f"otel-{trace_id}"
+
+
+@dataclass
+class Draft:
+    """A trace derived from its spans, before agents and conversations are resolved."""
+
+    trace_id: str
+    agent_id: str
+    agent_name: str
+    session_id: str | None
+    channel: str
+    deployment_version: str | None
+    created_at: datetime
+    latency_ms: int
+    input: str
+    output: str
+    reasoning: str
+    status: str
+    error: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: Decimal | None
+    cost_source: str
+    tool_calls: list[dict] = field(default_factory=list)
+    steps: list[dict] = field(default_factory=list)
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def public_id(self) -> str:
+        return public_id_of(self.trace_id)
+
+
+# --- reading attributes ----------------------------------------------------------
+
+
+def _first(span: SpanIn, names: tuple[str, ...]) -> Any:
+    for name in names:
+        value = span.attributes.get(name)
+        if value not in (None, "", [], {}):
+            return value
+    return None
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _short(value: Any, limit: int) -> str:
+    return _text(value).strip()[:limit]
+
+
+def _public_id(value: Any, limit: int) -> str:
+    """An id usable in URLs: characters outside letters, digits and ``_ . : @ + = -``
+    become ``_``."""
+    return PUBLIC_ID_CHARS.sub("_", _text(value).strip())[:limit]
+
+
+def _count(value: Any) -> int | None:
+    """A token count from an int, an integral float or a numeric string."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        value = value.strip()
+        if not value.isdecimal() or len(value) > 13:
+            return None
+        value = int(value)
+    if isinstance(value, float):
+        if not value.is_integer():
+            return None
+        value = int(value)
+    if isinstance(value, int) and 0 <= value <= MAX_TOKENS:
+        return value
+    return None
+
+
+def _money(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        return None
+    if not amount.is_finite() or not 0 <= amount <= 1_000_000:
+        return None
+    return amount.quantize(MONEY_PLACES)
+
+
+def _json(value: Any) -> Any:
+    """A JSON string decoded; anything else as it is. Text holding an escaped NUL
+    character stays text: decoded, it could not be stored."""
+    if isinstance(value, str) and "\\u0000" not in value:
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _flattened(span: SpanIn, prefix: str) -> list[dict] | None:
+    """Messages flattened into ``<prefix>.<i>.<field>`` attributes (OpenInference's
+    ``llm.input_messages.0.message.content``, the older ``gen_ai.prompt.0.content``)."""
+    messages: dict[int, dict] = {}
+    pattern = re.compile(rf"{re.escape(prefix)}\.(\d+)\.(?:message\.)?(\w+)$")
+    for name, value in span.attributes.items():
+        match = pattern.match(name)
+        if match:
+            messages.setdefault(int(match.group(1)), {})[match.group(2)] = value
+    return [messages[i] for i in sorted(messages)] or None
+
+
+def _messages(span: SpanIn, names: tuple[str, ...]) -> Any:
+    """Messages as a JSON string or a structured value, or flattened attributes."""
+    for name in names:
+        value = span.attributes.get(name)
+        if value not in (None, "", []):
+            return _json(value)
+        flattened = _flattened(span, name)
+        if flattened:
+            return flattened
+    return None
+
+
+def _parts_text(message: dict, kinds: tuple[str, ...] = ("text",)) -> list[str]:
+    """The text of a message: GenAI ``parts`` of the given types, else ``content``."""
+    texts = []
+    parts = message.get("parts")
+    if isinstance(parts, list):
+        for part in parts:
+            if isinstance(part, dict) and part.get("type") in kinds and isinstance(part.get("content"), str):
+                texts.append(part["content"])
+        return texts
+    if kinds != ("text",):
+        return texts
+    content = message.get("content")
+    if isinstance(content, str):
+        texts.append(content)
+    elif isinstance(content, list):
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+    return texts
+
+
+def _messages_text(messages: Any, role: str | None, *, last_only: bool, kinds=("text",)) -> str:
+    """Text of the messages with ``role`` (any role when None): the last one, or all."""
+    if isinstance(messages, str):
+        return messages if kinds == ("text",) else ""
+    if not isinstance(messages, list):
+        return ""
+    found = [
+        "\n".join(_parts_text(m, kinds))
+        for m in messages
+        if isinstance(m, dict) and (role is None or m.get("role") in (role, None))
+    ]
+    found = [text for text in found if text]
+    if not found:
+        return ""
+    return found[-1] if last_only else "\n".join(found)
+
+
+def _value_text(value: Any) -> str:
+    """``input.value``/``output.value``: plain text, or JSON whose message or only
+    string value is the text."""
+    decoded = _json(value)
+    if isinstance(decoded, str):
+        return decoded
+    if isinstance(decoded, dict):
+        if isinstance(decoded.get("messages"), list):
+            text = _messages_text(decoded["messages"], None, last_only=True)
+            if text:
+                return text
+        strings = [v for v in decoded.values() if isinstance(v, str)]
+        if len(strings) == 1:
+            return strings[0]
+    return _text(value)
+
+
+def _span_input_text(span: SpanIn) -> str:
+    messages = _messages(span, INPUT_MESSAGES)
+    if messages is not None:
+        text = _messages_text(messages, "user", last_only=True)
+        if text:
+            return text
+    for event in span.events:  # the older convention: one event per message
+        if event["name"] == "gen_ai.user.message":
+            content = event["attributes"].get("content")
+            if isinstance(content, str):
+                return content
+    value = span.attributes.get("input.value")
+    return _value_text(value) if value not in (None, "") else ""
+
+
+def _span_output_text(span: SpanIn) -> str:
+    messages = _messages(span, OUTPUT_MESSAGES)
+    if messages is not None:
+        text = _messages_text(messages, "assistant", last_only=False)
+        if text:
+            return text
+    for event in span.events:
+        if event["name"] == "gen_ai.choice":
+            message = _json(event["attributes"].get("message"))
+            if isinstance(message, dict):
+                text = "\n".join(_parts_text(message))
+                if text:
+                    return text
+    value = span.attributes.get("output.value")
+    return _value_text(value) if value not in (None, "") else ""
+
+
+def _span_reasoning(span: SpanIn) -> str:
+    messages = _messages(span, OUTPUT_MESSAGES)
+    return _messages_text(messages, None, last_only=False, kinds=("reasoning", "thinking"))
+
+
+def operation_of(span: SpanIn) -> str | None:
+    """The GenAI operation a span performs (``chat``, ``execute_tool``, …) or None
+    for a span that is no GenAI operation (an HTTP call, a database query)."""
+    operation = span.attributes.get("gen_ai.operation.name")
+    if isinstance(operation, str) and operation:
+        return operation
+    kind = span.attributes.get("openinference.span.kind")
+    if isinstance(kind, str) and kind.upper() in OPENINFERENCE_KINDS:
+        return OPENINFERENCE_KINDS[kind.upper()]
+    kind = span.attributes.get("traceloop.span.kind")
+    if isinstance(kind, str) and kind in TRACELOOP_KINDS:
+        return TRACELOOP_KINDS[kind]
+    request_type = span.attributes.get("llm.request.type")
+    if isinstance(request_type, str) and request_type in TRACELOOP_REQUEST_TYPES:
+        return TRACELOOP_REQUEST_TYPES[request_type]
+    first_word = span.name.split(" ", 1)[0]
+    if first_word in KNOWN_OPERATIONS:
+        return first_word
+    if _first(span, MODEL) is not None or _first(span, INPUT_TOKENS) is not None:
+        return "chat"
+    return None
+
+
+def step_kind(operation: str | None) -> str | None:
+    if operation in LLM_OPERATIONS:
+        return StepKind.LLM
+    if operation == "execute_tool":
+        return StepKind.TOOL
+    if operation == "retrieval":
+        return StepKind.RETRIEVAL
+    if operation is not None:
+        return StepKind.OTHER
+    return None
+
+
+def failure_of(span: SpanIn) -> str | None:
+    """Why a span failed (status ERROR or ``error.type``), or None."""
+    error_type = span.attributes.get(ERROR_TYPE)
+    if span.status_code != 2 and error_type in (None, ""):
+        return None
+    message = span.status_message
+    if not message:
+        for event in span.events:
+            if event["name"] == "exception":
+                message = _text(event["attributes"].get("exception.message")) or _text(
+                    event["attributes"].get("exception.type")
+                )
+                if message:
+                    break
+    return message or _text(error_type) or "error"
+
+
+def _duration_ms(span: SpanIn) -> int:
+    return (span.end_ns - span.start_ns + 500_000) // 1_000_000
+
+
+# --- the trace ---------------------------------------------------------------------
+
+
+def has_local_root(spans: list[SpanIn]) -> bool:
+    """Whether the first span of the agent's process has arrived: one without a
+    parent, or whose parent lives in another process. Until then the trace is
+    not derived (its spans wait), so a trace whose children are exported before
+    their parent never shows a partial agent or conversation. A span whose SDK
+    does not say where its missing parent lives counts as a root."""
+    ids = {s.span_id for s in spans}
+    return any(
+        not s.parent_span_id or s.parent_is_remote is not False and s.parent_span_id not in ids for s in spans
+    )
+
+
+def _order(span: SpanIn) -> tuple[int, str]:
+    return (span.start_ns, span.span_id)
+
+
+def _agent_span(spans: list[SpanIn], operations: dict[str, str | None]) -> SpanIn:
+    """The span that stands for the whole trace: the outermost ``invoke_agent``
+    span, else the root (the earliest span whose parent did not arrive)."""
+    by_id = {s.span_id: s for s in spans}
+
+    def outermost_agent(span: SpanIn) -> bool:
+        if operations[span.span_id] != "invoke_agent":
+            return False
+        parent = by_id.get(span.parent_span_id)
+        seen = set()
+        while parent is not None and parent.span_id not in seen:
+            if operations[parent.span_id] == "invoke_agent":
+                return False
+            seen.add(parent.span_id)
+            parent = by_id.get(parent.parent_span_id)
+        return True
+
+    agents = sorted((s for s in spans if outermost_agent(s)), key=_order)
+    if agents:
+        return agents[0]
+    return min(
+        (s for s in spans if s.parent_span_id not in by_id), key=_order, default=min(spans, key=_order)
+    )
+
+
+def _in_priority(spans: list[SpanIn], top: SpanIn, names: tuple[str, ...]) -> Any:
+    """The first of ``names`` on the agent span, then on the other spans in start order."""
+    for span in [top, *sorted((s for s in spans if s is not top), key=_order)]:
+        value = _first(span, names)
+        if value is not None:
+            return value
+    return None
+
+
+def _agent(spans: list[SpanIn], top: SpanIn) -> tuple[str, str]:
+    """(agent id, agent name): ``gen_ai.agent.id``, else an id made from
+    ``gen_ai.agent.name``, else from the resource's ``service.name``."""
+    name = _short(_in_priority(spans, top, AGENT_NAME), 200)
+    agent_id = _public_id(_in_priority(spans, top, AGENT_ID), 64)
+    if not agent_id and name:
+        agent_id = _public_id(name.lower().replace(" ", "-"), 64)
+    if not agent_id:
+        service = _short(top.resource.get("service.name"), 200) or "unknown_service"
+        agent_id = _public_id(service, 64)
+        name = name or service
+    return agent_id, name or agent_id
+
+
+def _channel(spans: list[SpanIn], top: SpanIn) -> str:
+    value = _in_priority(spans, top, CHANNEL)
+    if value is None:
+        value = _first_resource(top, CHANNEL)
+    return value if value in CHANNELS else "chat"
+
+
+def _first_resource(span: SpanIn, names: tuple[str, ...]) -> Any:
+    for name in names:
+        value = span.resource.get(name)
+        if value not in (None, ""):
+            return value
+    return None
+
+
+def _step(span: SpanIn, kind: str, operation: str, prices: PriceTable) -> dict:
+    model = _short(_first(span, MODEL), 200)
+    input_tokens = _count(_first(span, INPUT_TOKENS)) or 0
+    output_tokens = _count(_first(span, OUTPUT_TOKENS)) or 0
+    cost = _money(_first(span, COST))
+    reported = cost is not None
+    if cost is None and kind == StepKind.LLM and model:
+        cost = prices.cost(model, input_tokens, output_tokens, span.started_at)
+        cost = cost.quantize(MONEY_PLACES) if cost is not None else None
+    if kind == StepKind.TOOL:
+        step_input, step_output = _json(_first(span, TOOL_ARGUMENTS)), _json(_first(span, TOOL_RESULT))
+    else:
+        step_input = _messages(span, INPUT_MESSAGES) or _json(span.attributes.get("input.value"))
+        step_output = _messages(span, OUTPUT_MESSAGES) or _json(span.attributes.get("output.value"))
+    attributes = {
+        name: value
+        for name, value in span.attributes.items()
+        if not name.startswith(CONTENT_PREFIXES) and name != "gen_ai.operation.name"
+    }
+    return {
+        "kind": kind,
+        "operation": operation,
+        "name": span.name[:200],
+        "span_id": span.span_id,
+        "parent_span_id": span.parent_span_id,
+        "started_at": span.started_at,
+        "latency_ms": _duration_ms(span),
+        "model": model,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "cost_usd": cost,
+        "cost_reported": reported,
+        "input": step_input,
+        "output": step_output,
+        "error": failure_of(span) or "",
+        "attributes": {"operation": operation, **attributes},
+    }
+
+
+def _tool_call(span: SpanIn, step: dict) -> dict:
+    name = _short(_first(span, TOOL_NAME), 200)
+    if not name:
+        name = span.name.removeprefix("execute_tool").strip()[:200] or "tool"
+    call = {
+        "name": name,
+        "arguments": step["input"],
+        "result": step["output"],
+        "latency_ms": (span.end_ns - span.start_ns) / 1_000_000,
+        "error": step["error"],
+    }
+    call_id = _short(_first(span, TOOL_CALL_ID), 200)
+    if call_id:
+        call["id"] = call_id
+    return call
+
+
+def _cost(top: SpanIn, llm_steps: list[dict], prices: PriceTable, model: str, tokens: tuple[int, int]):
+    """(cost in USD, source): the steps' reported costs, else the price table's;
+    unpriced when an LLM call with tokens has neither."""
+    if not llm_steps:
+        reported = _money(_first(top, COST))
+        if reported is not None:
+            return reported, CostSource.REPORTED
+        if not model:
+            return (None, CostSource.UNPRICED) if any(tokens) else (Decimal(0), CostSource.PRICE_TABLE)
+        cost = prices.cost(model, *tokens, top.started_at)
+        if cost is None:
+            return None, CostSource.UNPRICED
+        return cost.quantize(MONEY_PLACES), CostSource.PRICE_TABLE
+    total = Decimal(0)
+    for step in llm_steps:
+        if step["cost_usd"] is None:
+            if step["input_tokens"] or step["output_tokens"]:
+                return None, CostSource.UNPRICED
+            continue
+        total += step["cost_usd"]
+    all_reported = all(s["cost_reported"] for s in llm_steps if s["cost_usd"] is not None)
+    return total, CostSource.REPORTED if all_reported else CostSource.PRICE_TABLE
+
+
+def trace_draft(spans: list[SpanIn], prices: PriceTable) -> Draft | None:
+    """The trace the spans describe, or None while its local root is missing."""
+    if not spans or not has_local_root(spans):
+        return None
+    operations = {s.span_id: operation_of(s) for s in spans}
+    top = _agent_span(spans, operations)
+    steps, tool_calls = [], []
+    for span in sorted(spans, key=_order):
+        kind = step_kind(operations[span.span_id])
+        if kind is None or (span is top and kind == StepKind.OTHER):
+            continue
+        step = _step(span, kind, operations[span.span_id], prices)
+        steps.append(step)
+        if kind == StepKind.TOOL:
+            tool_calls.append(_tool_call(span, step))
+        if len(steps) == MAX_STEPS:
+            break
+    llm_steps = [s for s in steps if s["kind"] == StepKind.LLM]
+
+    if llm_steps:
+        model = next((s["model"] for s in llm_steps if s["model"]), "")
+        tokens = (sum(s["input_tokens"] for s in llm_steps), sum(s["output_tokens"] for s in llm_steps))
+    else:
+        model = _short(_first(top, MODEL), 200)
+        tokens = (_count(_first(top, INPUT_TOKENS)) or 0, _count(_first(top, OUTPUT_TOKENS)) or 0)
+    cost, cost_source = _cost(top, llm_steps, prices, model, tokens)
+
+    text_limit = settings.INGEST_MAX_TEXT_CHARS
+    input_text = _span_input_text(top) or next(
+        (t for t in (_span_input_text(s) for s in _spans_of(spans, llm_steps)) if t), ""
+    )
+    output_text = _span_output_text(top) or next(
+        (t for t in (_span_output_text(s) for s in reversed(_spans_of(spans, llm_steps))) if t), ""
+    )
+    reasoning = "\n".join(r for r in (_span_reasoning(s) for s in _spans_of(spans, llm_steps)) if r)
+
+    top_failure = failure_of(top)
+    failed_steps = [s for s in steps if s["error"]]
+    error = top_failure or (f"{failed_steps[0]['name']}: {failed_steps[0]['error']}" if failed_steps else "")
+
+    version = _in_priority(spans, top, AGENT_VERSION) or _first_resource(top, SERVICE_VERSION)
+    session = _public_id(_in_priority(spans, top, CONVERSATION_ID), 200)
+    user = _short(_in_priority(spans, top, USER_ID) or _first_resource(top, USER_ID), 200)
+    service = _short(top.resource.get("service.name"), 200)
+    agent_id, agent_name = _agent(spans, top)
+    metadata = {"source": "opentelemetry", "otel_trace_id": top.trace_id}
+    if service:
+        metadata["service_name"] = service
+    if user:
+        metadata["user_id"] = user
+
+    return Draft(
+        trace_id=top.trace_id,
+        agent_id=agent_id,
+        agent_name=agent_name,
+        session_id=session or None,
+        channel=_channel(spans, top),
+        deployment_version=_short(version, 64) if version is not None else None,
+        created_at=top.started_at,
+        latency_ms=_duration_ms(top),
+        input=input_text[:text_limit],
+        output=output_text[:text_limit],
+        reasoning=reasoning[:text_limit],
+        status="error" if top_failure or failed_steps else "success",
+        error=error[:text_limit],
+        model=model,
+        input_tokens=tokens[0],
+        output_tokens=tokens[1],
+        cost_usd=cost,
+        cost_source=cost_source,
+        tool_calls=tool_calls,
+        steps=steps,
+        metadata=metadata,
+    )
+
+
+def _spans_of(spans: list[SpanIn], steps: list[dict]) -> list[SpanIn]:
+    by_id = {s.span_id: s for s in spans}
+    return [by_id[step["span_id"]] for step in steps]

@@ -1,0 +1,288 @@
+"""Reading an OTLP/HTTP trace export: content type, compression, protobuf or
+OTLP JSON, into plain spans. Spans that cannot be used (bad ids or times) are
+counted and described, never stored; a body that cannot be read at all is a 400.
+"""
+
+import base64
+import binascii
+import json
+import math
+import re
+import zlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import SpanFlags
+
+from thinnest_analytics.errors import ApiError
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+CONTENT_TYPES = {PROTOBUF: PROTOBUF, "application/protobuf": PROTOBUF, JSON: JSON}
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_EVENTS = 128
+HEX = re.compile(r"[0-9a-fA-F]*")
+
+
+@dataclass
+class SpanIn:
+    """One span, as stored in ``ReceivedSpan`` (ids in lower-case hex, times in
+    Unix nanoseconds, attribute values as JSON values)."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    parent_is_remote: bool | None
+    name: str
+    kind: int
+    start_ns: int
+    end_ns: int
+    status_code: int
+    status_message: str
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    scope: str
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def started_at(self) -> datetime:
+        return EPOCH + timedelta(microseconds=self.start_ns // 1000)
+
+
+@dataclass
+class Decoded:
+    spans: list[SpanIn]
+    rejected: int
+    reasons: list[str]
+
+
+def content_type_of(header: str) -> str:
+    """``application/x-protobuf`` or ``application/json`` from a Content-Type
+    header (parameters such as charset are ignored); anything else is a 400."""
+    media_type = (header or "").split(";")[0].strip().lower()
+    if media_type not in CONTENT_TYPES:
+        raise ApiError(
+            400,
+            "unsupported_content_type",
+            f"send OTLP as {PROTOBUF} or {JSON}; got '{media_type or 'no Content-Type'}'",
+        )
+    return CONTENT_TYPES[media_type]
+
+
+def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """The body without its Content-Encoding (gzip, deflate or none). Inflating
+    stops at ``limit`` bytes, so a small bomb never becomes a large allocation."""
+    encoding = (encoding or "identity").strip().lower()
+    if encoding == "identity":
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise ApiError(400, "unsupported_encoding", f"Content-Encoding '{encoding}' is not gzip or deflate")
+    # 16 + MAX_WBITS reads the gzip header; 32 + MAX_WBITS detects zlib or gzip.
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else 32 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, limit + 1)
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise too_large(limit)
+        out += inflater.flush()
+    except zlib.error as exc:
+        raise ApiError(400, "malformed_body", f"the body is not valid {encoding} data: {exc}") from None
+    if len(out) > limit:
+        raise too_large(limit)
+    if not inflater.eof:
+        raise ApiError(400, "malformed_body", f"the {encoding} data is truncated")
+    return out
+
+
+def too_large(limit: int) -> ApiError:
+    return ApiError(413, "request_too_large", f"the decompressed body exceeds {limit:,} bytes")
+
+
+def request_parse(body: bytes, content_type: str) -> ExportTraceServiceRequest:
+    """An ``ExportTraceServiceRequest`` from protobuf bytes or OTLP JSON."""
+    message = ExportTraceServiceRequest()
+    if content_type == PROTOBUF:
+        try:
+            message.ParseFromString(body)
+        except (DecodeError, RuntimeError, ValueError) as exc:
+            raise ApiError(
+                400, "malformed_body", f"the body is not an OTLP protobuf message: {exc}"
+            ) from None
+        return message
+    try:
+        document = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ApiError(400, "malformed_body", "the body is not UTF-8 encoded JSON") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ApiError(400, "malformed_body", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise ApiError(400, "malformed_body", "an OTLP JSON body is an object with 'resourceSpans'")
+    try:
+        json_format.ParseDict(_ids_as_base64(document), message, ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+        raise ApiError(400, "malformed_body", f"the body is not an OTLP JSON document: {exc}") from None
+    return message
+
+
+def _items(parent: dict, *names: str) -> list:
+    for name in names:
+        value = parent.get(name)
+        if isinstance(value, list):
+            return value
+    return []
+
+
+def _ids_as_base64(document: dict) -> dict:
+    """OTLP JSON writes trace and span ids in hex where protobuf's JSON mapping
+    expects base64: convert them in place before parsing."""
+    for resource_spans in _items(document, "resourceSpans", "resource_spans"):
+        if not isinstance(resource_spans, dict):
+            continue
+        for scope_spans in _items(resource_spans, "scopeSpans", "scope_spans"):
+            if not isinstance(scope_spans, dict):
+                continue
+            for span in _items(scope_spans, "spans"):
+                if not isinstance(span, dict):
+                    continue
+                holders = [span, *(link for link in _items(span, "links") if isinstance(link, dict))]
+                for holder in holders:
+                    for key in ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id"):
+                        if key in holder:
+                            holder[key] = _hex_to_base64(holder[key], key)
+    return document
+
+
+def _hex_to_base64(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not HEX.fullmatch(value) or len(value) % 2:
+        raise ApiError(400, "malformed_body", f"{key} must be a hex string; got {str(value)[:40]!r}")
+    return base64.b64encode(binascii.unhexlify(value)).decode()
+
+
+def response_body(content_type: str, rejected: int, message: str) -> bytes:
+    """An ``ExportTraceServiceResponse`` in the request's encoding; partial
+    success when spans were rejected."""
+    response = ExportTraceServiceResponse()
+    if rejected:
+        response.partial_success.rejected_spans = rejected
+        response.partial_success.error_message = message
+    if content_type == PROTOBUF:
+        return response.SerializeToString()
+    return json_format.MessageToJson(response, indent=None).encode()
+
+
+# --- from protobuf messages to plain spans -------------------------------------
+
+
+def _clean(text: str) -> str:
+    # PostgreSQL stores no NUL character, in text or in JSON.
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+def any_value(value) -> Any:
+    """An OTLP ``AnyValue`` as a JSON value (bytes as base64)."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return _clean(value.string_value)
+    if kind in ("bool_value", "int_value"):
+        return getattr(value, kind)
+    if kind == "double_value":
+        # JSON has no NaN or infinity.
+        return value.double_value if math.isfinite(value.double_value) else str(value.double_value)
+    if kind == "array_value":
+        return [any_value(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return attributes_of(value.kvlist_value.values)
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode()
+    return None
+
+
+def attributes_of(key_values) -> dict[str, Any]:
+    return {_clean(kv.key): any_value(kv.value) for kv in key_values}
+
+
+def _latest_allowed() -> datetime:
+    return datetime.now(UTC) + timedelta(days=1)
+
+
+def _problem(span, latest: datetime) -> str | None:
+    """Why a span cannot be used, or None."""
+    if len(span.trace_id) != 16 or not any(span.trace_id):
+        return "trace_id must be 16 bytes, not all zero"
+    if len(span.span_id) != 8 or not any(span.span_id):
+        return "span_id must be 8 bytes, not all zero"
+    if span.parent_span_id and len(span.parent_span_id) != 8:
+        return "parent_span_id must be empty or 8 bytes"
+    if not span.start_time_unix_nano or span.end_time_unix_nano < span.start_time_unix_nano:
+        return "start_time_unix_nano must be set and not after end_time_unix_nano"
+    started = EPOCH + timedelta(microseconds=span.start_time_unix_nano // 1000)
+    if not EARLIEST <= started <= latest:
+        return "start time must be between 2000-01-01 and one day from now"
+    return None
+
+
+def _parent_is_remote(flags: int) -> bool | None:
+    if not flags & SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK:
+        return None
+    return bool(flags & SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK)
+
+
+def spans_of(message: ExportTraceServiceRequest) -> Decoded:
+    """Every usable span of the request; the others are counted with a reason."""
+    spans: list[SpanIn] = []
+    rejected, reasons = 0, []
+    latest = _latest_allowed()
+    for resource_spans in message.resource_spans:
+        resource = attributes_of(resource_spans.resource.attributes)
+        for scope_spans in resource_spans.scope_spans:
+            scope = _clean(scope_spans.scope.name)[:200]
+            for span in scope_spans.spans:
+                problem = _problem(span, latest)
+                if problem is not None:
+                    rejected += 1
+                    if len(reasons) < 5:
+                        reasons.append(f"span '{_clean(span.name)[:100]}': {problem}")
+                    continue
+                parent = span.parent_span_id.hex() if any(span.parent_span_id) else ""
+                events = [
+                    {
+                        "name": _clean(event.name),
+                        "time_ns": event.time_unix_nano,
+                        "attributes": attributes_of(event.attributes),
+                    }
+                    for event in span.events[:MAX_EVENTS]
+                ]
+                spans.append(
+                    SpanIn(
+                        trace_id=span.trace_id.hex(),
+                        span_id=span.span_id.hex(),
+                        parent_span_id=parent,
+                        parent_is_remote=_parent_is_remote(span.flags) if parent else None,
+                        name=_clean(span.name),
+                        kind=span.kind,
+                        start_ns=span.start_time_unix_nano,
+                        end_ns=span.end_time_unix_nano,
+                        status_code=span.status.code,
+                        status_message=_clean(span.status.message),
+                        attributes=attributes_of(span.attributes),
+                        resource=resource,
+                        scope=scope,
+                        events=events,
+                    )
+                )
+    return Decoded(spans=spans, rejected=rejected, reasons=reasons)
+
+
+def request_decode(*, body: bytes, content_type: str, content_encoding: str) -> tuple[str, Decoded]:
+    """The request's encoding (the answer uses it too) and its spans."""
+    encoding = content_type_of(content_type)
+    raw = decompress(body, content_encoding, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+    return encoding, spans_of(request_parse(raw, encoding))

@@ -1,0 +1,448 @@
+"""Storing OTLP spans and keeping the traces derived from them current."""
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from agents.models import Deployment, DeploymentStatus, Score, Session, Trace, TraceStep
+from agents.services import (
+    STEP_FIELDS,
+    TRACE_FIELDS,
+    SessionState,
+    TraceRow,
+    agents_resolve,
+    conversation_moves,
+    sessions_lock,
+    sessions_refresh,
+)
+from audit.services import Actor
+from billing.pricing import price_table
+from dashboard.rollups import RollupDeltas
+from thinnest_analytics.db import insert_ignore_conflicts, update_by_pk
+
+from .mapping import Draft, public_id_of, trace_draft
+from .models import ReceivedSpan, ReceivedTrace
+from .otlp import SpanIn
+
+SPAN_FIELDS = (
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "parent_is_remote",
+    "name",
+    "kind",
+    "start_ns",
+    "end_ns",
+    "status_code",
+    "status_message",
+    "attributes",
+    "resource",
+    "scope",
+    "events",
+)
+# What a stored trace contributes to the rollups; a trace derived again whose
+# facts are unchanged leaves them alone.
+OLD_TRACE_FIELDS = (
+    "id",
+    "public_id",
+    "agent_id",
+    "session_id",
+    "session__public_id",
+    "channel",
+    "deployment_version",
+    "input",
+    "output",
+    "input_tokens",
+    "output_tokens",
+    "latency_ms",
+    "tool_call_count",
+    "status",
+    "cost_usd",
+    "created_at",
+    "received_at",
+)
+UPDATED_TRACE_FIELDS = [f for f in TRACE_FIELDS if f not in ("organisation", "public_id", "received_at")]
+
+
+@dataclass
+class SpansResult:
+    """What became of a request's spans: stored (or already stored) and rejected."""
+
+    accepted: int = 0
+    rejected: int = 0
+    reasons: list[str] = field(default_factory=list)
+    # Public ids of the traces derived again by this call.
+    traces: list[str] = field(default_factory=list)
+
+    def reject(self, count: int, reason: str) -> None:
+        self.rejected += count
+        if len(self.reasons) < 5:
+            self.reasons.append(reason)
+
+
+def spans_ingest(*, organisation, spans: list[SpanIn], actor: Actor) -> SpansResult:
+    """Store spans and derive again, from all of its stored spans, each trace
+    that received new ones — all in one transaction.
+
+    A re-sent span (same trace and span id) is accepted but changes nothing. A
+    trace is derived once its local root span has arrived (see
+    ``mapping.has_local_root``); its old version's contribution to the rollups
+    and conversations is replaced by the new one's, so the end result is the
+    same however the spans were split into requests and in whatever order they
+    came. Unknown agents are registered (and audited) as with ``trace_ingest``.
+    """
+    result = SpansResult()
+    incoming: dict[str, dict[str, SpanIn]] = defaultdict(dict)
+    for span in spans:
+        incoming[span.trace_id].setdefault(span.span_id, span)  # the first copy in a request wins
+    if incoming:
+        with transaction.atomic():
+            _store(organisation, incoming, actor, result)
+    return result
+
+
+def _received_lock(organisation, trace_ids: list[str]) -> dict[str, ReceivedTrace]:
+    """The received traces, created if missing and locked in id order (so
+    concurrent requests never deadlock)."""
+    now = timezone.now()
+    insert_ignore_conflicts(
+        ReceivedTrace,
+        ("organisation", "trace_id", "span_count", "derived", "first_received_at", "last_received_at"),
+        [(organisation.pk, trace_id, 0, False, now, now) for trace_id in trace_ids],
+        conflict_fields=("organisation", "trace_id"),
+        returning=("id",),
+    )
+    locked = (
+        ReceivedTrace.objects.select_for_update()
+        .filter(organisation=organisation, trace_id__in=trace_ids)
+        .order_by("trace_id")
+    )
+    return {r.trace_id: r for r in locked}
+
+
+def _stored_spans(organisation, trace_ids: list[str]) -> dict[str, dict[str, SpanIn]]:
+    stored: dict[str, dict[str, SpanIn]] = defaultdict(dict)
+    for row in ReceivedSpan.objects.filter(organisation=organisation, trace_id__in=trace_ids).values(
+        *SPAN_FIELDS
+    ):
+        stored[row["trace_id"]][row["span_id"]] = SpanIn(**row)
+    return stored
+
+
+def _store(organisation, incoming: dict[str, dict[str, SpanIn]], actor: Actor, result: SpansResult) -> None:
+    trace_ids = sorted(incoming)
+    received = _received_lock(organisation, trace_ids)
+    stored = _stored_spans(organisation, trace_ids)
+    limit = settings.OTEL_MAX_SPANS_PER_TRACE
+    new_spans: dict[str, list[SpanIn]] = {}
+    for trace_id in trace_ids:
+        new = [s for sid, s in incoming[trace_id].items() if sid not in stored[trace_id]]
+        result.accepted += len(incoming[trace_id]) - len(new)
+        room = max(0, limit - len(stored[trace_id]))
+        if len(new) > room:
+            result.reject(len(new) - room, f"trace {trace_id} holds at most {limit} spans")
+            new = new[:room]
+        if new:
+            new_spans[trace_id] = new
+
+    prices = price_table(organisation=organisation)
+    drafts: dict[str, Draft] = {}
+    for trace_id, new in new_spans.items():
+        draft = trace_draft([*stored[trace_id].values(), *new], prices)
+        if draft is not None:
+            drafts[trace_id] = draft
+
+    old = {
+        row["public_id"]: row
+        for row in Trace.objects.filter(
+            organisation=organisation, public_id__in=[d.public_id for d in drafts.values()]
+        ).values(*OLD_TRACE_FIELDS)
+    }
+    for trace_id, draft in list(drafts.items()):
+        if draft.public_id in old and not received[trace_id].derived:
+            _refuse(result, new_spans, drafts, trace_id, f"the id {draft.public_id} is used by another trace")
+
+    derived = _traces_write(organisation, drafts, old, new_spans, actor, result)
+
+    span_rows = [
+        (organisation.pk, *(getattr(s, f) for f in SPAN_FIELDS), timezone.now())
+        for trace_id in sorted(new_spans)
+        for s in new_spans[trace_id]
+    ]
+    insert_ignore_conflicts(
+        ReceivedSpan,
+        ("organisation", *SPAN_FIELDS, "received_at"),
+        span_rows,
+        conflict_fields=("organisation", "trace_id", "span_id"),
+        returning=("id",),
+    )
+    result.accepted += len(span_rows)
+    now = timezone.now()
+    update_by_pk(
+        ReceivedTrace,
+        ["span_count", "derived", "last_received_at"],
+        [
+            (r.pk, r.span_count + len(new_spans[r.trace_id]), r.derived or r.trace_id in derived, now)
+            for r in received.values()
+            if r.trace_id in new_spans
+        ],
+    )
+    result.traces = sorted(public_id_of(trace_id) for trace_id in derived)
+
+
+def _refuse(result: SpansResult, new_spans: dict, drafts: dict, trace_id: str, reason: str) -> None:
+    """Keep a trace as it was: its new spans are rejected, not stored."""
+    result.reject(len(new_spans.pop(trace_id)), reason)
+    drafts.pop(trace_id, None)
+
+
+def _rollup_facts(row: dict) -> tuple:
+    return (
+        row["agent_id"],
+        row["channel"],
+        row["deployment_version"],
+        row["created_at"],
+        row["input"] != "",
+        row["output"] != "",
+        row["input_tokens"],
+        row["output_tokens"],
+        row["latency_ms"],
+        row["tool_call_count"] > 0,
+        row["status"],
+        row["cost_usd"],
+    )
+
+
+def _add_trace(deltas: RollupDeltas, organisation_id: int, row: dict, sign: int) -> None:
+    deltas.add_trace(
+        organisation_id=organisation_id,
+        agent_id=row["agent_id"],
+        channel=row["channel"],
+        deployment_version=row["deployment_version"],
+        created_at=row["created_at"],
+        input=row["input"],
+        output=row["output"],
+        input_tokens=row["input_tokens"],
+        output_tokens=row["output_tokens"],
+        latency_ms=row["latency_ms"],
+        tool_call_count=row["tool_call_count"],
+        status=row["status"],
+        cost_usd=row["cost_usd"],
+        sign=sign,
+    )
+
+
+def _traces_write(
+    organisation, drafts: dict[str, Draft], old: dict, new_spans: dict, actor, result
+) -> set[str]:
+    """Write the derived traces, their steps, conversations and rollup changes.
+    Returns the ids of the traces written."""
+    if not drafts:
+        return set()
+    agents = agents_resolve(
+        organisation=organisation,
+        wanted={d.agent_id: d.agent_name for d in drafts.values()},
+        actor=actor,
+    )
+    wanted: dict[str, tuple[int, str]] = {}
+    for d in drafts.values():
+        wanted.setdefault(d.session_id or d.public_id, (agents[d.agent_id].pk, d.channel))
+    for d in drafts.values():
+        if d.public_id in old:
+            row = old[d.public_id]
+            wanted.setdefault(row["session__public_id"], (row["agent_id"], row["channel"]))
+    sessions = sessions_lock(organisation=organisation, wanted=wanted)
+
+    rows, adopted = _rows_of(organisation, drafts, old, agents, sessions, new_spans, result)
+    pk_of = _rows_store(organisation, drafts, old, rows, new_spans, result)
+    deltas = RollupDeltas()
+    moved = []
+    for trace_id, row in rows.items():
+        new = row._asdict() | {"agent_id": row.agent}
+        previous = old.get(drafts[trace_id].public_id)
+        if previous is not None and _rollup_facts(previous) == _rollup_facts(new):
+            continue
+        if previous is not None:
+            _add_trace(deltas, organisation.pk, previous, -1)
+            moved.append((previous, new, pk_of[trace_id]))
+        _add_trace(deltas, organisation.pk, new, 1)
+    _scores_move(deltas, organisation.pk, moved)
+    _conversations_refresh(deltas, organisation.pk, drafts, old, rows, sessions, adopted)
+    deltas.apply()
+    return set(rows)
+
+
+def _rows_of(organisation, drafts, old, agents, sessions, new_spans, result):
+    """The trace rows to write, by trace id, and the conversations adopted by
+    their traces (with their state before)."""
+    active_versions = dict(
+        Deployment.objects.filter(
+            agent__in=[agents[d.agent_id] for d in drafts.values()], status=DeploymentStatus.ACTIVE
+        ).values_list("agent_id", "version")
+    )
+    adopted: dict[int, SessionState] = {}
+    rows: dict[str, TraceRow] = {}
+    now = timezone.now()
+    for trace_id, d in sorted(drafts.items()):
+        agent = agents[d.agent_id]
+        session = sessions[d.session_id or d.public_id]
+        previous = old.get(d.public_id)
+        if session.agent_id != agent.pk or session.channel != d.channel:
+            # A trace first derived without a conversation id has a conversation
+            # of its own, named after it; when the trace turns out to be another
+            # agent's or channel's, that conversation follows it.
+            own = d.session_id is None and session.trace_count <= (
+                1 if previous and previous["session_id"] == session.pk else 0
+            )
+            if not own:
+                _refuse(
+                    result,
+                    new_spans,
+                    drafts,
+                    trace_id,
+                    f"conversation '{session.public_id}' belongs to another agent or channel",
+                )
+                continue
+            adopted.setdefault(session.pk, SessionState.of(session))
+            session.agent_id, session.channel = agent.pk, d.channel
+        if d.deployment_version is not None:
+            version = d.deployment_version
+        elif previous is not None:
+            version = previous["deployment_version"]
+        else:
+            version = active_versions.get(agent.pk, "")
+        rows[trace_id] = TraceRow(
+            organisation.pk,
+            agent.pk,
+            session.pk,
+            d.public_id,
+            d.channel,
+            version,
+            d.input,
+            d.reasoning,
+            d.output,
+            d.tool_calls,
+            len(d.tool_calls),
+            d.model,
+            d.input_tokens,
+            d.output_tokens,
+            d.latency_ms,
+            d.cost_usd,
+            d.cost_source,
+            d.status,
+            d.error,
+            d.metadata,
+            d.created_at,
+            previous["received_at"] if previous else now,
+        )
+    return rows, adopted
+
+
+def _rows_store(organisation, drafts, old, rows, new_spans, result) -> dict[str, int]:
+    """Insert new traces, update derived-again ones, rewrite their steps.
+    Returns each trace's primary key by trace id."""
+    pk_of = {trace_id: old[d.public_id]["id"] for trace_id, d in drafts.items() if d.public_id in old}
+    inserted = insert_ignore_conflicts(
+        Trace,
+        TRACE_FIELDS,
+        [row for trace_id, row in rows.items() if trace_id not in pk_of],
+        conflict_fields=("organisation", "public_id"),
+        returning=("id", "public_id"),
+    )
+    pk_of.update({public_id.removeprefix("otel-"): pk for pk, public_id in inserted})
+    for trace_id, d in list(drafts.items()):
+        if trace_id not in pk_of:  # taken meanwhile by a trace sent to /api/traces
+            _refuse(result, new_spans, drafts, trace_id, f"the id {d.public_id} is used by another trace")
+            rows.pop(trace_id)
+    update_by_pk(
+        Trace,
+        UPDATED_TRACE_FIELDS,
+        [
+            (pk_of[trace_id], *(getattr(row, f) for f in UPDATED_TRACE_FIELDS))
+            for trace_id, row in rows.items()
+            if drafts[trace_id].public_id in old
+        ],
+    )
+    TraceStep.objects.filter(
+        trace_id__in=[pk_of[trace_id] for trace_id, d in drafts.items() if d.public_id in old]
+    ).delete()
+    insert_ignore_conflicts(
+        TraceStep,
+        STEP_FIELDS,
+        [
+            (pk_of[trace_id], position, *(step[f] for f in STEP_FIELDS[2:]))
+            for trace_id, d in drafts.items()
+            for position, step in enumerate(d.steps)
+        ],
+        conflict_fields=("trace", "position"),
+        returning=("id",),
+    )
+    return pk_of
+
+
+def _conversations_refresh(deltas, organisation_id, drafts, old, rows, sessions, adopted) -> None:
+    """Recount the conversations the traces left or joined, move their counts in
+    the rollups, and remove a trace's own conversation once it is left empty."""
+    by_pk = {s.pk: s for s in sessions.values()}
+    touched = {row.session for row in rows.values()}
+    touched |= {old[d.public_id]["session_id"] for d in drafts.values() if d.public_id in old}
+    refreshed = [by_pk[pk] for pk in sorted(touched)]
+    if adopted:
+        update_by_pk(
+            Session, ["agent", "channel"], [(pk, by_pk[pk].agent_id, by_pk[pk].channel) for pk in adopted]
+        )
+    transitions = sessions_refresh(sessions=refreshed)
+    # An adopted conversation was counted under its old agent or channel.
+    transitions = [
+        (adopted.get(s.pk, before), after) for s, (before, after) in zip(refreshed, transitions, strict=True)
+    ]
+    conversation_moves(deltas, organisation_id, transitions)
+    own_ids = {d.public_id for d in drafts.values()}
+    used = {row.session for row in rows.values()}
+    empty = [
+        s.pk
+        for s in refreshed
+        if s.public_id in own_ids and s.pk not in used and s.trace_count == 0 and s.started_at is None
+    ]
+    if empty:
+        Session.objects.filter(pk__in=empty).delete()
+
+
+def _scores_move(deltas: RollupDeltas, organisation_id: int, moved: list[tuple[dict, dict, int]]) -> None:
+    """Scores carry their trace's agent, channel, version and time: when those
+    change, the scores follow, in the rows and in the rollups."""
+    keys = ("agent_id", "channel", "deployment_version", "created_at")
+    moved = [(a, b, pk) for a, b, pk in moved if tuple(a[k] for k in keys) != tuple(b[k] for k in keys)]
+    if not moved:
+        return
+    new_of = {pk: new for _, new, pk in moved}
+    old_of = {pk: previous for previous, _, pk in moved}
+    scores = list(Score.objects.filter(trace_id__in=list(new_of)).values("id", "trace_id", "value"))
+    for score in scores:
+        for row, sign in ((old_of[score["trace_id"]], -1), (new_of[score["trace_id"]], 1)):
+            deltas.add_score(
+                organisation_id=organisation_id,
+                agent_id=row["agent_id"],
+                channel=row["channel"],
+                deployment_version=row["deployment_version"],
+                created_at=row["created_at"],
+                value=score["value"],
+                sign=sign,
+            )
+    update_by_pk(
+        Score,
+        ["agent", "channel", "deployment_version", "trace_created_at"],
+        [
+            (
+                s["id"],
+                new_of[s["trace_id"]]["agent_id"],
+                new_of[s["trace_id"]]["channel"],
+                new_of[s["trace_id"]]["deployment_version"],
+                new_of[s["trace_id"]]["created_at"],
+            )
+            for s in scores
+        ],
+    )
