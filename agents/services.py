@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from audit.redaction import changed_paths
 from audit.services import Actor, audit_record, audit_record_many
-from billing.pricing import PriceTable, price_table
+from billing.pricing import PriceTable, money, price_table
 from dashboard.rollups import RollupDeltas
 from thinnest_analytics.db import insert_ignore_conflicts, update_by_pk
 from thinnest_analytics.errors import ApiError, not_found
@@ -299,7 +299,7 @@ def _cost(
     trace: TraceIn, prices: PriceTable, input_tokens: int, output_tokens: int
 ) -> tuple[Decimal | None, str]:
     if trace.cost_usd is not None:
-        return trace.cost_usd, CostSource.REPORTED
+        return money(trace.cost_usd), CostSource.REPORTED
     if trace.model:
         cost = prices.cost(trace.model, input_tokens, output_tokens, trace.created_at)
         return (cost, CostSource.PRICE_TABLE) if cost is not None else (None, CostSource.UNPRICED)
@@ -314,7 +314,7 @@ def _cost(
                 )
             if cost is None:
                 return None, CostSource.UNPRICED
-            total += cost
+            total += money(cost)
         return total, CostSource.PRICE_TABLE
     if input_tokens or output_tokens:
         return None, CostSource.UNPRICED  # tokens but no model: no way to price them

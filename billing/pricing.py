@@ -4,7 +4,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 
 from django.db.models import Q
 from django.db.models.signals import post_delete, post_save
@@ -13,6 +13,13 @@ from django.dispatch import receiver
 from .models import ModelPrice
 
 MILLION = Decimal(1_000_000)
+# Money is stored as NUMERIC(…, 10): every amount is rounded to that once, before it
+# is stored or added to a rollup, so sums over rollups equal sums over raw rows.
+MONEY_QUANTUM = Decimal("1e-10")
+
+
+def money(value: Decimal) -> Decimal:
+    return Decimal(value).quantize(MONEY_QUANTUM, rounding=ROUND_HALF_EVEN)
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,7 @@ class PriceTable:
         price = self.price_for(model, at)
         if price is None:
             return None
-        return (input_tokens * price.input_per_mtok + output_tokens * price.output_per_mtok) / MILLION
+        return money((input_tokens * price.input_per_mtok + output_tokens * price.output_per_mtok) / MILLION)
 
 
 # Per process, an organisation's table is reused for a few seconds; a change in

@@ -230,3 +230,29 @@ def test_out_of_order_traces_move_the_conversation_start(ingest):
     assert s.started_at.isoformat() == "2026-03-06T14:00:00+00:00"
     assert s.deployment_version == "v1"
     assert s.last_activity_at.isoformat() == "2026-03-06T15:00:00+00:00"
+
+
+def test_costs_are_rounded_once_so_rollups_equal_raw_sums(ingest, tenant):
+    from dashboard.rebuild import rollups_rebuild
+
+    from .conftest import rollup_snapshot
+
+    ModelPrice.objects.create(
+        organisation=tenant.organisation,
+        model_name="odd",
+        match_pattern="odd-model",
+        input_price_per_mtok=Decimal("0.123457"),
+        output_price_per_mtok=Decimal("0.000003"),
+        effective_from="2025-01-01T00:00:00Z",
+    )
+    batch = [trace(id=f"r{n}", model="odd-model", input_tokens=n + 1, output_tokens=7) for n in range(30)]
+    batch.append(trace(id="rep", cost_usd="0.000000000012345"))
+    ingest.post("/api/traces", {"traces": batch})
+    assert Trace.objects.get(public_id="r0").cost_usd == Decimal("0.0000001235")  # 0.000000123478, 10 places
+    assert Trace.objects.get(public_id="rep").cost_usd == Decimal("0.0000000000")
+    before = rollup_snapshot(tenant.organisation)
+    rollups_rebuild(
+        start=Trace.objects.earliest("created_at").created_at,
+        end=Trace.objects.latest("created_at").created_at,
+    )
+    assert rollup_snapshot(tenant.organisation) == before
