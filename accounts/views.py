@@ -1,5 +1,7 @@
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.views import LoginView
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -7,9 +9,10 @@ from django.urls import reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from audit.services import Actor
+from audit.services import Actor, client_ip
 from thinnest_analytics.pages import button_apply, form_apply
 
+from . import ratelimit
 from .access import member_required
 from .forms import InviteForm
 from .middleware import SESSION_KEY
@@ -160,3 +163,25 @@ class InvitationAcceptView(auth_views.PasswordResetConfirmView):
 
 
 invitation_accept = InvitationAcceptView.as_view()
+
+
+class RateLimitedLoginView(LoginView):
+    """Django's login, paused for an address after repeated failures (429)."""
+
+    redirect_authenticated_user = True
+
+    def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        username = request.POST.get("username", "")[:150]
+        ip = client_ip(request)
+        if ratelimit.login_locked(username=username, ip=ip):
+            form = self.get_form()
+            form.errors.clear()
+            minutes = max(1, settings.LOGIN_LOCKOUT_SECONDS // 60)
+            form.add_error(None, f"Too many failed attempts. Try again in {minutes} minutes.")
+            return self.render_to_response(self.get_context_data(form=form), status=429)
+        response = super().post(request, *args, **kwargs)
+        if request.user.is_authenticated:
+            ratelimit.login_succeeded(username=username, ip=ip)
+        else:
+            ratelimit.login_failed(username=username, ip=ip)
+        return response

@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8000}
 export SITE_URL=${SITE_URL:-http://$HOST:$PORT}
+# Served over plain HTTP on this machine: no secure-only cookies or HTTPS redirect.
+export ALLOW_HTTP=${ALLOW_HTTP:-true}
 PY=.venv/bin/python
 
 $PY manage.py migrate --no-input -v0

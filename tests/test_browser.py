@@ -196,3 +196,25 @@ def test_agent_performance_and_trace_pages_render(page, live_server):
     page.wait_for_selector("h1")
     _shot(page, "trace")
     assert _violations(page) == []
+
+
+def test_the_admin_runs_under_the_same_policy(browser, live_server, demo):
+    from django.contrib.auth import get_user_model
+
+    get_user_model().objects.create_superuser("auditor", "auditor@example.com", "pw-123456")
+    page = browser.new_page()
+    page.add_init_script(
+        "window.__violations = []; document.addEventListener('securitypolicyviolation',"
+        " e => window.__violations.push(e.sourceFile + ' ' + e.violatedDirective));"
+    )
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", "auditor")
+    page.fill("#id_password", "pw-123456")
+    page.click("input[type=submit]")
+    page.wait_for_url(f"{live_server.url}/admin/")
+    for path in ["/admin/audit/auditlog/", "/admin/billing/modelprice/", "/admin/agents/trace/"]:
+        page.goto(f"{live_server.url}{path}")
+        page.wait_for_load_state("networkidle")
+        assert _violations(page) == [], path
+    _shot(page, "admin-audit-log")
+    page.close()

@@ -6,12 +6,15 @@ from django.http import JsonResponse
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, details: Any = None):
+    def __init__(
+        self, status: int, code: str, message: str, details: Any = None, headers: dict | None = None
+    ):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details
+        self.headers = headers or {}
 
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> JsonResponse:

@@ -196,9 +196,20 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- security -------------------------------------------------------------
+# Outside debug the app assumes TLS in front of it: secure cookies, HSTS, and a
+# redirect to https. ALLOW_HTTP=true (set by scripts/serve.sh for the local
+# embedded run on 127.0.0.1) turns that off.
+HTTPS = not DEBUG and not envbool("ALLOW_HTTP", "false")
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = not DEBUG and envbool("SECURE_COOKIES", "false")
-CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_HSTS_SECONDS = envint("HSTS_SECONDS", "31536000") if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
+SECURE_HSTS_PRELOAD = HTTPS and envbool("HSTS_PRELOAD", "true")
+SECURE_SSL_REDIRECT = HTTPS and envbool("SSL_REDIRECT", "true")
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain HTTP
+if os.getenv("SECURE_PROXY_SSL_HEADER"):  # e.g. HTTP_X_FORWARDED_PROTO, set only behind a trusted proxy
+    SECURE_PROXY_SSL_HEADER = (os.environ["SECURE_PROXY_SSL_HEADER"], "https")
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
@@ -213,6 +224,18 @@ SECURE_CSP = {
     "form-action": ["'self'"],
     "base-uri": ["'self'"],
 }
+
+# Failed logins per username and address before a pause, and how long it lasts.
+LOGIN_MAX_FAILURES = envint("LOGIN_MAX_FAILURES", "5")
+LOGIN_LOCKOUT_SECONDS = envint("LOGIN_LOCKOUT_SECONDS", "900")
+# Requests per API key and minute on each ingestion endpoint; 0 turns the limit off.
+INGEST_REQUESTS_PER_MINUTE = envint("INGEST_REQUESTS_PER_MINUTE", "1200")
+
+# --- cache (rate limits) ----------------------------------------------------
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- product --------------------------------------------------------------
 DEFAULT_VOICE_PRICE_PER_MINUTE = os.getenv("VOICE_PRICE_PER_MINUTE", "0.05")

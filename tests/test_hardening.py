@@ -1,0 +1,173 @@
+"""Hardening: login throttling, per-key ingestion limits, body size limits,
+CSRF, CSP headers, and a clean ``check --deploy`` with production settings."""
+
+import asyncio
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.cache import cache
+from django.test import Client
+
+from accounts.models import Role
+from accounts.services import user_create_or_update
+from thinnest_analytics.limits import BodySizeLimit
+
+from .conftest import trace
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def _login(client: Client, password: str):
+    return client.post("/login/", {"username": "ana", "password": password})
+
+
+def test_repeated_failed_logins_pause_the_account(tenant, settings):
+    settings.LOGIN_MAX_FAILURES = 3
+    user_create_or_update(
+        organisation=tenant.organisation, username="ana", password="right-pass-1", role=Role.VIEWER
+    )
+    c = Client()
+    for _ in range(3):
+        assert _login(c, "wrong").status_code == 200
+    r = _login(c, "right-pass-1")
+    assert r.status_code == 429
+    assert "Too many failed attempts" in r.content.decode()
+    assert "_auth_user_id" not in c.session
+    cache.clear()  # the pause ends
+    assert _login(c, "right-pass-1").status_code == 302
+
+
+def test_a_successful_login_resets_the_count(tenant, settings):
+    settings.LOGIN_MAX_FAILURES = 3
+    user_create_or_update(
+        organisation=tenant.organisation, username="ana", password="right-pass-1", role=Role.VIEWER
+    )
+    for _ in range(2):
+        _login(Client(), "wrong")
+    assert _login(Client(), "right-pass-1").status_code == 302
+    for _ in range(2):
+        assert _login(Client(), "wrong").status_code == 200
+    assert _login(Client(), "right-pass-1").status_code == 302
+
+
+def test_ingestion_is_limited_per_key_with_retry_after(tenant, settings):
+    settings.INGEST_REQUESTS_PER_MINUTE = 3
+    ingest = tenant.api("ingest")
+    for n in range(3):
+        assert ingest.post("/api/traces", trace(id=f"t{n}")).status_code == 200
+    r = ingest.post("/api/traces", trace(id="t3"))
+    assert r.status_code == 429
+    assert 1 <= int(r["Retry-After"]) <= 60
+    assert r.json()["error"]["code"] == "rate_limited"
+    # Another key of the organisation, and reads, are not affected.
+    assert tenant.api("admin", "ingest", "read").post("/api/traces", trace(id="t4")).status_code == 200
+    assert tenant.api("read").get("/api/agents").status_code == 200
+
+
+def _run_asgi(app, headers, chunks):
+    sent = []
+    messages = [
+        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)
+    ]
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/api/traces", "headers": headers}
+    asyncio.run(app(scope, receive, send))
+    return sent
+
+
+def test_an_oversized_body_is_refused_before_it_is_read():
+    reached = []
+
+    async def app(scope, receive, send):
+        reached.append(True)
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    guarded = BodySizeLimit(app, limit=1000)
+    sent = _run_asgi(guarded, [(b"content-length", b"5000")], [b"x" * 5000])
+    assert sent[0]["status"] == 413 and reached == []
+    # A chunked body without a length is cut off once it passes the limit.
+    sent = _run_asgi(guarded, [], [b"x" * 600, b"x" * 600, b"x" * 600])
+    assert sent[0]["status"] == 413 and b"exceeds 1,000 bytes" in sent[1]["body"]
+    sent = _run_asgi(guarded, [(b"content-length", b"10")], [b"x" * 10])
+    assert sent[0]["status"] == 200
+
+
+def test_forms_need_a_csrf_token(tenant):
+    user, _ = user_create_or_update(
+        organisation=tenant.organisation, username="ana", password="right-pass-1", role=Role.ADMIN
+    )
+    c = Client(enforce_csrf_checks=True)
+    assert c.post("/login/", {"username": "ana", "password": "right-pass-1"}).status_code == 403
+    c.force_login(user)
+    assert c.post("/settings/api-keys/", {"name": "x", "scopes": ["read"]}).status_code == 403
+    assert c.post("/alerts/", {"name": "x"}).status_code == 403
+
+
+def test_pages_carry_a_strict_content_security_policy(members):
+    r = members["viewer"].get("/")
+    policy = r["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "style-src 'self'" in policy
+    assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+    assert "frame-ancestors 'none'" in policy
+    assert r["X-Frame-Options"] == "DENY"
+    assert r["X-Content-Type-Options"] == "nosniff"
+
+
+def test_check_deploy_is_clean_with_production_settings(tmp_path):
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "ALLOW_HTTP", "DJANGO_SETTINGS_MODULE")
+    }
+    env.update(
+        DEBUG="false",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        ALLOWED_HOSTS="analytics.example.com",
+        EMAIL_HOST="smtp.example.com",
+        VAR_DIR=str(tmp_path),
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "shell",
+            "-c",
+            "from django.conf import settings as s; print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SECURE_HSTS_SECONDS, s.SECURE_SSL_REDIRECT)",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shown.stdout.split()[-4:] == ["True", "True", "31536000", "True"]
