@@ -53,7 +53,15 @@ class Tenant:
 def _tenant(slug: str) -> Tenant:
     org = organisation_get_or_create(slug=slug)
     keys = {}
-    for scopes in (["read"], ["ingest"], ["admin"], ["ingest", "read"], ["admin", "ingest", "read"]):
+    for scopes in (
+        ["read"],
+        ["ingest"],
+        ["admin"],
+        ["ingest", "read"],
+        ["admin", "ingest"],
+        ["admin", "read"],
+        ["admin", "ingest", "read"],
+    ):
         created = api_key_create(
             organisation=org, name="+".join(scopes), scopes=scopes, actor=Actor.system("test")
         )
