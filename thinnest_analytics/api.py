@@ -9,6 +9,7 @@ from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.parser import Parser
 from ninja.renderers import BaseRenderer
 
 from .errors import ApiError, error_response
@@ -33,7 +34,30 @@ class JsonRenderer(BaseRenderer):
         return json.dumps(data, cls=_Encoder, ensure_ascii=False)
 
 
+class StrictJsonParser(Parser):
+    """JSON bodies of typed endpoints: UTF-8, no NaN/Infinity, and no NUL
+    characters (PostgreSQL cannot store them), each a clear 400."""
+
+    def parse_body(self, request: HttpRequest):
+        body = request.body
+        if b"\\u0000" in body:
+            raise ApiError(
+                400, "invalid_request", "the body contains a NUL character, which cannot be stored"
+            )
+        try:
+            return json.loads(body.decode("utf-8"), parse_constant=_no_constant)
+        except UnicodeDecodeError:
+            raise ApiError(400, "malformed_json", "the body is not UTF-8 encoded JSON") from None
+        except ValueError as exc:
+            raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
 api = NinjaAPI(
+    parser=StrictJsonParser(),
     title="thinnest analytics API",
     version="1.0",
     description="Analytics and monitoring for AI agents. Authenticate with `Authorization: Bearer <api key>`.",
@@ -76,6 +100,8 @@ def _not_found(request: HttpRequest, exc: Http404):
 
 @api.exception_handler(HttpError)
 def _http_error(request: HttpRequest, exc: HttpError):
+    if isinstance(exc.__cause__, ApiError):  # the body parser's own answer, kept whole
+        return _api_error(request, exc.__cause__)
     return error_response(exc.status_code, "error", str(exc))
 
 

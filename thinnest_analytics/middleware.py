@@ -3,6 +3,23 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.deprecation import MiddlewareMixin
 
 
+class RejectNulMiddleware(MiddlewareMixin):
+    """A NUL character in a URL path or query value is never meaningful and
+    PostgreSQL cannot compare with it: answer 400 before any view runs."""
+
+    def process_request(self, request: HttpRequest) -> HttpResponse | None:
+        if "\x00" not in request.path and not any(
+            "\x00" in v for _, values in request.GET.lists() for v in values
+        ):
+            return None
+        message = "NUL characters are not allowed in URLs"
+        if request.path.startswith("/api/"):
+            return JsonResponse(
+                {"error": {"code": "invalid_request", "message": message, "details": None}}, status=400
+            )
+        return HttpResponse(message, status=400, content_type="text/plain")
+
+
 class DatabaseUnavailableMiddleware(MiddlewareMixin):
     """Answer 503 with Retry-After when the database cannot be reached.
 
