@@ -12,6 +12,8 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
 from ninja.renderers import BaseRenderer
 
+from agents.schemas import NUL_MESSAGE, nul_paths
+
 from .errors import ApiError, error_response
 
 logger = logging.getLogger(__name__)
@@ -40,16 +42,16 @@ class StrictJsonParser(Parser):
 
     def parse_body(self, request: HttpRequest):
         body = request.body
-        if b"\\u0000" in body:
-            raise ApiError(
-                400, "invalid_request", "the body contains a NUL character, which cannot be stored"
-            )
         try:
-            return json.loads(body.decode("utf-8"), parse_constant=_no_constant)
+            data = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
         except UnicodeDecodeError:
             raise ApiError(400, "malformed_json", "the body is not UTF-8 encoded JSON") from None
         except ValueError as exc:
             raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+        # JSON carries a NUL only escaped: one search of the raw body decides.
+        if b"\\u0000" in body and (where := nul_paths(data)):
+            raise ApiError(400, "invalid_request", "; ".join(f"{path}: {NUL_MESSAGE}" for path in where))
+        return data
 
 
 def _no_constant(name: str):
