@@ -112,37 +112,19 @@ def ingest_response(result, is_batch: bool) -> JsonResponse:
     return JsonResponse(body, status=207)
 
 
-@router.post(
-    "/traces",
-    auth=ingest_key,
-    summary="Ingest one trace or a batch of up to 1000",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "oneOf": [
-                            {"$ref": "#/components/schemas/TraceIn"},
-                            {"$ref": "#/components/schemas/IngestBatch"},
-                        ]
-                    }
-                }
-            },
-        }
-    },
-    response={200: IngestOut, 207: IngestOut},
-)
-async def ingest_traces(request: HttpRequest):
-    """Store traces. Valid items are stored even when others are rejected; a
-    re-sent trace id is accepted but never counted twice. Unknown agents are
-    registered on first sight. ``cost_usd`` defaults to the price table's cost."""
-    return await in_worker_thread(_ingest_traces, request=request)
+def one_or_batch(item: str, batch: str) -> dict:
+    """OpenAPI for a body that is one ``item`` object or a ``batch`` of them."""
+    schemas = [{"$ref": f"#/components/schemas/{name}"} for name in (item, batch)]
+    return {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": schemas}}}}
+    }
 
 
-def _ingest_traces(request: HttpRequest) -> JsonResponse:
-    items, is_batch = batch_items(parse_json_body(request), "traces", "trace")
-    result = trace_ingest(
+def ingest_batch(request: HttpRequest, key: str, what: str, ingest) -> JsonResponse:
+    """Parse one item or ``{key: [...]}``, hand the items to ``ingest`` (a
+    service like ``trace_ingest``) and answer 200/207/400."""
+    items, is_batch = batch_items(parse_json_body(request), key, what)
+    result = ingest(
         organisation=request.organisation,
         items=items,
         actor=Actor.for_api_key(request.auth, request),
@@ -150,6 +132,22 @@ def _ingest_traces(request: HttpRequest) -> JsonResponse:
         check_nul=b"\\u0000" in request.body,
     )
     return ingest_response(result, is_batch)
+
+
+@router.post(
+    "/traces",
+    auth=ingest_key,
+    summary="Ingest one trace or a batch of up to 1000",
+    openapi_extra=one_or_batch("TraceIn", "IngestBatch"),
+    response={200: IngestOut, 207: IngestOut},
+)
+async def ingest_traces(request: HttpRequest):
+    """Store traces. Valid items are stored even when others are rejected; a
+    re-sent trace id is accepted but never counted twice. Unknown agents are
+    registered on first sight. ``cost_usd`` defaults to the price table's cost."""
+    return await in_worker_thread(
+        ingest_batch, request=request, key="traces", what="trace", ingest=trace_ingest
+    )
 
 
 # --- reading ----------------------------------------------------------------
