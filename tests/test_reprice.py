@@ -109,6 +109,8 @@ def _overview(reader):
 def test_reprice_prices_unpriced_traces_and_follows_an_override(tenant, outsider, stored, reader):
     before = _overview(reader)
     assert before["unpriced_traces"] == 10  # 8 in-house traces, the step-priced one, the one before the range
+    builtin = sum(_cost((1000 * (n + 1), 100 * (n + 1)), BUILTIN_MINI) for n in range(8))
+    assert _money_equal(before["total_cost_usd"], builtin + Decimal("0.5"))
     house = (Decimal("0.40"), Decimal("1.20"))
     override = (Decimal("0.10"), Decimal("0.50"))
     switch = T0 + timedelta(days=1)  # the organisation's own gpt-4o-mini price applies from here
