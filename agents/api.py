@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from ninja import Field, Query, Router, Schema, Status
-from pydantic import AfterValidator, ConfigDict, StrictInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, StrictInt
 from pydantic import Field as PydanticField
 
 from accounts.auth import admin_key, ingest_key, read_key
@@ -112,9 +112,26 @@ def ingest_response(result, is_batch: bool) -> JsonResponse:
     return JsonResponse(body, status=207)
 
 
-def one_or_batch(item: str, batch: str) -> dict:
+def _inline(schema: dict) -> dict:
+    """A pydantic JSON schema with its ``$defs`` resolved in place, so it can be
+    embedded in the OpenAPI document (where ``#/$defs/…`` would not resolve)."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(dict(defs[node["$ref"].rsplit("/", 1)[-1]]))
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    return resolve(schema)
+
+
+def one_or_batch(item: type[BaseModel], batch: type[BaseModel]) -> dict:
     """OpenAPI for a body that is one ``item`` object or a ``batch`` of them."""
-    schemas = [{"$ref": f"#/components/schemas/{name}"} for name in (item, batch)]
+    schemas = [_inline(model.model_json_schema()) for model in (item, batch)]
     return {
         "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": schemas}}}}
     }
@@ -138,7 +155,7 @@ def ingest_batch(request: HttpRequest, key: str, what: str, ingest) -> JsonRespo
     "/traces",
     auth=ingest_key,
     summary="Ingest one trace or a batch of up to 1000",
-    openapi_extra=one_or_batch("TraceIn", "IngestBatch"),
+    openapi_extra=one_or_batch(TraceIn, IngestBatch),
     response={200: IngestOut, 207: IngestOut},
 )
 async def ingest_traces(request: HttpRequest):

@@ -39,7 +39,7 @@ class UsageEventBatch(Schema):
     "/usage/events",
     auth=ingest_key,
     summary="Record usage events (scraping, …): one or a batch of up to 1000",
-    openapi_extra=one_or_batch("UsageEventIn", "UsageEventBatch"),
+    openapi_extra=one_or_batch(UsageEventIn, UsageEventBatch),
     response={200: IngestOut, 207: IngestOut},
 )
 async def usage_events(request: HttpRequest):
