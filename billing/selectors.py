@@ -149,13 +149,12 @@ def breakdown(totals: Totals, categories: dict[str, Decimal]) -> dict[str, Decim
 
 
 def _sum_totals(parts) -> Totals:
+    """The costs of several groups' totals added up."""
     total = Totals()
     for part in parts:
         total.llm_cost_usd += part.llm_cost_usd
         total.voice_cost_usd += part.voice_cost_usd
         total.other_cost_usd += part.other_cost_usd
-        total.conversations += part.conversations
-        total.unpriced_traces += part.unpriced_traces
     return total
 
 
@@ -184,8 +183,6 @@ def usage_overview(*, organisation, limit: int = 5, now: datetime | None = None)
         "breakdown": breakdown(month, category_costs(organisation=organisation, window=periods.month)),
         "timezone": periods.zone.key,
         "period": periods.describe(),
-        "unpriced_traces_this_month": month.unpriced_traces,
-        "conversations_this_month": month.conversations,
     }
 
 

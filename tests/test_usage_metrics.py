@@ -229,3 +229,22 @@ def test_an_empty_organisation_answers_zeros(tenant, reader):
 def test_an_unknown_stored_time_zone_falls_back_to_utc(tenant):
     tenant.organisation.timezone = "Mars/Olympus_Mons"
     assert usage_overview(organisation=tenant.organisation)["timezone"] == "UTC"
+
+
+def test_the_django_admin_accepts_only_known_time_zones(tenant, superuser):
+    url = f"/admin/accounts/organisation/{tenant.organisation.pk}/change/"
+    form = {
+        "slug": "acme",
+        "name": "Acme",
+        "created_at_0": "2026-01-01",
+        "created_at_1": "00:00:00",
+        "memberships-TOTAL_FORMS": "0",
+        "memberships-INITIAL_FORMS": "0",
+    }
+    refused = superuser.post(url, {**form, "timezone": "Europe/Atlantis"})
+    assert refused.status_code == 200 and b"not a time zone name" in refused.content
+    tenant.organisation.refresh_from_db()
+    assert tenant.organisation.timezone == "UTC"
+    assert superuser.post(url, {**form, "timezone": "Europe/Berlin"}).status_code == 302
+    tenant.organisation.refresh_from_db()
+    assert tenant.organisation.timezone == "Europe/Berlin"
