@@ -9,9 +9,11 @@ service; a refusal is shown on the page.
 import csv
 from datetime import timedelta
 from functools import partial
+from zoneinfo import ZoneInfo
 
 from django.contrib import messages
 from django.core.paginator import Paginator
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -30,7 +32,7 @@ from thinnest_analytics.pages import button_apply, form_apply
 
 from . import selectors, services
 from .forms import AdjustmentForm, BudgetForm, LedgerFilterForm, ModelPriceForm, TimezoneForm, TopUpForm
-from .models import ModelPrice
+from .models import LedgerEntry, ModelPrice
 
 LEDGER_PAGE_SIZE = 25
 BREAKDOWN_LABELS = {"llm_tokens": "LLM tokens", "voice_minutes": "Voice minutes", "scraping": "Scraping"}
@@ -44,7 +46,7 @@ def _agents(request: HttpRequest):
     return Agent.objects.filter(organisation=request.organisation, archived_at__isnull=True).order_by("name")
 
 
-def _ledger(request: HttpRequest, zone) -> tuple[LedgerFilterForm, object]:
+def _ledger(request: HttpRequest, zone: ZoneInfo) -> tuple[LedgerFilterForm, QuerySet[LedgerEntry]]:
     """The ledger entries the filter form in the query string asks for."""
     form = LedgerFilterForm(request.GET)
     if not form.is_valid():
