@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin
 
 from audit.services import Actor
@@ -25,8 +26,23 @@ class MembershipInline(admin.TabularInline):
         return False
 
 
+class OrganisationForm(forms.ModelForm):
+    class Meta:
+        model = Organisation
+        fields = ["slug", "name", "timezone", "voice_price_per_minute", "created_at"]
+
+    def clean_timezone(self):
+        from billing.selectors import timezone_valid
+
+        name = self.cleaned_data["timezone"].strip()
+        if not timezone_valid(name):
+            raise forms.ValidationError(f"'{name}' is not a time zone name such as Europe/Berlin or UTC")
+        return name
+
+
 @admin.register(Organisation)
 class OrganisationAdmin(admin.ModelAdmin):
+    form = OrganisationForm
     list_display = ["name", "slug", "timezone", "created_at"]
     search_fields = ["name", "slug"]
     inlines = [MembershipInline]

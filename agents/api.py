@@ -8,13 +8,14 @@ from typing import Annotated, Any, Literal
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from ninja import Field, Query, Router, Schema, Status
-from pydantic import AfterValidator, ConfigDict, StrictInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, StrictInt
 from pydantic import Field as PydanticField
 
 from accounts.auth import admin_key, ingest_key, read_key
 from audit.services import Actor
 from thinnest_analytics.db import in_worker_thread
 from thinnest_analytics.errors import ApiError
+from thinnest_analytics.validation import UtcDateTime
 
 from . import selectors
 from .config import AgentConfig, AgentConfigPatch, AgentName, VersionLabel
@@ -112,37 +113,36 @@ def ingest_response(result, is_batch: bool) -> JsonResponse:
     return JsonResponse(body, status=207)
 
 
-@router.post(
-    "/traces",
-    auth=ingest_key,
-    summary="Ingest one trace or a batch of up to 1000",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "oneOf": [
-                            {"$ref": "#/components/schemas/TraceIn"},
-                            {"$ref": "#/components/schemas/IngestBatch"},
-                        ]
-                    }
-                }
-            },
-        }
-    },
-    response={200: IngestOut, 207: IngestOut},
-)
-async def ingest_traces(request: HttpRequest):
-    """Store traces. Valid items are stored even when others are rejected; a
-    re-sent trace id is accepted but never counted twice. Unknown agents are
-    registered on first sight. ``cost_usd`` defaults to the price table's cost."""
-    return await in_worker_thread(_ingest_traces, request=request)
+def _inline(schema: dict) -> dict:
+    """A pydantic JSON schema with its ``$defs`` resolved in place, so it can be
+    embedded in the OpenAPI document (where ``#/$defs/…`` would not resolve)."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(dict(defs[node["$ref"].rsplit("/", 1)[-1]]))
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    return resolve(schema)
 
 
-def _ingest_traces(request: HttpRequest) -> JsonResponse:
-    items, is_batch = batch_items(parse_json_body(request), "traces", "trace")
-    result = trace_ingest(
+def one_or_batch(item: type[BaseModel], batch: type[BaseModel]) -> dict:
+    """OpenAPI for a body that is one ``item`` object or a ``batch`` of them."""
+    schemas = [_inline(model.model_json_schema()) for model in (item, batch)]
+    return {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": schemas}}}}
+    }
+
+
+def ingest_batch(request: HttpRequest, key: str, what: str, ingest) -> JsonResponse:
+    """Parse one item or ``{key: [...]}``, hand the items to ``ingest`` (a
+    service like ``trace_ingest``) and answer 200/207/400."""
+    items, is_batch = batch_items(parse_json_body(request), key, what)
+    result = ingest(
         organisation=request.organisation,
         items=items,
         actor=Actor.for_api_key(request.auth, request),
@@ -150,6 +150,22 @@ def _ingest_traces(request: HttpRequest) -> JsonResponse:
         check_nul=b"\\u0000" in request.body,
     )
     return ingest_response(result, is_batch)
+
+
+@router.post(
+    "/traces",
+    auth=ingest_key,
+    summary="Ingest one trace or a batch of up to 1000",
+    openapi_extra=one_or_batch(TraceIn, IngestBatch),
+    response={200: IngestOut, 207: IngestOut},
+)
+async def ingest_traces(request: HttpRequest):
+    """Store traces. Valid items are stored even when others are rejected; a
+    re-sent trace id is accepted but never counted twice. Unknown agents are
+    registered on first sight. ``cost_usd`` defaults to the price table's cost."""
+    return await in_worker_thread(
+        ingest_batch, request=request, key="traces", what="trace", ingest=trace_ingest
+    )
 
 
 # --- reading ----------------------------------------------------------------
@@ -225,8 +241,8 @@ class TraceFilters(Schema):
     cursor: str | None = None
     status: Literal["success", "error"] | None = None
     session_id: str | None = Field(None, max_length=200)
-    from_: datetime | None = Field(None, alias="from")
-    to: datetime | None = None
+    from_: UtcDateTime | None = Field(None, alias="from")
+    to: UtcDateTime | None = None
 
 
 @router.get(

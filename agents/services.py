@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from audit.redaction import changed_paths
 from audit.services import Actor, audit_record, audit_record_many
-from billing.pricing import PriceTable, money, price_table
+from billing.pricing import PriceTable, money, price_table, trace_cost
 from dashboard.rollups import RollupDeltas
 from thinnest_analytics.db import insert_ignore_conflicts, update_by_pk
 from thinnest_analytics.errors import ApiError, not_found
@@ -300,25 +300,14 @@ def _cost(
 ) -> tuple[Decimal | None, str]:
     if trace.cost_usd is not None:
         return money(trace.cost_usd), CostSource.REPORTED
-    if trace.model:
-        cost = prices.cost(trace.model, input_tokens, output_tokens, trace.created_at)
-        return (cost, CostSource.PRICE_TABLE) if cost is not None else (None, CostSource.UNPRICED)
-    llm_steps = [s for s in trace.steps if s.kind == "llm" or s.model or s.cost_usd is not None]
-    if llm_steps:
-        total = Decimal(0)
-        for step in llm_steps:
-            cost = step.cost_usd
-            if cost is None:
-                cost = prices.cost(
-                    step.model, step.input_tokens, step.output_tokens, step.started_at or trace.created_at
-                )
-            if cost is None:
-                return None, CostSource.UNPRICED
-            total += money(cost)
-        return total, CostSource.PRICE_TABLE
-    if input_tokens or output_tokens:
-        return None, CostSource.UNPRICED  # tokens but no model: no way to price them
-    return Decimal(0), CostSource.PRICE_TABLE
+    return trace_cost(
+        prices,
+        model=trace.model,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        at=trace.created_at,
+        steps=trace.steps,
+    )
 
 
 def _store_traces(organisation, valid, in_batch_duplicates, actor, now, result: IngestResult) -> None:

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from billing.selectors import balance, budget_status
 from dashboard import selectors as metrics
 from dashboard.windows import Window
 
@@ -57,15 +58,11 @@ def reading(rule: AlertRule, now: datetime) -> Reading:
                 )
         return Reading(value, traffic, breaching)
     if rule.kind == Kind.BUDGET:
-        from billing.selectors import budget_status
-
         status = budget_status(organisation=rule.organisation, agent=rule.agent, now=now)
         if status is None or not status["budget_usd"]:
             return Reading(None, 0, False, "no budget set")
         percent = _decimal(status["percent"])
         return Reading(percent, 0, percent >= rule.threshold)
-    from billing.selectors import balance
-
     value = _decimal(balance(organisation=rule.organisation))
     return Reading(value, 0, value < rule.threshold)
 

@@ -1,7 +1,7 @@
 """JSON endpoints of the audit log (scope ``admin``): reading it, and the agent
 platform recording the actions it performed."""
 
-from datetime import UTC, datetime
+from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
@@ -10,7 +10,7 @@ from ninja import Field, Query, Router, Schema, Status
 from pydantic import ConfigDict, field_validator
 
 from accounts.auth import admin_key
-from thinnest_analytics.validation import json_value_check
+from thinnest_analytics.validation import UtcDateTime, json_value_check
 
 from .selectors import audit_entry_out, audit_log_page
 from .services import Actor, audit_event_record
@@ -40,10 +40,6 @@ class AuditLogPage(Schema):
     next_cursor: str | None
 
 
-def _as_utc(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
-
-
 class AuditFilters(Schema):
     limit: int = Field(50, ge=1, le=200)
     cursor: str | None = Field(None, max_length=200)
@@ -51,10 +47,8 @@ class AuditFilters(Schema):
     resource_type: str | None = Field(None, max_length=64)
     resource_id: str | None = Field(None, max_length=200)
     user_id: str | None = Field(None, max_length=200)
-    from_: datetime | None = Field(None, alias="from", description="ISO 8601; naive means UTC")
-    to: datetime | None = Field(None, description="ISO 8601, exclusive; naive means UTC")
-
-    _utc = field_validator("from_", "to")(_as_utc)
+    from_: UtcDateTime | None = Field(None, alias="from", description="ISO 8601; naive means UTC")
+    to: UtcDateTime | None = Field(None, description="ISO 8601, exclusive; naive means UTC")
 
 
 @router.get(

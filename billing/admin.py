@@ -1,34 +1,40 @@
-import re
-
 from django import forms
 from django.contrib import admin
 
-from .models import ModelPrice
+from audit.services import Actor
+from thinnest_analytics.errors import ApiError
+
+from .models import Budget, LedgerEntry, ModelPrice, Subscription, UsageEvent
+from .services import PRICE_FIELDS, model_price_delete, model_price_save, model_price_validate
 
 
 class ModelPriceForm(forms.ModelForm):
     class Meta:
         model = ModelPrice
-        fields = [
-            "organisation",
-            "model_name",
-            "match_pattern",
-            "input_price_per_mtok",
-            "output_price_per_mtok",
-            "effective_from",
-        ]
+        fields = ["organisation", *PRICE_FIELDS]
 
-    def clean_match_pattern(self):
-        pattern = self.cleaned_data["match_pattern"]
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise forms.ValidationError(f"not a valid regular expression: {exc}") from None
-        return pattern
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name, required in (("organisation", True), ("match_pattern", False)):
+            if name in self.fields:  # a read-only page has no fields
+                self.fields[name].required = required
+
+    def clean(self):
+        data = super().clean()
+        if all(data.get(f) is not None for f in PRICE_FIELDS if f != "match_pattern"):
+            try:
+                data.update(model_price_validate(**{f: data.get(f) for f in PRICE_FIELDS}))
+            except ApiError as exc:
+                field, _, message = exc.message.partition(": ")
+                self.add_error(field if field in self.fields else None, message or exc.message)
+        return data
 
 
 @admin.register(ModelPrice)
 class ModelPriceAdmin(admin.ModelAdmin):
+    """Organisations' prices, changed through the audited service. Built-in
+    prices ship with the product (migrations) and are read-only here."""
+
     form = ModelPriceForm
     list_display = [
         "model_name",
@@ -40,3 +46,75 @@ class ModelPriceAdmin(admin.ModelAdmin):
     ]
     list_filter = ["organisation"]
     search_fields = ["model_name", "match_pattern"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["organisation"] if obj is not None else []
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and (
+            obj is None or obj.organisation_id is not None
+        )
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and (
+            obj is None or obj.organisation_id is not None
+        )
+
+    def save_model(self, request, obj, form, change):
+        saved = model_price_save(
+            organisation=obj.organisation,
+            actor=Actor.for_user(request.user, request),
+            price=obj if change else None,
+            **{f: form.cleaned_data[f] for f in PRICE_FIELDS},
+        )
+        obj.pk = saved.pk
+
+    def delete_model(self, request, obj):
+        model_price_delete(
+            organisation=obj.organisation, price=obj, actor=Actor.for_user(request.user, request)
+        )
+
+    def delete_queryset(self, request, queryset):
+        for price in queryset.filter(organisation__isnull=False).select_related("organisation"):
+            self.delete_model(request, price)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Shown to auditors, never changed here: changes go through the audited
+    billing services (API and the billing page)."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "organisation", "kind", "amount_usd", "reference", "plan", "created_by"]
+    list_filter = ["kind", "organisation", "created_at"]
+    search_fields = ["reference", "reason", "created_by"]
+    date_hierarchy = "created_at"
+
+
+@admin.register(UsageEvent)
+class UsageEventAdmin(ReadOnlyAdmin):
+    list_display = ["public_id", "organisation", "agent", "category", "quantity", "unit", "cost_usd", "at"]
+    list_filter = ["category", "organisation"]
+    search_fields = ["public_id"]
+    date_hierarchy = "at"
+
+
+@admin.register(Budget)
+class BudgetAdmin(ReadOnlyAdmin):
+    list_display = ["organisation", "agent", "monthly_usd", "updated_at"]
+    list_filter = ["organisation"]
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(ReadOnlyAdmin):
+    list_display = ["organisation", "plan", "changed_at"]

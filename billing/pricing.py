@@ -2,9 +2,11 @@
 
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Protocol
 
 from django.db.models import Q
 from django.db.models.signals import post_delete, post_save
@@ -60,6 +62,56 @@ class PriceTable:
         return money((input_tokens * price.input_per_mtok + output_tokens * price.output_per_mtok) / MILLION)
 
 
+class StepUsage(Protocol):
+    """What pricing reads of a trace's step (an ingested step or a stored one)."""
+
+    kind: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: Decimal | None
+    started_at: datetime | None
+
+
+# How a cost was arrived at (``agents.models.CostSource`` stores these values).
+PRICE_TABLE = "price_table"
+UNPRICED = "unpriced"
+
+
+def trace_cost(
+    prices: PriceTable,
+    *,
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    at: datetime,
+    steps: Iterable[StepUsage],
+) -> tuple[Decimal | None, str]:
+    """USD cost of a trace whose caller sent no cost, and its source.
+
+    The trace's model prices its tokens; without one, its LLM steps are priced
+    one by one (a step's own ``cost_usd`` first, else its model's price at its
+    start); tokens with no model to price them leave the trace unpriced (None),
+    never a silent 0."""
+    if model:
+        cost = prices.cost(model, input_tokens, output_tokens, at)
+        return (cost, PRICE_TABLE) if cost is not None else (None, UNPRICED)
+    llm_steps = [s for s in steps if s.kind == "llm" or s.model or s.cost_usd is not None]
+    if llm_steps:
+        total = Decimal(0)
+        for step in llm_steps:
+            cost = step.cost_usd
+            if cost is None:
+                cost = prices.cost(step.model, step.input_tokens, step.output_tokens, step.started_at or at)
+            if cost is None:
+                return None, UNPRICED
+            total += money(cost)
+        return total, PRICE_TABLE
+    if input_tokens or output_tokens:
+        return None, UNPRICED
+    return Decimal(0), PRICE_TABLE
+
+
 # Per process, an organisation's table is reused for a few seconds; a change in
 # this process clears it at once (signals below), other processes see it within
 # CACHE_SECONDS. `manage.py reprice` recomputes traces stored before a change.
@@ -67,11 +119,11 @@ CACHE_SECONDS = 5.0
 _cache: dict[int, tuple[float, PriceTable]] = {}
 
 
-def price_table(*, organisation) -> PriceTable:
-    """The prices that apply to ``organisation``'s traces."""
+def price_table(*, organisation, fresh: bool = False) -> PriceTable:
+    """The prices that apply to ``organisation``'s traces; ``fresh`` skips the cache."""
     cached = _cache.get(organisation.pk)
     now = time.monotonic()
-    if cached is not None and cached[0] > now:
+    if cached is not None and cached[0] > now and not fresh:
         return cached[1]
     table = _load(organisation)
     _cache[organisation.pk] = (now + CACHE_SECONDS, table)

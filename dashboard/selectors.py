@@ -17,6 +17,7 @@ from django.db.models import CharField, Count, F, Q, Sum, Value
 from django.db.models.functions import Coalesce, TruncDay, TruncHour
 
 from agents.models import Agent, Deployment, Score, Session, Trace
+from billing.models import UsageEvent
 
 from . import stats
 from .models import COUNTERS, DailyRollup, HourlyRollup
@@ -216,6 +217,19 @@ def collect(
         .order_by()
     )
     for row in scores:
+        totals(row["g"]).add(row)
+
+    # Usage events (billing: scraping and other categories) in the partial hours.
+    # Their rollup rows have no channel (""), so neither do they here.
+    usage_group = Value("", output_field=CharField()) if group == "channel" else _group_expr(group, 1, "at")
+    usage = (
+        UsageEvent.objects.filter(_ranges("at", plan.raw), **scope)
+        .annotate(g=usage_group)
+        .values("g")
+        .annotate(other_cost_usd=Sum("cost_usd"))
+        .order_by()
+    )
+    for row in usage:
         totals(row["g"]).add(row)
 
     if with_sketch:

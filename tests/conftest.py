@@ -161,3 +161,65 @@ def _fresh_price_tables():
     from billing.pricing import _cache
 
     _cache.clear()
+
+
+def usage_event(**fields) -> dict:
+    """A valid usage event payload (scraping); override any field."""
+    body = {
+        "id": "evt_1",
+        "agent_id": "agent_abc123",
+        "category": "scraping",
+        "quantity": "12",
+        "unit": "pages",
+        "cost_usd": "0.0360",
+        "at": "2026-03-06T14:30:00Z",
+    }
+    body.update(fields)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def usage_rollup_snapshot(organisation) -> dict:
+    """Every per-category usage rollup row of an organisation, keyed, without ids."""
+    from billing.models import UsageRollup
+
+    return {
+        (row["category"], row["bucket_start"]): (row["events"], row["cost_usd"])
+        for row in UsageRollup.objects.filter(organisation=organisation).values()
+    }
+
+
+def post_json(url: str, key: str, body, headers: dict | None = None) -> tuple[int, dict]:
+    """POST ``body`` as JSON to a live server with an API key: (status, answer)."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json", **(headers or {})},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def race(calls: list) -> list:
+    """Run every callable on its own thread, released at the same moment; their results in order."""
+    import threading
+
+    barrier = threading.Barrier(len(calls))
+    results: list = [None] * len(calls)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        results[i] = calls[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results

@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from datetime import timedelta
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -18,6 +19,8 @@ from alerts.notify import SIGNATURE_HEADER
 from alerts.services import alerts_evaluate, notification_send
 from alerts.tasks import deliver_notification
 from audit.models import AuditLog
+from audit.services import Actor
+from billing.services import budget_set
 
 from .conftest import postgres_only, trace
 
@@ -352,3 +355,40 @@ def test_the_alerts_page(members, tenant, ingest):
     actions = sorted(AuditLog.objects.filter(resource_type="alert_rule").values_list("action", flat=True))
     assert actions == ["alert_rule.create", "alert_rule.delete", "alert_rule.mute", "alert_rule.test"]
     assert members["outsider"].post(f"/alerts/{rule.pk}/delete/").status_code in (403, 404)
+
+
+def test_a_budget_rule_fires_at_its_percentage(tenant, ingest):
+    budget_set(
+        organisation=tenant.organisation, agent=None, monthly_usd=Decimal("1.00"), actor=Actor.system("test")
+    )
+    _rule(tenant, name="Budget", kind="budget", threshold=80, min_conversations=0)
+    assert alerts_evaluate() == []  # nothing spent yet
+    now = timezone.now()
+    batch = [
+        trace(
+            id=f"b{i}",
+            session_id=f"b{i}",
+            cost_usd="0.10",
+            created_at=(now - timedelta(minutes=1)).isoformat(),
+        )
+        for i in range(9)
+    ]
+    assert ingest.post("/api/traces", {"traces": batch}).status_code == 200
+    [event] = alerts_evaluate()
+    assert event.state == "firing" and event.value == 90
+
+
+def test_a_low_balance_rule_fires_and_resolves_with_a_top_up(tenant, ingest):
+    admin = tenant.api("admin")
+    assert admin.post("/api/billing/topups", {"amount_usd": "10.00", "reference": "first"}).status_code in (
+        200,
+        201,
+    )
+    _rule(tenant, name="Balance", kind="low_balance", threshold=20, min_conversations=0)
+    [event] = alerts_evaluate()
+    assert event.state == "firing" and event.value == 10
+    assert admin.post("/api/billing/topups", {"amount_usd": "50.00", "reference": "second"}).status_code in (
+        200,
+        201,
+    )
+    assert [e.state for e in alerts_evaluate()] == ["resolved"]

@@ -1,11 +1,8 @@
 """Racing batches on PostgreSQL: a trace id is stored and counted once, and the
 conversation counters equal a recount from the stored traces."""
 
-import json
-import threading
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import pytest
 from django.db.models import Count, Q
@@ -14,39 +11,13 @@ from agents.models import Session, Trace
 from audit.models import AuditLog
 from dashboard.rebuild import rollups_rebuild
 
-from .conftest import _tenant, postgres_only, rollup_snapshot, trace
+from .conftest import _tenant, post_json, postgres_only, race, rollup_snapshot, trace
 
 pytestmark = [postgres_only(), pytest.mark.django_db(transaction=True)]
 
 
-def _post(url: str, key: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 def _race(url: str, key: str, bodies: list[dict]) -> list[tuple[int, dict]]:
-    barrier = threading.Barrier(len(bodies))
-    results: list = [None] * len(bodies)
-
-    def run(i: int) -> None:
-        barrier.wait()
-        results[i] = _post(url, key, bodies[i])
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(bodies))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
+    return race([partial(post_json, url, key, body) for body in bodies])
 
 
 def test_concurrent_duplicate_batches_store_each_trace_once(live_server):

@@ -18,6 +18,7 @@ from accounts.models import ApiKey, Membership, Role
 from agents.models import Agent, Deployment, PhoneNumber, Trace
 from alerts.models import AlertRule
 from audit.services import Actor
+from billing.models import ModelPrice
 from thinnest_analytics.api import api
 
 from .conftest import Tenant, _tenant, trace
@@ -73,6 +74,14 @@ def world(db):
     rule = AlertRule.objects.create(
         organisation=victim.organisation, name="Victim rule", kind="latency", threshold=1000
     )
+    price = ModelPrice.objects.create(
+        organisation=victim.organisation,
+        model_name="victim-model",
+        match_pattern="victim-model",
+        input_price_per_mtok=1,
+        output_price_per_mtok=2,
+        effective_from=now - timedelta(days=1),
+    )
     return {
         "victim": victim,
         "outsider": outsider,
@@ -88,6 +97,7 @@ def world(db):
             "tool_name": "search",
             "phone_id": phone.pk,
             "rule_id": rule.pk,
+            "price_id": price.pk,
         },
     }
 
@@ -137,6 +147,7 @@ def _victim_unchanged(world) -> None:
     assert Deployment.objects.filter(agent__organisation=org).count() == 2
     assert ApiKey.objects.filter(organisation=org, revoked_at__isnull=True).count() == 7
     assert Membership.objects.filter(organisation=org).count() == 4
+    assert ModelPrice.objects.filter(organisation=org, model_name="victim-model").count() == 1
 
 
 # --- HTML ------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import logging
 from decimal import Decimal
 
 from django.core.exceptions import RequestDataTooBig
-from django.db import InterfaceError, OperationalError
+from django.db import DataError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -118,6 +118,15 @@ def _too_big(request: HttpRequest, exc: RequestDataTooBig):
     )
 
 
+@api.exception_handler(DataError)
+def _out_of_range(request: HttpRequest, exc: DataError):
+    """A value the validators let through but the database cannot hold."""
+    logger.warning("value refused by the database: %s", exc)
+    return error_response(
+        400, "invalid_request", "a value in the request is out of the range the database accepts"
+    )
+
+
 @api.exception_handler(OperationalError)
 @api.exception_handler(InterfaceError)
 def _database_unavailable(request: HttpRequest, exc: Exception):
@@ -136,6 +145,7 @@ def _unexpected(request: HttpRequest, exc: Exception):
 from agents.api import router as agents_router  # noqa: E402
 from alerts.api import router as alerts_router  # noqa: E402
 from audit.api import router as audit_router  # noqa: E402
+from billing.api import router as billing_router  # noqa: E402
 from dashboard.api import router as analytics_router  # noqa: E402
 from otel.api import router as otel_router  # noqa: E402
 
@@ -144,3 +154,4 @@ api.add_router("", analytics_router)
 api.add_router("", audit_router)
 api.add_router("", alerts_router)
 api.add_router("", otel_router)
+api.add_router("", billing_router)

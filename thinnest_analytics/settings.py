@@ -242,6 +242,9 @@ else:
 DEFAULT_VOICE_PRICE_PER_MINUTE = os.getenv("VOICE_PRICE_PER_MINUTE", "0.05")
 RETENTION_DAYS = envint("RETENTION_DAYS", "400")
 ALERT_WEBHOOK_TIMEOUT = float(os.getenv("ALERT_WEBHOOK_TIMEOUT", "10"))
+# Subscription plans, "name" or "name:price in USD"; a priced plan is charged
+# to the ledger when an organisation moves to it.
+BILLING_PLANS = envlist("BILLING_PLANS", "free,starter:29.00,pro:99.00,enterprise")
 
 # Email: SMTP when EMAIL_HOST is set, the console otherwise.
 if os.getenv("EMAIL_HOST"):

@@ -25,6 +25,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("", include("accounts.urls")),
     path("", include("agents.urls")),
+    path("", include("billing.urls")),
     path("", include("dashboard.urls")),
     path("", include("alerts.urls")),
 ]

@@ -1,7 +1,10 @@
-"""Checks shared by the schemas that accept free-form JSON from callers."""
+"""Checks and field types shared by the API's schemas."""
 
 import json
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
 
 
 def json_value_check(value: Any, *, max_depth: int, max_bytes: int) -> Any:
@@ -27,3 +30,15 @@ def json_value_check(value: Any, *, max_depth: int, max_bytes: int) -> Any:
     if size > max_bytes:
         raise ValueError(f"is {size:,} bytes as JSON; the limit is {max_bytes:,}")
     return value
+
+
+def _utc(value: datetime) -> datetime:
+    """Naive means UTC; any offset is converted, and only years the database can
+    hold sensibly (1970–2200) are accepted."""
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if not 1970 <= value.year <= 2200:
+        raise ValueError("must be between 1970 and 2200")
+    return value
+
+
+UtcDateTime = Annotated[datetime, AfterValidator(_utc)]

@@ -6,6 +6,7 @@ import math
 import random
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from django.core.management.base import BaseCommand
 from django.db import transaction
@@ -251,10 +252,34 @@ class Command(BaseCommand):
                     stored += len(result.stored)
                     duplicates += len(result.duplicates)
                 batch = []
+        events = self._billing(organisation, [h for h in hours if h + timedelta(hours=1) <= now], actor)
         self.stdout.write(
-            f"Demo organisation '{organisation.slug}': {stored} traces added, {duplicates} already present. "
-            f"Log in as {username} / {password}."
+            f"Demo organisation '{organisation.slug}': {stored} traces added, {duplicates} already present, "
+            f"{events} usage events added. Log in as {username} / {password}."
         )
+
+    def _billing(self, organisation, hours: list[datetime], actor: Actor) -> int:
+        """A first top-up, a monthly budget and the booking assistant's web scraping."""
+        from billing.models import Budget
+        from billing.services import budget_set, topup_record, usage_events_record
+
+        topup_record(
+            organisation=organisation,
+            amount_usd=Decimal("500.00"),
+            reference="demo credit",
+            actor=actor,
+            idempotency_key="demo-credit",
+        )
+        if not Budget.objects.filter(organisation=organisation, agent__isnull=True).exists():
+            budget_set(organisation=organisation, agent=None, monthly_usd=Decimal("300.00"), actor=actor)
+        events = [_hour_scraping(hour) for hour in hours]
+        stored = 0
+        for start in range(0, len(events), 1000):
+            result = usage_events_record(
+                organisation=organisation, items=events[start : start + 1000], actor=actor
+            )
+            stored += len(result.stored)
+        return stored
 
     @transaction.atomic
     def _deployments(self, agent: Agent, now: datetime, actor: Actor) -> None:
@@ -275,6 +300,22 @@ class Command(BaseCommand):
                     changes=changes,
                     deployed_at=now - timedelta(days=days_ago),
                 )
+
+
+def _hour_scraping(hour: datetime) -> dict:
+    """The booking assistant scrapes restaurant pages: busier by day, a cent or so a page."""
+    stamp = hour.strftime("%Y%m%d%H")
+    rng = random.Random(f"scraping:{stamp}")
+    pages = max(1, round(rng.uniform(5, 40) * _daily_curve(hour)))
+    return {
+        "id": f"scrape_{stamp}",
+        "agent_id": "agent_booking",
+        "category": "scraping",
+        "quantity": pages,
+        "unit": "pages",
+        "cost_usd": str(Decimal("0.0012") * pages),
+        "at": (hour + timedelta(minutes=rng.randint(0, 59))).isoformat(),
+    }
 
 
 def _scaled(agent: DemoAgent, scale: float) -> DemoAgent:
