@@ -11,4 +11,7 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 # Every periodic job of the product, in one place.
-app.conf.beat_schedule = {}
+app.conf.beat_schedule = {
+    # Calls nobody has heard from for VOICE_STALE_CALL_MINUTES are closed as dropped.
+    "voice-close-stale-calls": {"task": "agents.voice_calls_close_stale", "schedule": 60.0},
+}
