@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import weakref
-from collections import OrderedDict
 from datetime import datetime
 from decimal import Decimal
 from importlib import import_module
@@ -21,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import get_user
 from django.http.cookie import parse_cookie
@@ -31,7 +31,7 @@ from accounts.models import Membership, Scope
 from accounts.services import api_key_authenticate
 from thinnest_analytics.db import in_worker_thread
 
-from .live import voice_group
+from .live import CHANGED, voice_group
 from .models import Agent
 
 logger = logging.getLogger(__name__)
@@ -49,55 +49,104 @@ class LiveFrames:
     """One agent's live frames in one process (one event loop), shared by the
     agent's subscribers there.
 
-    A change notice raises the generation once however many subscribers
-    receive it; the first one schedules a flush, which computes one frame at
-    most every ``VOICE_LIVE_MIN_INTERVAL_MS`` and hands it to every subscriber.
-    So a burst of changes and a hundred subscribers cost one query per
-    interval, not one per change or per subscriber."""
+    The process, not each subscriber, listens to the agent's channel-layer
+    group: a change costs one message per process however many subscribers it
+    has. A change raises the generation and schedules a flush, which computes
+    one frame at most every ``VOICE_LIVE_MIN_INTERVAL_MS`` and hands it to
+    every subscriber. So a burst of changes and a hundred subscribers cost one
+    query per interval, not one per change or per subscriber."""
 
     _by_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, LiveFrames]]" = (
         weakref.WeakKeyDictionary()
     )
+    # Groups of the Redis layer expire (a day by default): join again well before.
+    REJOIN_SECONDS = 600
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
+        self.group = voice_group(agent.pk)
         self.generation = 0
         self.subscribers: set[VoiceMetricsConsumer] = set()
-        self._changes: OrderedDict[str, int] = OrderedDict()
         self._frame: dict | None = None
+        self._texts: dict[tuple[int, str], tuple[dict, str]] = {}
         self._frame_generation = -1
         self._frame_time = -math.inf
         self._pending: tuple[int, float, asyncio.Task] | None = None
         self._flusher: asyncio.Task | None = None
         self._flushed = 0
         self._last_flush = -math.inf
+        self._layer = get_channel_layer()
+        self._channel: str | None = None
+        self._listener: asyncio.Task | None = None
+        self._joined = asyncio.get_running_loop().create_future()
 
     @classmethod
-    def subscribe(cls, agent: Agent, consumer: "VoiceMetricsConsumer") -> "LiveFrames":
+    async def subscribe(cls, agent: Agent, consumer: "VoiceMetricsConsumer") -> "LiveFrames":
+        """The agent's LiveFrames, listening to its group before this returns."""
         frames = cls._by_loop.setdefault(asyncio.get_running_loop(), {})
         live = frames.get(agent.pk)
         if live is None:
             live = frames[agent.pk] = cls(agent)
+            live._listener = asyncio.get_running_loop().create_task(live._listen())
         live.subscribers.add(consumer)
+        try:
+            await asyncio.shield(live._joined)
+        except Exception:
+            live.subscribers.discard(consumer)
+            raise
         return live
+
+    def _forget(self) -> None:
+        frames = self._by_loop.get(asyncio.get_running_loop(), {})
+        if frames.get(self.agent.pk) is self:
+            del frames[self.agent.pk]
 
     def unsubscribe(self, consumer: "VoiceMetricsConsumer") -> None:
         self.subscribers.discard(consumer)
-        frames = self._by_loop.get(asyncio.get_running_loop(), {})
-        if not self.subscribers and frames.get(self.agent.pk) is self:
-            del frames[self.agent.pk]
-            if self._flusher is not None:
-                self._flusher.cancel()
+        if not self.subscribers:
+            self._forget()
+            for task in (self._flusher, self._listener):
+                if task is not None:
+                    task.cancel()
 
-    def notice(self, change: str) -> None:
-        """A change notice (every subscriber receives each one): the first
-        delivery of a change raises the generation and schedules a flush."""
-        if change in self._changes:
-            return
+    async def _listen(self) -> None:
+        """Receive the group's change notices; after losing the layer (Redis
+        restarting), join again with backoff and refresh, since changes may
+        have been missed meanwhile."""
+        loop = asyncio.get_running_loop()
+        retry = 0.5
+        while True:
+            try:
+                self._channel = await self._layer.new_channel()
+                await self._layer.group_add(self.group, self._channel)
+                if self._joined.done():
+                    self.notice()
+                else:
+                    self._joined.set_result(True)
+                retry, joined_at = 0.5, loop.time()
+                while True:
+                    message = await self._layer.receive(self._channel)
+                    if message.get("type") == CHANGED:
+                        self.notice()
+                    if loop.time() - joined_at > self.REJOIN_SECONDS:
+                        await self._layer.group_add(self.group, self._channel)
+                        joined_at = loop.time()
+            except asyncio.CancelledError:
+                if self._channel is not None:
+                    await asyncio.shield(self._layer.group_discard(self.group, self._channel))
+                raise
+            except Exception as exc:
+                logger.warning("live voice metrics: lost the channel layer", exc_info=True)
+                if not self._joined.done():
+                    self._joined.set_exception(exc)  # these subscribers are refused; the next try anew
+                    self._forget()
+                    return
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, 10)
+
+    def notice(self) -> None:
+        """The agent's calls changed: raise the generation, flush soon."""
         self.generation += 1
-        self._changes[change] = self.generation
-        if len(self._changes) > 1024:
-            self._changes.popitem(last=False)
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
 
@@ -152,6 +201,18 @@ class LiveFrames:
         if generation >= self._frame_generation:
             self._frame, self._frame_generation, self._frame_time = frame, generation, started
         return frame, generation
+
+    def text(self, frame: dict, kind: str) -> str:
+        """The frame as sent: serialised once however many subscribers get it."""
+        key = (id(frame), kind)
+        cached = self._texts.get(key)
+        if cached is not None and cached[0] is frame:
+            return cached[1]
+        if len(self._texts) > 8:
+            self._texts.clear()
+        text = json.dumps({"type": kind, **frame}, default=_json_value)
+        self._texts[key] = (frame, text)  # holding the frame keeps its id from being reused
+        return text
 
 
 def _json_value(value: Any) -> Any:
@@ -231,6 +292,9 @@ def subscriber_agent(
 class VoiceMetricsConsumer(AsyncWebsocketConsumer):
     """Pushes an agent's live voice metrics to one subscriber."""
 
+    # The process's LiveFrames listens to the channel layer, not each subscriber.
+    channel_layer_alias = None
+
     live: LiveFrames | None = None
     heartbeats: asyncio.Task | None = None
 
@@ -255,9 +319,8 @@ class VoiceMetricsConsumer(AsyncWebsocketConsumer):
         self.sent: int | None = None  # the generation of the last frame sent; None before the snapshot
         self.held: tuple[dict, int] | None = None
         # Subscribe before the snapshot, so no change falls between the two.
-        self.live = LiveFrames.subscribe(agent, self)
-        await self.channel_layer.group_add(voice_group(agent.pk), self.channel_name)
         try:
+            self.live = await LiveFrames.subscribe(agent, self)
             frame, generation = await self.live.get(generation=self.live.generation, max_age=REUSE_SECONDS)
         except Exception:
             logger.warning("live voice metrics: could not compute a snapshot", exc_info=True)
@@ -273,20 +336,16 @@ class VoiceMetricsConsumer(AsyncWebsocketConsumer):
             return
         if self.heartbeats is not None:
             self.heartbeats.cancel()
-        await self.channel_layer.group_discard(voice_group(self.live.agent.pk), self.channel_name)
         self.live.unsubscribe(self)
         self.live = None
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Subscribers only listen; anything they send is ignored."""
 
-    async def voice_changed(self, message: dict) -> None:
-        """A change notice from the channel layer."""
-        if self.live is not None:
-            self.live.notice(message["change"])
-
     async def deliver(self, frame: dict, generation: int) -> None:
         """An update flushed by this process's LiveFrames."""
+        if self.live is None:
+            return  # disconnected during the flush
         if self.sent is None:
             self.held = (frame, generation)
         elif generation > self.sent:
@@ -310,6 +369,6 @@ class VoiceMetricsConsumer(AsyncWebsocketConsumer):
             await self._send(frame, "heartbeat", generation)
 
     async def _send(self, frame: dict, kind: str, generation: int) -> None:
-        await self.send(text_data=json.dumps({"type": kind, **frame}, default=_json_value))
+        await self.send(text_data=self.live.text(frame, kind))
         self.last_sent = asyncio.get_running_loop().time()
         self.sent = max(self.sent or 0, generation)

@@ -29,7 +29,8 @@
     if (!line || !history || !history.length) return;
     var values = history.map(function (m) { return m.avg_latency_ms; });
     var known = values.filter(function (v) { return v !== null; });
-    var top = known.length ? Math.max.apply(null, known) : 0;
+    var peak = known.length ? Math.max.apply(null, known) : 0;
+    var top = peak * 1.25; // headroom: a steady latency draws a line, not the frame's edge
     var step = history.length > 1 ? 200 / (history.length - 1) : 0;
     var points = [];
     values.forEach(function (v, i) {
@@ -38,7 +39,7 @@
       points.push((i * step).toFixed(1) + "," + y.toFixed(1));
     });
     line.setAttribute("points", points.join(" "));
-    if (range) range.textContent = known.length ? "(peak " + Math.round(top) + " ms)" : "(no turns)";
+    if (range) range.textContent = known.length ? "(peak " + Math.round(peak) + " ms)" : "(no turns)";
   }
 
   function Panel(root) {
