@@ -223,3 +223,39 @@ def test_the_voice_tab_shows_the_window_and_the_live_panel(tenant, members):
     assert "<script>" not in page and " style=" not in page  # the CSP allows neither
     assert members["outsider"].get("/agents/agent_abc123/voice/").status_code == 404
     assert members["viewer"].get("/agents/agent_abc123/voice/", {"period": "nope"}).status_code == 400
+
+
+def test_time_series_put_voice_cost_in_the_hour_a_call_ended(tenant):
+    tenant.api("ingest").post(
+        "/api/voice/events",
+        {
+            "events": [
+                voice.started(call_id="a", at="2026-03-06T09:50:00Z"),
+                voice.ended(call_id="a", at="2026-03-06T10:10:00Z", duration_s=60),
+                voice.started(call_id="b", at="2026-03-06T10:20:00Z"),
+                voice.ended(call_id="b", at="2026-03-06T11:59:59.999999Z", duration_s=120),
+            ]
+        },
+    )
+    agent = Agent.objects.get(public_id="agent_abc123")
+    # The window starts and ends inside hours: both calls are read from raw rows at its edges.
+    window = Window(
+        datetime(2026, 3, 6, 10, 5, tzinfo=UTC), datetime(2026, 3, 6, 11, 59, 59, 999999, tzinfo=UTC)
+    )
+    series = selectors.timeseries(organisation=tenant.organisation, window=window, agent=agent)
+    costs = {p["bucket_start"].hour: Decimal(str(p["voice_cost_usd"])) for p in series["points"]}
+    assert costs == {10: Decimal("0.05"), 11: Decimal("0")}  # b ended at the window's end: outside
+    wider = Window(window.start, datetime(2026, 3, 6, 12, tzinfo=UTC))
+    series = selectors.timeseries(organisation=tenant.organisation, window=wider, agent=agent)
+    assert [Decimal(str(p["voice_cost_usd"])) for p in series["points"]] == [Decimal("0.05"), Decimal("0.1")]
+
+
+def test_the_openapi_description_documents_voice(reader):
+    spec = reader.get("/api/openapi.json").json()
+    assert "/api/voice/events" in spec["paths"]
+    assert "/api/agents/{agent_id}/voice" in spec["paths"]
+    body = spec["paths"]["/api/voice/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    titles = [choice["title"] for choice in body["oneOf"]]
+    assert titles == ["CallStarted", "CallTurn", "CallEnded", "VoiceEventBatch"]
+    assert body["oneOf"][1]["properties"]["transcription_confidence"]["maximum"] == 1
+    assert "VoiceMetricsOut" in spec["components"]["schemas"]
