@@ -29,6 +29,7 @@ from django.utils import timezone
 from accounts.middleware import SESSION_KEY
 from accounts.models import Membership, Scope
 from accounts.services import api_key_authenticate
+from dashboard import voice as voice_selectors
 from thinnest_analytics.db import in_worker_thread
 
 from .live import CHANGED, voice_group
@@ -191,10 +192,8 @@ class LiveFrames:
         return await asyncio.shield(task)
 
     async def _compute(self, generation: int, started: float) -> tuple[dict, int]:
-        from dashboard.voice import voice_live
-
         try:
-            frame = await in_worker_thread(voice_live, agent=self.agent, now=timezone.now())
+            frame = await in_worker_thread(voice_selectors.voice_live, agent=self.agent, now=timezone.now())
         finally:
             if self._pending is not None and self._pending[2] is asyncio.current_task():
                 self._pending = None

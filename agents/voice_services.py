@@ -162,19 +162,27 @@ class _EventBatch:
         starts = [(i, e) for i, e in parsed if isinstance(e, CallStarted)]
         turns = [(i, e) for i, e in parsed if isinstance(e, CallTurn)]
         ends = [(i, e) for i, e in parsed if isinstance(e, CallEnded)]
-        stored = self._calls_read({e.call_id for _, e in parsed})
-        new_starts, repeated_starts = self._first_starts(starts, stored)
+        call_ids = {e.call_id for _, e in parsed}
+        stored = self._calls_read(call_ids)
+        candidates, _ = self._first_starts(starts, stored)
         agents = agents_resolve(
             organisation=self.organisation,
-            wanted={e.agent_id: e.agent_name or "" for _, e in new_starts},
+            wanted={e.agent_id: e.agent_name or "" for _, e in candidates},
             actor=self.actor,
         )
-        wanted = {e.session_id or e.call_id: (agents[e.agent_id].pk, "voice") for _, e in new_starts}
+        wanted = {e.session_id or e.call_id: (agents[e.agent_id].pk, "voice") for _, e in candidates}
         wanted.update({c.session_public_id: (c.agent_id, "voice") for c in stored.values()})
         # Every change to a call happens under its conversation's lock (taken in id
         # order), which also serialises it with trace ingestion and the stale sweep.
         self.sessions = sessions_lock(organisation=self.organisation, wanted=wanted) if wanted else {}
-        self.calls = self._calls_read(set(stored))
+        # Read again under the locks: a concurrent batch may have started some of
+        # these calls meanwhile, and then this batch's starts are re-sends.
+        self.calls = {
+            call_id: call
+            for call_id, call in self._calls_read(call_ids).items()
+            if call.session_public_id in self.sessions
+        }
+        new_starts, repeated_starts = self._first_starts(starts, self.calls)
         self._starts_apply(new_starts, agents)
         self._repeats_judge(repeated_starts)
         self._turns_store(turns)
@@ -236,6 +244,8 @@ class _EventBatch:
         self.states_before.setdefault(session.pk, SessionState.of(session))
 
     def _starts_apply(self, starts: list[tuple[int, CallStarted]], agents: dict[str, Agent]) -> None:
+        if not starts:
+            return
         active_versions = dict(
             Deployment.objects.filter(
                 agent__in=list(agents.values()), status=DeploymentStatus.ACTIVE

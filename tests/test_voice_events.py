@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
 from agents.models import Agent, CallStatus, Session, VoiceCall, VoiceTurn
 from audit.models import AuditLog
@@ -13,7 +14,7 @@ from dashboard.rebuild import rollups_rebuild
 from dashboard.windows import Window
 
 from . import voice
-from .conftest import rollup_snapshot, trace
+from .conftest import _tenant, postgres_only, rollup_snapshot, trace
 from .voice import ended, started, turn
 
 DAY = Window(datetime(2026, 3, 6, tzinfo=UTC), datetime(2026, 3, 7, tzinfo=UTC))
@@ -249,6 +250,34 @@ def test_rebuilt_rollups_equal_incremental_ones_with_calls(ingest, tenant):
     assert any(row["voice_calls_ended"] for row in before.values())
     rollups_rebuild(start=base - timedelta(days=1), end=base + timedelta(days=2))
     assert rollup_snapshot(tenant.organisation) == before
+
+
+@postgres_only()
+@pytest.mark.django_db(transaction=True)
+def test_racing_copies_of_a_call_are_applied_once(live_server):
+    from .test_ingest_concurrency import _race  # the same racing clients as for traces
+
+    tenant = _tenant("race-events")
+    start = timezone.now() - timedelta(minutes=10)
+    events = [voice.started(call_id="raced", at=start.isoformat())]
+    events += [
+        voice.turn(call_id="raced", at=(start + timedelta(seconds=10 * n)).isoformat()) for n in range(1, 6)
+    ]
+    events.append(
+        voice.ended(call_id="raced", at=(start + timedelta(minutes=2)).isoformat(), status="failed")
+    )
+    results = _race(f"{live_server.url}/api/voice/events", tenant.keys["ingest"], [{"events": events}] * 6)
+    assert [status for status, _ in results] == [200] * 6, [
+        r["error"]["details"]["rejected"][:2] for s, r in results if s != 200
+    ]
+    call = VoiceCall.objects.get(public_id="raced")
+    assert (call.status, call.turns.count(), call.duration_s) == ("failed", 5, Decimal("120.000"))
+    assert Session.objects.get(public_id="raced").error_count == 1
+    rollups = rollup_snapshot(tenant.organisation)
+    assert sum(row["voice_calls_ended"] for row in rollups.values()) == 2  # hourly and daily
+    assert sum(row["conversations"] for row in rollups.values()) == 2
+    rollups_rebuild(start=start - timedelta(days=1), end=timezone.now() + timedelta(hours=1))
+    assert rollup_snapshot(tenant.organisation) == rollups
 
 
 # --- every way an event can be wrong -------------------------------------------------

@@ -259,3 +259,32 @@ def test_the_openapi_description_documents_voice(reader):
     assert titles == ["CallStarted", "CallTurn", "CallEnded", "VoiceEventBatch"]
     assert body["oneOf"][1]["properties"]["transcription_confidence"]["maximum"] == 1
     assert "VoiceMetricsOut" in spec["components"]["schemas"]
+
+
+def test_the_live_frame_counts_today_in_the_organisations_time_zone(tenant):
+    from dashboard.voice import voice_live
+
+    tenant.organisation.timezone = "America/New_York"
+    tenant.organisation.save()
+    tenant.api("ingest").post(
+        "/api/voice/events",
+        {
+            "events": [
+                # 22:00 the day before in New York: not today there.
+                voice.started(call_id="late", at="2026-03-06T03:00:00Z"),
+                voice.ended(call_id="late", at="2026-03-06T03:01:00Z"),
+                voice.started(call_id="morning", at="2026-03-06T13:00:00Z"),
+                voice.ended(call_id="morning", at="2026-03-06T13:03:00Z"),
+                voice.started(call_id="now", at="2026-03-06T14:58:00Z"),
+                voice.turn(call_id="now", at="2026-03-06T14:58:30Z", voice_latency_ms=500),
+                voice.turn(call_id="now", at="2026-03-06T14:59:30Z", voice_latency_ms=700, interrupted=True),
+            ]
+        },
+    )
+    agent = Agent.objects.select_related("organisation").get(public_id="agent_abc123")
+    frame = voice_live(agent=agent, now=datetime(2026, 3, 6, 15, 0, tzinfo=UTC))
+    assert (frame["active_calls"], frame["calls_today"], frame["avg_call_duration_s"]) == (1, 2, 180)
+    assert (frame["avg_latency_ms"], frame["interruption_rate"]) == (600, 0.5)
+    history = frame["latency_history"]
+    assert [m["minute"].minute for m in history] == [51, 52, 53, 54, 55, 56, 57, 58, 59, 0]
+    assert [m["avg_latency_ms"] for m in history[-3:]] == [500, 700, None]
