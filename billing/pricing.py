@@ -1,4 +1,5 @@
-"""LLM cost from the model price table. The one place a token cost is computed."""
+"""LLM cost from the model price table, and voice minutes at the price per minute.
+The one place a token or voice cost is computed."""
 
 import re
 import time
@@ -8,6 +9,7 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Protocol
 
+from django.conf import settings
 from django.db.models import Q
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
@@ -153,3 +155,26 @@ def _load(organisation) -> PriceTable:
             )
         )
     return PriceTable(prices)
+
+
+# --- voice minutes ---------------------------------------------------------
+
+MILLISECOND = Decimal("0.001")
+MONEY_STEP = Decimal("1e-10")  # the precision of cost columns
+
+
+def voice_price_per_minute(*, organisation) -> Decimal:
+    """USD per voice minute: the organisation's own price, else the installation's default."""
+    if organisation.voice_price_per_minute is not None:
+        return organisation.voice_price_per_minute
+    return Decimal(settings.DEFAULT_VOICE_PRICE_PER_MINUTE)
+
+
+def voice_seconds(seconds: Decimal | float) -> Decimal:
+    """A call's duration as stored: whole milliseconds."""
+    return Decimal(str(seconds)).quantize(MILLISECOND, rounding=ROUND_HALF_EVEN)
+
+
+def voice_cost(*, seconds: Decimal, price_per_minute: Decimal) -> Decimal:
+    """USD for ``seconds`` of a call, exact to the cost columns' 10 decimal places."""
+    return (seconds * price_per_minute / 60).quantize(MONEY_STEP, rounding=ROUND_HALF_EVEN)

@@ -7,7 +7,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import Coalesce, TruncHour
 
-from agents.models import Score, Session, Trace
+from agents.models import Score, Session, Trace, VoiceCall
 
 from .models import COUNTERS, DailyRollup, HourlyRollup
 from .rollups import LatencyBucket, RollupDeltas, RollupKey, day_of
@@ -76,8 +76,34 @@ def _rebuild_day(day: datetime, organisation_id: int | None) -> None:
     deltas.apply()
 
 
+def _voice_calls(deltas: RollupDeltas, day: datetime, end: datetime, scope: dict) -> None:
+    """Calls ended in the day: their count, seconds and cost in the hour they ended."""
+    for row in (
+        VoiceCall.objects.filter(ended_at__gte=day, ended_at__lt=end, **scope)
+        .annotate(hour=TruncHour("ended_at", tzinfo=UTC))
+        .values("organisation_id", "agent_id", "deployment_version", "hour")
+        .annotate(calls=Count("id"), seconds=Sum("duration_s"), cost=Sum("cost_usd"))
+        .order_by()
+    ):
+        key = (
+            row["organisation_id"],
+            row["agent_id"],
+            "voice",
+            row["deployment_version"],
+            row["hour"].astimezone(UTC),
+        )
+        deltas.add_counters(
+            key,
+            {
+                "voice_calls_ended": row["calls"],
+                "voice_seconds": row["seconds"],
+                "voice_cost_usd": row["cost"],
+            },
+        )
+
+
 # Other apps add their facts (voice calls, usage events) to a rebuilt day here.
-REBUILD_HOOKS: list = []
+REBUILD_HOOKS: list = [_voice_calls]
 
 
 def rollups_rebuild(

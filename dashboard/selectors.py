@@ -16,7 +16,7 @@ from typing import Literal
 from django.db.models import CharField, Count, F, Q, Sum, Value
 from django.db.models.functions import Coalesce, TruncDay, TruncHour
 
-from agents.models import Agent, Deployment, Score, Session, Trace
+from agents.models import Agent, Deployment, Score, Session, Trace, VoiceCall
 from billing.models import UsageEvent
 
 from . import stats
@@ -230,6 +230,22 @@ def collect(
         .order_by()
     )
     for row in usage:
+        totals(row["g"]).add(row)
+
+    # Voice calls ended in the partial hours: minutes and cost count where a call ended.
+    voice_group = (
+        Value("voice", output_field=CharField()) if group == "channel" else _group_expr(group, 2, "ended_at")
+    )
+    calls = (
+        VoiceCall.objects.filter(_ranges("ended_at", plan.raw), **scope)
+        .annotate(g=voice_group)
+        .values("g")
+        .annotate(
+            voice_calls_ended=Count("id"), voice_seconds=Sum("duration_s"), voice_cost_usd=Sum("cost_usd")
+        )
+        .order_by()
+    )
+    for row in calls:
         totals(row["g"]).add(row)
 
     if with_sketch:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Migrate, load demo data, then serve HTTP + WebSocket with Daphne and run a
-# Celery worker with beat beside it. Stops both on Ctrl-C.
+# Celery worker with beat beside it (and, with SIMULATE=1, a demo traffic
+# simulator). Stops them all on Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HOST=${HOST:-127.0.0.1}
@@ -29,11 +30,37 @@ stop_worker() {
   for _ in $(seq 20); do kill -0 "$celery_pid" 2>/dev/null || return 0; sleep 0.5; done
   kill -KILL "$celery_pid" 2>/dev/null || true
 }
-trap stop_worker EXIT INT TERM
+simulator_pid=
+daphne_pid=
+stop_process() {
+  [ -n "$1" ] || return 0
+  kill -TERM "$1" 2>/dev/null || return 0
+  for _ in $(seq 40); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.25; done
+  kill -KILL "$1" 2>/dev/null || true
+}
+stop_all() {
+  # In order: the simulator hangs up its calls while the server still answers.
+  stop_process "$simulator_pid"
+  stop_process "$daphne_pid"
+  stop_worker
+}
+trap stop_all EXIT INT TERM
+
+# SIMULATE=1: demo traffic (voice calls and chats) through the public API, with a key of its own.
+if [ "${SIMULATE:-0}" = "1" ]; then
+  sim_key=$($PY manage.py create_api_key demo --name simulator --scopes ingest | tail -1)
+  PYTHONUNBUFFERED=1 $detach $PY manage.py simulate_traffic --url "$SITE_URL" --key "$sim_key" --rate "${SIMULATE_RATE:-6}" \
+    >"$VAR/simulator.log" 2>&1 &
+  simulator_pid=$!
+fi
 
 echo
 echo "  thinnest analytics is running at $SITE_URL/"
 echo "  log in as demo / demo     API docs: $SITE_URL/api/docs"
 echo "  Celery worker + beat log: $VAR/celery.log     (Ctrl-C stops everything)"
+if [ -n "$simulator_pid" ]; then echo "  demo traffic (voice calls, chats): $VAR/simulator.log"; fi
 echo
-.venv/bin/daphne -b "$HOST" -p "$PORT" thinnest_analytics.asgi:application
+# Daphne runs in its own session too, so Ctrl-C reaches it through stop_all, in order.
+$detach .venv/bin/daphne -b "$HOST" -p "$PORT" thinnest_analytics.asgi:application &
+daphne_pid=$!
+wait "$daphne_pid"

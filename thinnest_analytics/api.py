@@ -143,6 +143,7 @@ def _unexpected(request: HttpRequest, exc: Exception):
 
 
 from agents.api import router as agents_router  # noqa: E402
+from agents.voice_api import router as voice_router  # noqa: E402
 from alerts.api import router as alerts_router  # noqa: E402
 from audit.api import router as audit_router  # noqa: E402
 from billing.api import router as billing_router  # noqa: E402
@@ -155,3 +156,4 @@ api.add_router("", audit_router)
 api.add_router("", alerts_router)
 api.add_router("", otel_router)
 api.add_router("", billing_router)
+api.add_router("", voice_router)

@@ -16,4 +16,6 @@ app.conf.beat_schedule = {
         "task": "alerts.evaluate",
         "schedule": float(os.environ.get("ALERTS_EVALUATION_SECONDS", "60")),
     },
+    # Calls nobody has heard from for VOICE_STALE_CALL_MINUTES are closed as dropped.
+    "voice-close-stale-calls": {"task": "agents.voice_calls_close_stale", "schedule": 60.0},
 }

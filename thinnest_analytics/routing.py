@@ -1,3 +1,9 @@
 """WebSocket routes, served by Channels beside Django's HTTP views."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from agents.consumers import VoiceMetricsConsumer
+
+websocket_urlpatterns: list = [
+    path("api/voice/metrics/<str:agent_id>/ws", VoiceMetricsConsumer.as_asgi()),
+]

@@ -240,6 +240,12 @@ else:
 
 # --- product --------------------------------------------------------------
 DEFAULT_VOICE_PRICE_PER_MINUTE = os.getenv("VOICE_PRICE_PER_MINUTE", "0.05")
+# A call the server has heard nothing about for this long is closed as dropped.
+VOICE_STALE_CALL_MINUTES = envint("VOICE_STALE_CALL_MINUTES", "30")
+# Live voice metrics: at most one update per interval per subscriber; a
+# heartbeat when nothing else was sent for this long (under 5 s).
+VOICE_LIVE_MIN_INTERVAL_MS = envint("VOICE_LIVE_MIN_INTERVAL_MS", "250")
+VOICE_LIVE_HEARTBEAT_MS = envint("VOICE_LIVE_HEARTBEAT_MS", "4000")
 RETENTION_DAYS = envint("RETENTION_DAYS", "400")
 ALERT_WEBHOOK_TIMEOUT = float(os.getenv("ALERT_WEBHOOK_TIMEOUT", "10"))
 # Subscription plans, "name" or "name:price in USD"; a priced plan is charged

@@ -4,6 +4,7 @@ hours that are missing and never duplicates."""
 
 import math
 import random
+from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -16,6 +17,7 @@ from accounts.models import Role
 from accounts.services import organisation_get_or_create, user_create_or_update
 from agents.models import Agent, Deployment
 from agents.services import agent_update, agents_resolve, deployment_create, trace_ingest
+from agents.voice_services import voice_events_ingest
 from audit.services import Actor
 
 
@@ -211,6 +213,61 @@ def _hour_traces(agent: DemoAgent, hour: datetime, now: datetime) -> list[dict]:
     return traces
 
 
+def _voice_calls(traces: list[dict], now: datetime) -> list[dict]:
+    """Call events for the voice conversations among ``traces``: a call starts a
+    few seconds before the agent's first reply, has a turn per reply, and ends
+    after the last one. Only conversations at least two hours old (certainly
+    over) become calls, so a later run never ends a call differently."""
+    replies_by_session: dict[str, list[dict]] = defaultdict(list)
+    for t in traces:
+        if t["channel"] == "voice":
+            replies_by_session[t["session_id"]].append(t)
+    events = []
+    for session_id, replies in replies_by_session.items():
+        first = datetime.fromisoformat(replies[0]["created_at"])
+        if first > now - timedelta(hours=2):
+            continue
+        rng = random.Random(session_id)
+        call_id = session_id.replace("sess_", "call_", 1)
+        last = datetime.fromisoformat(replies[-1]["created_at"])
+        failed = any(r["status"] == "error" for r in replies)
+        status = (
+            "failed" if failed and rng.random() < 0.5 else "dropped" if rng.random() < 0.04 else "completed"
+        )
+        events.append(
+            {
+                "type": "call.started",
+                "call_id": call_id,
+                "agent_id": replies[0]["agent_id"],
+                "session_id": session_id,
+                "deployment_version": replies[0]["deployment_version"],
+                "at": (first - timedelta(seconds=rng.uniform(2, 8))).isoformat(),
+                "from_number": f"+1415555{rng.randint(1000, 9999)}",
+                "to_number": "+14155550100",
+            }
+        )
+        for reply in replies:
+            events.append(
+                {
+                    "type": "call.turn",
+                    "call_id": call_id,
+                    "at": reply["created_at"],
+                    "voice_latency_ms": round(rng.lognormvariate(math.log(850), 0.3)),
+                    "interrupted": rng.random() < 0.12,
+                    "transcription_confidence": round(rng.uniform(0.82, 0.99), 3),
+                }
+            )
+        events.append(
+            {
+                "type": "call.ended",
+                "call_id": call_id,
+                "at": (last + timedelta(seconds=rng.uniform(4, 25))).isoformat(),
+                "status": status,
+            }
+        )
+    return events
+
+
 class Command(BaseCommand):
     help = "Load a demo organisation with 30 days of traffic (idempotent)."
 
@@ -237,7 +294,7 @@ class Command(BaseCommand):
         demo = [a if scale == 1.0 else _scaled(a, scale) for a in AGENTS]
         first_hour = (now - timedelta(days=days)).replace(minute=0, second=0, microsecond=0)
         hours = [first_hour + timedelta(hours=h) for h in range(days * 24 + 1)]
-        stored = duplicates = 0
+        stored = duplicates = calls = 0
         batch: list[dict] = []
         for hour in tqdm(hours, desc="demo traffic", unit="h", disable=options["verbosity"] == 0):
             for agent in demo:
@@ -251,11 +308,13 @@ class Command(BaseCommand):
                         raise RuntimeError(f"demo data rejected: {result.rejected[:3]}")
                     stored += len(result.stored)
                     duplicates += len(result.duplicates)
+                calls += self._calls(organisation, _voice_calls(batch, now), actor)
                 batch = []
         events = self._billing(organisation, [h for h in hours if h + timedelta(hours=1) <= now], actor)
         self.stdout.write(
-            f"Demo organisation '{organisation.slug}': {stored} traces added, {duplicates} already present, "
-            f"{events} usage events added. Log in as {username} / {password}."
+            f"Demo organisation '{organisation.slug}': {stored} traces and {calls} voice calls added, "
+            f"{duplicates} traces already present, {events} usage events added. "
+            f"Log in as {username} / {password}."
         )
 
     def _billing(self, organisation, hours: list[datetime], actor: Actor) -> int:
@@ -280,6 +339,19 @@ class Command(BaseCommand):
             )
             stored += len(result.stored)
         return stored
+
+    def _calls(self, organisation, events: list[dict], actor: Actor) -> int:
+        """Store call events in batches; returns the number of calls started."""
+        started = 0
+        for start in range(0, len(events), 1000):
+            result = voice_events_ingest(
+                organisation=organisation, items=events[start : start + 1000], actor=actor
+            )
+            if result.rejected:
+                raise RuntimeError(f"demo calls rejected: {result.rejected[:3]}")
+            duplicates = set(result.duplicates)
+            started += sum(1 for e in result.accepted if e.endswith(":started") and e not in duplicates)
+        return started
 
     @transaction.atomic
     def _deployments(self, agent: Agent, now: datetime, actor: Actor) -> None:
