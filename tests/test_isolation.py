@@ -324,3 +324,53 @@ def test_the_admin_is_for_staff_only(world):
     c = _signed_in(staff)
     for path in paths:
         assert c.get(path).status_code == 200, path
+
+
+# --- WebSocket -------------------------------------------------------------------
+
+
+def _websocket_routes() -> list[str]:
+    from thinnest_analytics.asgi import application
+
+    router = application.application_mapping["websocket"]
+    return [str(route.pattern) for route in router.routes]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_websocket_route_refuses_strangers_before_any_frame(settings):
+    from asgiref.sync import async_to_sync
+    from channels.testing import WebsocketCommunicator
+
+    from thinnest_analytics.asgi import application
+
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    victim, outsider = _tenant("ws-victim"), _tenant("ws-other")
+    assert (
+        victim.api("ingest").post("/api/traces", trace(id="t1", agent_id="agent_abc123")).status_code == 200
+    )
+    routes = _websocket_routes()
+    assert routes, "the ASGI router has no WebSocket routes"
+
+    async def connect(path: str, headers: list) -> tuple[bool, object]:
+        """(admitted, first frame): a refusal is a close (4xxx) before any frame."""
+        communicator = WebsocketCommunicator(application, path, headers=[(b"host", b"testserver"), *headers])
+        connected, _ = await communicator.connect(timeout=5)
+        if not connected:
+            return False, None
+        output = await communicator.receive_output(timeout=5)
+        await communicator.disconnect()
+        if output["type"] == "websocket.close":
+            assert output["code"] >= 4000
+            return False, None
+        return True, json.loads(output["text"])
+
+    def bearer(tenant: Tenant, scopes: str) -> list:
+        return [(b"authorization", f"Bearer {tenant.keys[scopes]}".encode())]
+
+    for route in routes:
+        path = _fill(route, {"agent_id": "agent_abc123"})
+        for headers in ([], bearer(outsider, "admin,ingest,read"), bearer(victim, "admin,ingest")):
+            connected, frame = async_to_sync(connect)(path, headers)
+            assert not connected and frame is None, (path, headers)
+        connected, frame = async_to_sync(connect)(path, bearer(victim, "read"))
+        assert connected and frame["agent_id"] == "agent_abc123", path
