@@ -260,3 +260,21 @@ def test_untrusted_trace_text_is_rendered_inert(members, ingest):
         assert "<script>alert(1)" not in body
         assert "<img src=x" not in body
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body or "&lt;script&gt;alert(1)" in body
+
+
+def test_the_overview_carries_a_live_voice_panel_for_voice_agents(members, ingest):
+    assert "data-voice-live" not in members["viewer"].get("/").content.decode()
+    ingest.post(
+        "/api/traces",
+        trace(
+            id="v1",
+            session_id="call-1",
+            channel="voice",
+            agent_id="agent_caller",
+            created_at=(NOW - timedelta(minutes=3)).isoformat(),
+        ),
+    )
+    body = members["viewer"].get("/").content.decode()
+    assert 'data-ws-path="/api/voice/metrics/agent_caller/ws"' in body
+    # The panel sits outside the polled panels, so polling never replaces its socket.
+    assert body.index("data-voice-live") < body.index('<div id="panels"')
