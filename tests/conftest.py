@@ -153,3 +153,26 @@ def _fresh_price_tables():
     from billing.pricing import _cache
 
     _cache.clear()
+
+
+def at_once(fn, threads: int = 4) -> list:
+    """Call ``fn`` from ``threads`` threads released together, each on its own
+    database connection; their results."""
+    import threading
+
+    barrier = threading.Barrier(threads)
+    results = []
+
+    def run():
+        barrier.wait()
+        try:
+            results.append(fn())
+        finally:
+            connection.close()
+
+    started = [threading.Thread(target=run) for _ in range(threads)]
+    for t in started:
+        t.start()
+    for t in started:
+        t.join()
+    return results

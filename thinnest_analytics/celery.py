@@ -3,6 +3,7 @@
 import os
 
 from celery import Celery
+from django.conf import settings
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "thinnest_analytics.settings")
 
@@ -15,5 +16,10 @@ app.conf.beat_schedule = {
     "evaluate-alerts": {
         "task": "alerts.evaluate",
         "schedule": float(os.environ.get("ALERTS_EVALUATION_SECONDS", "60")),
+    },
+    # Notifications whose delivery task was lost (broker down, worker killed).
+    "sweep-alert-notifications": {
+        "task": "alerts.sweep",
+        "schedule": float(settings.ALERT_SWEEP_SECONDS),
     },
 }
