@@ -3,6 +3,7 @@
 import os
 
 from celery import Celery
+from celery.schedules import crontab
 from django.conf import settings
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "thinnest_analytics.settings")
@@ -21,5 +22,10 @@ app.conf.beat_schedule = {
     "sweep-alert-notifications": {
         "task": "alerts.sweep",
         "schedule": float(settings.ALERT_SWEEP_SECONDS),
+    },
+    # Raw traces older than RETENTION_DAYS, in batches; rollups stay.
+    "apply-retention": {
+        "task": "agents.apply_retention",
+        "schedule": crontab(minute=17),
     },
 }
