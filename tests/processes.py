@@ -189,10 +189,12 @@ class PostgresCluster:
 
     def __init__(self) -> None:
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
-        initdb = shutil.which("initdb") or (found[-1] if found else None)
-        if initdb is None or not Path(initdb).with_name("pg_ctl").exists():
+        initdb = found[-1] if found else shutil.which("initdb")
+        if initdb is None:
             pytest.skip("needs the PostgreSQL server programs (initdb, pg_ctl)")
-        self.bin = Path(initdb).parent
+        self.bin = Path(initdb).resolve().parent
+        if not all((self.bin / program).exists() for program in ("pg_ctl", "pg_dump", "pg_restore")):
+            pytest.skip(f"needs pg_ctl, pg_dump and pg_restore beside {initdb}")
         self.user = None
         if os.geteuid() == 0:
             try:
