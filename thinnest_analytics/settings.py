@@ -114,15 +114,20 @@ elif envbool("DB_POOL", "true"):
     # ASGI runs views on worker threads: a pool instead of per-thread persistent
     # connections. connect_timeout keeps an outage answer (503) quick; the check
     # before each use drops connections a database restart broke, so the first
-    # requests after a restart are served instead of answered 503.
+    # requests after a restart are served instead of answered 503. Reconnection
+    # attempts back off exponentially; giving up after the pool timeout lets the
+    # next request start a fresh one, so a long outage never leaves the pool
+    # waiting out a long back-off once the database is back.
     from .pool import pool_check
 
+    _pool_timeout = float(os.getenv("DB_POOL_TIMEOUT", "5"))
     _db.setdefault("OPTIONS", {}).update(
         {
             "pool": {
                 "min_size": 1,
                 "max_size": envint("DB_POOL_MAX", "16"),
-                "timeout": float(os.getenv("DB_POOL_TIMEOUT", "5")),
+                "timeout": _pool_timeout,
+                "reconnect_timeout": _pool_timeout,
                 "check": pool_check,
             },
             "connect_timeout": 3,
