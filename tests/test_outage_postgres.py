@@ -69,8 +69,8 @@ class Client:
         items = _batch(self.number, n, self.now)
         self.sent.append(items)
         status, headers = self.post(items)
-        if status == 503:
-            assert headers.get("Retry-After"), headers
+        if status == 503 and not headers.get("Retry-After"):
+            status = "503 without Retry-After"
         self.outcomes.append((n, status))
         return status
 
@@ -156,13 +156,9 @@ def test_ingestion_survives_a_database_outage(tmp_path):
                     c.running = False
                 for c in clients:
                     c.thread.join(timeout=60)
+            # Never a 500; a connection cut before the answer is the client's to retry.
             statuses = {s for c in clients for _, s in c.outcomes}
-            assert 500 not in statuses and statuses <= {
-                200,
-                503,
-                "ConnectionResetError",
-                "RemoteDisconnected",
-            }, statuses
+            assert statuses <= {200, 503, "ConnectionResetError", "RemoteDisconnected"}, statuses
             assert any(s == 503 for d in down for _, s in d), down
             for c in clients:
                 c.resend_failed()
