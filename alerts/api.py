@@ -103,6 +103,7 @@ def event_out(event) -> dict:
             {
                 "channel": n.channel,
                 "target": n.target,
+                "delivery_id": str(n.delivery_id),
                 "status": n.status,
                 "attempts": n.attempts,
                 "last_error": n.last_error,

@@ -1,3 +1,5 @@
+import uuid
+
 from django.db import models
 from django.utils import timezone
 
@@ -76,21 +78,33 @@ class AlertEvent(models.Model):
 
 class Delivery(models.TextChoices):
     PENDING = "pending"
+    SENDING = "sending"  # claimed by a worker until lease_until
     SENT = "sent"
     FAILED = "failed"
 
 
 class Notification(models.Model):
-    """One message about one event to one channel, sent by a Celery task."""
+    """One message about one event to one channel, sent by a Celery task.
+
+    A worker claims it (status ``sending``, a lease) with a conditional UPDATE
+    before sending, so two workers never send it at the same time; a worker
+    that dies mid-send leaves the lease to expire, and the next attempt sends
+    it again with the same ``delivery_id``, which receivers use to drop the copy."""
 
     event = models.ForeignKey(AlertEvent, on_delete=models.CASCADE, related_name="notifications")
     channel = models.CharField(max_length=16)  # "email" or "webhook"
     target = models.CharField(max_length=1000)
     config = models.JSONField(default=dict, blank=True)  # format, secret
+    delivery_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     status = models.CharField(max_length=8, choices=Delivery.choices, default=Delivery.PENDING)
     attempts = models.PositiveIntegerField(default=0)
+    # When the next attempt is due (null once sent or given up); the sweep
+    # re-enqueues notifications overdue by more than its interval.
+    next_attempt_at = models.DateTimeField(null=True, blank=True, default=timezone.now)
+    lease_until = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["pk"]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="notification_due")]

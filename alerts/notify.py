@@ -14,6 +14,8 @@ from django.core import mail
 from .models import AlertEvent, Notification
 
 SIGNATURE_HEADER = "X-Thinnest-Signature"
+# The same for every attempt at one notification: receivers drop repeats by it.
+DELIVERY_HEADER = "X-Thinnest-Delivery"
 UNITS = {"error_rate": "", "latency": " ms", "budget": " % of budget", "low_balance": " USD"}
 
 
@@ -61,22 +63,28 @@ def signature(secret: str, body: bytes) -> str:
 def deliver(notification: Notification) -> None:
     """Send it once; raise DeliveryError on any failure (the task retries)."""
     event = notification.event
+    delivery_id = str(notification.delivery_id)
+    data = {**payload(event), "delivery_id": delivery_id}
     if notification.channel == "email":
         try:
-            mail.send_mail(
+            mail.EmailMessage(
                 summary(event),
-                summary(event) + "\n\n" + json.dumps(payload(event), indent=2),
+                summary(event) + "\n\n" + json.dumps(data, indent=2),
                 None,
                 [notification.target],
-            )
+                headers={DELIVERY_HEADER: delivery_id},
+            ).send()
         except Exception as exc:  # noqa: BLE001 — any mail failure is a delivery failure
             raise DeliveryError(f"email: {exc}") from exc
         return
-    data = payload(event)
     if notification.config.get("format") == "slack":
         data = {"text": summary(event), **data}
     body = json.dumps(data).encode()
-    headers = {"Content-Type": "application/json", "User-Agent": "thinnest-analytics-alerts"}
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "thinnest-analytics-alerts",
+        DELIVERY_HEADER: delivery_id,
+    }
     if notification.config.get("secret"):
         headers[SIGNATURE_HEADER] = signature(notification.config["secret"], body)
     request = urllib.request.Request(notification.target, data=body, headers=headers, method="POST")

@@ -5,16 +5,21 @@ conditional UPDATE on the rule's state version; only the evaluation that wins
 the claim records the event and its notifications (in the same transaction), so
 two workers or an overlapping beat never notify twice. Notifications are sent by
 a Celery task after commit, with retries; a failing receiver never blocks
-evaluation and its failures stay visible on the notification."""
+evaluation and its failures stay visible on the notification. A worker claims a
+notification before sending it (a conditional UPDATE with a lease), and a
+periodic sweep re-enqueues notifications whose task was lost (broker down,
+worker killed), so every notification is sent — at most once at a time."""
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 from pydantic import ValidationError
 
@@ -191,10 +196,20 @@ def _record_event(rule: AlertRule, state: str, value: Decimal | None, now: datet
 
 
 def _enqueue(notification_ids: list[int]) -> None:
+    """Queue a delivery task per notification. An unreachable broker is logged,
+    never raised: the notification stays due and the sweep queues it later."""
     from .tasks import deliver_notification  # tasks import this module
 
-    for pk in notification_ids:
-        deliver_notification.delay(pk)
+    for i, pk in enumerate(notification_ids):
+        try:
+            deliver_notification.delay(pk)
+        except Exception:  # noqa: BLE001 — the broker is down; the sweep queues them later
+            logger.warning(
+                "notifications %s not queued (broker unavailable); the sweep will queue them",
+                notification_ids[i:],
+                exc_info=True,
+            )
+            return
 
 
 def _push_to_dashboard(event: AlertEvent) -> None:
@@ -281,20 +296,83 @@ def rule_test(*, rule: AlertRule, actor: Actor) -> AlertEvent:
     return _record_event(rule, "test", rule.last_value, timezone.now())
 
 
-def notification_send(*, notification_id: int) -> bool:
-    """Try one delivery; record the outcome. True when sent (or already sent)."""
-    notification = Notification.objects.select_related("event").filter(pk=notification_id).first()
-    if notification is None or notification.status == Delivery.SENT:
-        return True
-    Notification.objects.filter(pk=notification.pk).update(attempts=F("attempts") + 1)
+# Seconds to wait before attempt 2, 3, …; after the last, the notification has failed.
+RETRY_DELAYS = [10, 30, 90, 270, 810]
+MAX_ATTEMPTS = 1 + len(RETRY_DELAYS)
+
+
+@dataclass(frozen=True)
+class DeliveryAttempt:
+    sent: bool  # sent now, or by an earlier attempt
+    retry_in: int | None = None  # seconds until the next attempt is due, after a failure
+
+
+def _claim_delivery(pk: int, now: datetime) -> bool:
+    """Take the notification for one attempt: only a pending or failed one, or
+    one whose sender's lease ran out (the sender died), and only within the
+    retry budget. The conditional UPDATE lets exactly one worker win."""
+    claimable = Q(status__in=[Delivery.PENDING, Delivery.FAILED]) | Q(
+        status=Delivery.SENDING, lease_until__lt=now
+    )
+    lease = timedelta(seconds=settings.ALERT_DELIVERY_LEASE_SECONDS)
+    return bool(
+        Notification.objects.filter(claimable, pk=pk, attempts__lt=MAX_ATTEMPTS).update(
+            status=Delivery.SENDING, lease_until=now + lease, attempts=F("attempts") + 1
+        )
+    )
+
+
+def notification_send(*, notification_id: int) -> DeliveryAttempt:
+    """Claim the notification and send it once; record the outcome.
+
+    Sent at most once at a time: a notification another worker is sending, or
+    already sent, is left alone. A worker that dies between sending and
+    recording leaves it ``sending``; when the lease expires it is sent again
+    with the same delivery id, the one duplicate a receiver may see."""
+    now = timezone.now()
+    if not _claim_delivery(notification_id, now):
+        done = Notification.objects.filter(pk=notification_id, status=Delivery.SENT).exists()
+        return DeliveryAttempt(sent=done)
+    notification = Notification.objects.select_related("event").get(pk=notification_id)
     try:
         notify.deliver(notification)
     except notify.DeliveryError as exc:
+        retry_in = RETRY_DELAYS[notification.attempts - 1] if notification.attempts < MAX_ATTEMPTS else None
         Notification.objects.filter(pk=notification.pk).update(
-            status=Delivery.FAILED, last_error=str(exc)[:2000]
+            status=Delivery.FAILED,
+            last_error=str(exc)[:2000],
+            lease_until=None,
+            next_attempt_at=now + timedelta(seconds=retry_in) if retry_in is not None else None,
         )
-        return False
+        return DeliveryAttempt(sent=False, retry_in=retry_in)
     Notification.objects.filter(pk=notification.pk).update(
-        status=Delivery.SENT, sent_at=timezone.now(), last_error=""
+        status=Delivery.SENT, sent_at=timezone.now(), last_error="", lease_until=None, next_attempt_at=None
     )
-    return True
+    return DeliveryAttempt(sent=True)
+
+
+def notifications_sweep(*, now: datetime | None = None) -> int:
+    """Queue again the notifications whose delivery task was lost: due (or
+    retry due) for longer than the sweep interval, or claimed by a worker whose
+    lease ran out. Returns how many were queued. Beat runs it periodically."""
+    now = now or timezone.now()
+    overdue = now - timedelta(seconds=settings.ALERT_SWEEP_SECONDS)
+    Notification.objects.filter(
+        status=Delivery.SENDING, lease_until__lt=now, attempts__gte=MAX_ATTEMPTS
+    ).update(
+        status=Delivery.FAILED,
+        last_error="the last attempt was interrupted",
+        lease_until=None,
+        next_attempt_at=None,
+    )
+    lost = Notification.objects.filter(
+        Q(status__in=[Delivery.PENDING, Delivery.FAILED], next_attempt_at__lte=overdue)
+        | Q(status=Delivery.SENDING, lease_until__lt=now),
+        attempts__lt=MAX_ATTEMPTS,
+    )
+    ids = list(lost.order_by("next_attempt_at").values_list("pk", flat=True)[:1000])
+    if ids:
+        # Queued again at most once per interval, however long the broker is down.
+        Notification.objects.filter(pk__in=ids).exclude(status=Delivery.SENDING).update(next_attempt_at=now)
+        _enqueue(ids)
+    return len(ids)

@@ -19,62 +19,71 @@ TRACES_PER_CONVERSATION = 4
 DAYS = 30
 
 
+def traffic_item(n: int, *, prefix: str, rng: random.Random, now: datetime) -> dict:
+    """Trace number ``n`` of a realistic stream: four traces per conversation,
+    ten agents, a tool call in a third, an error in 2.5 %, the last hour."""
+    tool = n % 3 == 0
+    latency = round(rng.lognormvariate(6.8, 0.5))
+    return {
+        "id": f"{prefix}-{n}",
+        "agent_id": f"agent_{n // TRACES_PER_CONVERSATION % AGENTS}",
+        "session_id": f"{prefix}-s{n // TRACES_PER_CONVERSATION}",
+        "channel": "chat",
+        "input": "Where is my order #1234? It was supposed to arrive yesterday.",
+        "reasoning": "The user asks about an order; look it up before answering.",
+        "output": "Your order left our warehouse this morning and arrives tomorrow.",
+        "tool_calls": [
+            {
+                "name": "lookup_order",
+                "arguments": {"id": 1234},
+                "result": {"status": "shipped"},
+                "latency_ms": 120,
+            }
+        ]
+        if tool
+        else [],
+        "steps": [
+            {
+                "kind": "llm",
+                "name": "chat",
+                "model": "gpt-4o-mini",
+                "latency_ms": latency,
+                "input_tokens": 480,
+                "output_tokens": 60,
+            }
+        ],
+        "model": "gpt-4o-mini",
+        "input_tokens": 400 + n % 300,
+        "output_tokens": 40 + n % 90,
+        "latency_ms": latency,
+        "status": "error" if n % 40 == 0 else "success",
+        "error": "tool timed out" if n % 40 == 0 else "",
+        "created_at": (now - timedelta(seconds=(n % 3000))).isoformat(),
+    }
+
+
 def ingest_batches(*, clients: int, batches: int, size: int, seed: int) -> list[list[bytes]]:
     """JSON bodies of ``size`` traces each, per client, shaped like real traffic."""
     import json
 
     rng = random.Random(seed)
     now = datetime.now(UTC)
-    out = []
-    for client in range(clients):
-        bodies = []
-        for b in range(batches):
-            items = []
-            for i in range(size):
-                n = (client * batches + b) * size + i
-                tool = n % 3 == 0
-                latency = round(rng.lognormvariate(6.8, 0.5))
-                items.append(
-                    {
-                        "id": f"ing-{seed}-{n}",
-                        "agent_id": f"agent_{n // TRACES_PER_CONVERSATION % AGENTS}",
-                        "session_id": f"ing-{seed}-s{n // TRACES_PER_CONVERSATION}",
-                        "channel": "chat",
-                        "input": "Where is my order #1234? It was supposed to arrive yesterday.",
-                        "reasoning": "The user asks about an order; look it up before answering.",
-                        "output": "Your order left our warehouse this morning and arrives tomorrow.",
-                        "tool_calls": [
-                            {
-                                "name": "lookup_order",
-                                "arguments": {"id": 1234},
-                                "result": {"status": "shipped"},
-                                "latency_ms": 120,
-                            }
-                        ]
-                        if tool
-                        else [],
-                        "steps": [
-                            {
-                                "kind": "llm",
-                                "name": "chat",
-                                "model": "gpt-4o-mini",
-                                "latency_ms": latency,
-                                "input_tokens": 480,
-                                "output_tokens": 60,
-                            }
-                        ],
-                        "model": "gpt-4o-mini",
-                        "input_tokens": 400 + n % 300,
-                        "output_tokens": 40 + n % 90,
-                        "latency_ms": latency,
-                        "status": "error" if n % 40 == 0 else "success",
-                        "error": "tool timed out" if n % 40 == 0 else "",
-                        "created_at": (now - timedelta(seconds=(n % 3000))).isoformat(),
-                    }
-                )
-            bodies.append(json.dumps({"traces": items}).encode())
-        out.append(bodies)
-    return out
+    return [
+        [
+            json.dumps(
+                {
+                    "traces": [
+                        traffic_item(
+                            (client * batches + b) * size + i, prefix=f"ing-{seed}", rng=rng, now=now
+                        )
+                        for i in range(size)
+                    ]
+                }
+            ).encode()
+            for b in range(batches)
+        ]
+        for client in range(clients)
+    ]
 
 
 # Deterministic pseudo-random numbers in [0, 1) from the trace number, so

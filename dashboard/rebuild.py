@@ -8,6 +8,7 @@ from django.db.models import Count, Q, Sum
 from django.db.models.functions import Coalesce, TruncHour
 
 from agents.models import Score, Session, Trace, VoiceCall
+from agents.retention import retention_horizon
 
 from .models import COUNTERS, DailyRollup, HourlyRollup
 from .rollups import LatencyBucket, RollupDeltas, RollupKey, day_of
@@ -102,6 +103,11 @@ def _voice_calls(deltas: RollupDeltas, day: datetime, end: datetime, scope: dict
         )
 
 
+def _ceil_day(at: datetime) -> datetime:
+    day = day_of(at.astimezone(UTC))
+    return day if day == at else day + timedelta(days=1)
+
+
 # Other apps add their facts (voice calls, usage events) to a rebuilt day here.
 REBUILD_HOOKS: list = [_voice_calls]
 
@@ -111,7 +117,12 @@ def rollups_rebuild(
 ) -> int:
     """Recompute rollups from raw rows for the UTC days covering ``[start, end)``,
     one transaction per day. Writers wait while a day is rebuilt, so counts stay
-    exact under concurrent ingestion. Returns the number of days rebuilt."""
+    exact under concurrent ingestion. Days that begin before the retention
+    horizon are left alone: their raw rows may be gone, their rollups are what
+    remains. Returns the number of days rebuilt."""
+    horizon = retention_horizon()
+    if horizon is not None:
+        start = max(start, _ceil_day(horizon))
     first, last = day_of(start.astimezone(UTC)), day_of(end.astimezone(UTC))
     if last < end:
         last += timedelta(days=1)

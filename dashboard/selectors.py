@@ -17,6 +17,7 @@ from django.db.models import CharField, Count, F, Q, Sum, Value
 from django.db.models.functions import Coalesce, TruncDay, TruncHour
 
 from agents.models import Agent, Deployment, Score, Session, Trace, VoiceCall
+from agents.retention import retention_horizon
 from billing.models import UsageEvent
 
 from . import stats
@@ -94,6 +95,20 @@ def _plan(window: Window, use_daily: bool = True) -> _Plan:
     return _Plan(raw=raw, hourly=hourly, daily=[(d0, d1)])
 
 
+def _whole_hours_before(window: Window, horizon: datetime | None) -> Window:
+    """Raw rows older than the retention horizon may be gone (the rollups keep
+    their facts): an end of the window in an hour that began before the horizon
+    is widened to that whole hour, so it is read from the hourly rollups."""
+    if horizon is None:
+        return window
+    start, end = window.start.astimezone(UTC), window.end.astimezone(UTC)
+    if hour_of(start) < horizon:
+        start = hour_of(start)
+    if hour_of(end) < horizon:
+        end = _ceil(end, hour_of, timedelta(hours=1))
+    return Window(start, end, window.period)
+
+
 def _ranges(column: str, ranges: list[tuple[datetime, datetime]]) -> Q:
     q = Q()
     for a, b in ranges:
@@ -147,8 +162,9 @@ def collect(
     group: Group = None,
     with_sketch: bool = False,
 ) -> dict[object, Totals]:
-    """Totals for ``window`` per ``group`` key (one key, None, when ungrouped)."""
-    plan = _plan(window, use_daily=group != "hour")
+    """Totals for ``window`` per ``group`` key (one key, None, when ungrouped).
+    Edges older than the retention horizon are read in whole hours."""
+    plan = _plan(_whole_hours_before(window, retention_horizon()), use_daily=group != "hour")
     out: dict[object, Totals] = defaultdict(Totals)
     scope = (
         {"organisation": organisation} if agent is None else {"organisation": organisation, "agent": agent}

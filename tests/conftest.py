@@ -223,3 +223,34 @@ def race(calls: list) -> list:
     for t in threads:
         t.join()
     return results
+
+
+def at_once(fn, threads: int = 4) -> list:
+    """Call ``fn`` from ``threads`` threads released together, each on its own
+    database connection; their results."""
+    import threading
+
+    barrier = threading.Barrier(threads)
+    results = []
+
+    def run():
+        barrier.wait()
+        try:
+            results.append(fn())
+        finally:
+            connection.close()
+
+    started = [threading.Thread(target=run) for _ in range(threads)]
+    for t in started:
+        t.start()
+    for t in started:
+        t.join()
+    return results
+
+
+@pytest.fixture(autouse=True)
+def _raw_rows_kept(settings):
+    """Tests use fixed dates; with retention on, windows on them would be read
+    in whole hours once the dates fall behind RETENTION_DAYS. Retention tests
+    set it themselves."""
+    settings.RETENTION_DAYS = 0

@@ -22,7 +22,7 @@ from audit.models import AuditLog
 from audit.services import Actor
 from billing.services import budget_set
 
-from .conftest import postgres_only, trace
+from .conftest import at_once, postgres_only, trace
 
 
 class Receiver:
@@ -190,7 +190,7 @@ def test_a_slow_receiver_times_out_and_is_retried_without_blocking(tenant, inges
         assert time.monotonic() - started < 2  # evaluation only records; delivery is a task
         notification = Notification.objects.get()
         started = time.monotonic()
-        assert notification_send(notification_id=notification.pk) is False
+        assert notification_send(notification_id=notification.pk).sent is False
         assert time.monotonic() - started < 1.5
         notification.refresh_from_db()
         assert notification.status == "failed" and "unreachable" in notification.last_error
@@ -221,24 +221,8 @@ def test_two_evaluations_in_parallel_notify_once():
     tenant = _tenant("race-alerts")
     _rule(tenant, notify=[{"type": "email", "to": "ops@example.com"}])
     _conversations(tenant.api("ingest"), 20, failing=20)
-    barrier = threading.Barrier(4)
-    results = []
     now = timezone.now()
-
-    def run():
-        from django.db import connection
-
-        barrier.wait()
-        try:
-            results.append(alerts_evaluate(now=now, organisation=tenant.organisation))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = at_once(lambda: alerts_evaluate(now=now, organisation=tenant.organisation))
     assert sum(len(r) for r in results) == 1
     assert AlertEvent.objects.filter(organisation=tenant.organisation).count() == 1
     assert Notification.objects.filter(event__organisation=tenant.organisation).count() == 1

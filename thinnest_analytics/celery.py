@@ -3,6 +3,7 @@
 import os
 
 from celery import Celery
+from celery.schedules import crontab
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "thinnest_analytics.settings")
 
@@ -18,4 +19,14 @@ app.conf.beat_schedule = {
     },
     # Calls nobody has heard from for VOICE_STALE_CALL_MINUTES are closed as dropped.
     "voice-close-stale-calls": {"task": "agents.voice_calls_close_stale", "schedule": 60.0},
+    # Notifications whose delivery task was lost (broker down, worker killed).
+    "sweep-alert-notifications": {
+        "task": "alerts.sweep",
+        "schedule": float(os.environ.get("ALERT_SWEEP_SECONDS", "60")),
+    },
+    # Raw traces older than RETENTION_DAYS, in batches; rollups stay.
+    "apply-retention": {
+        "task": "agents.apply_retention",
+        "schedule": crontab(minute=17),
+    },
 }

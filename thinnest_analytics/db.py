@@ -190,3 +190,18 @@ async def in_worker_thread(fn, /, **kwargs):
             connection.close()
 
     return await sync_to_async(run, thread_sensitive=False)()
+
+
+def delete_in(model: type[models.Model], field: str, values: Sequence[Any], **where: Any) -> int:
+    """``DELETE`` the rows whose ``field`` is one of ``values`` (and that match
+    ``where``), one statement per chunk, without Django's cascade collector:
+    callers delete dependent rows themselves, in the same transaction. Returns
+    the number of rows deleted."""
+    deleted = 0
+    values = list(values)
+    for start in range(0, len(values), MAX_PARAMS // 2):
+        chunk = values[start : start + MAX_PARAMS // 2]
+        deleted += model._base_manager.filter(**{f"{field}__in": chunk}, **where)._raw_delete(
+            connection.alias
+        )
+    return deleted

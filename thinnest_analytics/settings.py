@@ -113,10 +113,24 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     )
 elif envbool("DB_POOL", "true"):
     # ASGI runs views on worker threads: a pool instead of per-thread persistent
-    # connections. connect_timeout keeps an outage answer (503) quick.
+    # connections. connect_timeout keeps an outage answer (503) quick; the check
+    # before each use drops connections a database restart broke, so the first
+    # requests after a restart are served instead of answered 503. Reconnection
+    # attempts back off exponentially; giving up after the pool timeout lets the
+    # next request start a fresh one, so a long outage never leaves the pool
+    # waiting out a long back-off once the database is back.
+    from .pool import pool_check
+
+    _pool_timeout = float(os.getenv("DB_POOL_TIMEOUT", "5"))
     _db.setdefault("OPTIONS", {}).update(
         {
-            "pool": {"min_size": 1, "max_size": envint("DB_POOL_MAX", "16"), "timeout": 5},
+            "pool": {
+                "min_size": 1,
+                "max_size": envint("DB_POOL_MAX", "16"),
+                "timeout": _pool_timeout,
+                "reconnect_timeout": _pool_timeout,
+                "check": pool_check,
+            },
             "connect_timeout": 3,
         }
     )
@@ -174,7 +188,11 @@ else:
 # --- celery ---------------------------------------------------------------
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
-    CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
+    # A task taken by a worker that dies (acks late) goes back to the queue
+    # after this many seconds; keep it above the longest retry delay (810 s).
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict = {
+        "visibility_timeout": envint("BROKER_VISIBILITY_TIMEOUT", "3600")
+    }
 else:
     # Embedded broker: kombu's filesystem transport, no server to install.
     _broker_dir = VAR_DIR / "celery-broker"
@@ -251,6 +269,11 @@ ALERT_WEBHOOK_TIMEOUT = float(os.getenv("ALERT_WEBHOOK_TIMEOUT", "10"))
 # Subscription plans, "name" or "name:price in USD"; a priced plan is charged
 # to the ledger when an organisation moves to it.
 BILLING_PLANS = envlist("BILLING_PLANS", "free,starter:29.00,pro:99.00,enterprise")
+# A worker sending a notification holds it this long; keep it well above the
+# webhook and SMTP timeouts. After it, a dead worker's notification is sent again.
+ALERT_DELIVERY_LEASE_SECONDS = envint("ALERT_DELIVERY_LEASE_SECONDS", "60")
+# How often beat queues again the notifications whose delivery task was lost.
+ALERT_SWEEP_SECONDS = envint("ALERT_SWEEP_SECONDS", "60")
 
 # Email: SMTP when EMAIL_HOST is set, the console otherwise.
 if os.getenv("EMAIL_HOST"):

@@ -6,6 +6,7 @@ from tqdm import tqdm
 
 from accounts.models import Organisation
 from agents.models import Session, Trace
+from agents.retention import retention_horizon
 from dashboard.rebuild import rollups_rebuild
 from dashboard.windows import WindowError, _parse_instant
 
@@ -57,3 +58,9 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Rebuilt rollups for {days} day(s) from {start_at:%Y-%m-%d} to {end_at:%Y-%m-%d %H:%M}."
         )
+        horizon = retention_horizon()
+        if horizon is not None and start_at < horizon:
+            self.stdout.write(
+                f"Days before {horizon:%Y-%m-%d %H:%M} UTC are past RETENTION_DAYS: their raw traces "
+                "may be deleted, so their rollups were kept as they are."
+            )

@@ -1,0 +1,196 @@
+"""Retention: raw traces older than ``RETENTION_DAYS`` are deleted, with their
+steps, scores and OpenTelemetry spans, and the conversations they leave empty.
+Rollups are never touched, so the aggregates of old windows stay (the metrics
+engine reads windows older than the horizon from rollups, in whole hours)."""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Exists, OuterRef, Q, Value
+from django.db.models.functions import Concat
+from django.utils import timezone
+
+from accounts.models import Organisation
+from audit.services import Actor, audit_record
+from otel.mapping import public_id_of
+from otel.models import ReceivedSpan, ReceivedTrace
+from thinnest_analytics.db import delete_in
+
+from .models import Score, Session, Trace, TraceStep
+
+BATCH_SIZE = 5_000
+OTEL_PREFIX = public_id_of("")
+
+
+def retention_horizon(*, days: int | None = None, now: datetime | None = None) -> datetime | None:
+    """Raw rows created before this instant may be deleted; None when raw rows
+    are kept forever (``RETENTION_DAYS=0``)."""
+    days = settings.RETENTION_DAYS if days is None else days
+    if days <= 0:
+        return None
+    return (now or timezone.now()) - timedelta(days=days)
+
+
+@dataclass
+class Expired:
+    """Rows deleted (or, for a dry run, that would be)."""
+
+    traces: int = 0
+    steps: int = 0
+    scores: int = 0
+    spans: int = 0
+    conversations: int = 0
+
+    def add(self, other: "Expired") -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _empty(session_ids: list[int]) -> list[int]:
+    """Of these conversations, those with no traces and nothing else attached
+    (a voice call or any other row that refers to a conversation)."""
+    empty = Session.objects.filter(pk__in=session_ids).exclude(
+        Exists(Trace.objects.filter(session_id=OuterRef("pk")))
+    )
+    for relation in Session._meta.related_objects:
+        if relation.related_model is not Trace:
+            empty = empty.exclude(
+                Exists(relation.related_model._base_manager.filter(**{relation.field.name: OuterRef("pk")}))
+            )
+    return list(empty.values_list("pk", flat=True))
+
+
+def _expire_batch(organisation: Organisation, horizon: datetime, batch_size: int) -> Expired:
+    """Delete the organisation's oldest ``batch_size`` expired traces in one
+    transaction. Locks follow ingestion's order (received traces, then
+    conversations in id order), so a late span or trace never deadlocks with it."""
+    with transaction.atomic():
+        batch = list(
+            Trace.objects.filter(organisation=organisation, created_at__lt=horizon)
+            .order_by("created_at")
+            .values_list("id", "public_id", "session_id")[:batch_size]
+        )
+        if not batch:
+            return Expired()
+        trace_ids = [pk for pk, _, _ in batch]
+        otel_ids = sorted(p[len(OTEL_PREFIX) :] for _, p, _ in batch if p.startswith(OTEL_PREFIX))
+        list(
+            ReceivedTrace.objects.select_for_update()
+            .filter(organisation=organisation, trace_id__in=otel_ids)
+            .order_by("trace_id")
+            .values_list("pk")
+        )
+        session_ids = sorted({s for _, _, s in batch})
+        list(Session.objects.select_for_update().filter(pk__in=session_ids).order_by("id").values_list("pk"))
+        expired = Expired(
+            steps=delete_in(TraceStep, "trace_id", trace_ids),
+            scores=delete_in(Score, "trace_id", trace_ids),
+            traces=delete_in(Trace, "id", trace_ids),
+            spans=delete_in(ReceivedSpan, "trace_id", otel_ids, organisation=organisation),
+        )
+        delete_in(ReceivedTrace, "trace_id", otel_ids, organisation=organisation)
+        expired.conversations = delete_in(Session, "id", _empty(session_ids))
+        audit_record(
+            organisation=organisation,
+            actor=Actor.system("retention"),
+            action="retention.delete",
+            resource_type="trace",
+            details={"created_before": horizon.isoformat(), **expired.as_dict()},
+        )
+        return expired
+
+
+def _expire_unfinished(organisation: Organisation, horizon: datetime, batch_size: int) -> tuple[int, int]:
+    """Spans of OpenTelemetry traces whose root never arrived (so no trace was
+    derived from them), last received before the horizon. Returns the number
+    of such traces and of their spans deleted."""
+    with transaction.atomic():
+        stale = list(
+            ReceivedTrace.objects.select_for_update()
+            .filter(organisation=organisation, derived=False, last_received_at__lt=horizon)
+            .order_by("trace_id")
+            .values_list("trace_id", flat=True)[:batch_size]
+        )
+        if not stale:
+            return 0, 0
+        spans = delete_in(ReceivedSpan, "trace_id", stale, organisation=organisation)
+        delete_in(ReceivedTrace, "trace_id", stale, organisation=organisation)
+        audit_record(
+            organisation=organisation,
+            actor=Actor.system("retention"),
+            action="retention.delete",
+            resource_type="otel_trace",
+            details={"created_before": horizon.isoformat(), "unfinished_traces": len(stale), "spans": spans},
+        )
+        return len(stale), spans
+
+
+def _expiring_spans(horizon: datetime) -> int:
+    """Spans a retention pass at ``horizon`` deletes: those of expiring traces
+    and of unfinished OpenTelemetry traces last received before it."""
+    expiring_trace = Trace.objects.filter(
+        organisation=OuterRef("organisation"),
+        public_id=Concat(Value(OTEL_PREFIX), OuterRef("trace_id")),
+        created_at__lt=horizon,
+    )
+    expiring = ReceivedTrace.objects.filter(
+        Q(derived=False, last_received_at__lt=horizon) | Q(Exists(expiring_trace)),
+        organisation=OuterRef("organisation"),
+        trace_id=OuterRef("trace_id"),
+    )
+    return ReceivedSpan.objects.filter(Exists(expiring)).count()
+
+
+def retention_pending(*, horizon: datetime) -> Expired:
+    """What a retention pass at ``horizon`` would delete (conversations are
+    counted only as they are deleted)."""
+    return Expired(
+        traces=Trace.objects.filter(created_at__lt=horizon).count(),
+        steps=TraceStep.objects.filter(trace__created_at__lt=horizon).count(),
+        scores=Score.objects.filter(trace_created_at__lt=horizon).count(),
+        spans=_expiring_spans(horizon),
+    )
+
+
+def retention_apply(
+    *,
+    days: int | None = None,
+    now: datetime | None = None,
+    batch_size: int = BATCH_SIZE,
+    progress: Callable[[int], None] | None = None,
+    max_seconds: float | None = None,
+) -> Expired:
+    """Delete raw traces created more than ``days`` (default ``RETENTION_DAYS``)
+    ago, organisation by organisation, oldest first, ``batch_size`` traces per
+    transaction; with them their steps, scores and OpenTelemetry spans, and the
+    conversations left with no traces and nothing else attached. Rollups stay.
+    ``progress`` is called with the number of traces of each batch; after
+    ``max_seconds`` the pass stops between batches (the next one goes on)."""
+    horizon = retention_horizon(days=days, now=now)
+    total = Expired()
+    if horizon is None:
+        return total
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    for organisation in Organisation.objects.order_by("pk"):
+        while True:
+            if deadline is not None and time.monotonic() > deadline:
+                return total
+            expired = _expire_batch(organisation, horizon, batch_size)
+            total.add(expired)
+            if progress is not None and expired.traces:
+                progress(expired.traces)
+            if expired.traces < batch_size:
+                break
+        while True:
+            traces, spans = _expire_unfinished(organisation, horizon, batch_size)
+            total.spans += spans
+            if traces < batch_size:
+                break
+    return total
