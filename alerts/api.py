@@ -68,17 +68,7 @@ def rule_out(rule: AlertRule) -> dict:
     notify = [{**target, "secret": "[set]"} if target.get("secret") else target for target in rule.notify]
     return {
         "id": rule.pk,
-        "name": rule.name,
-        "kind": rule.kind,
-        "agent_id": rule.agent.public_id if rule.agent_id else None,
-        "channel": rule.channel or None,
-        "threshold": rule.threshold,
-        "statistic": rule.statistic,
-        "baseline_factor": rule.baseline_factor,
-        "baseline_period": rule.baseline_period,
-        "window_minutes": rule.window_minutes,
-        "min_conversations": rule.min_conversations,
-        "cooldown_minutes": rule.cooldown_minutes,
+        **services.rule_as_input(rule),
         "notify": notify,
         "state": rule.state,
         "last_value": rule.last_value,

@@ -49,8 +49,14 @@ class RollupDeltas:
     def _key(organisation_id: int, agent_id: int, channel: str, version: str, at: datetime) -> RollupKey:
         return (organisation_id, agent_id, channel, version, hour_of(at))
 
-    def _row(self, organisation_id: int, agent_id: int, channel: str, version: str, at: datetime):
-        return self._counters[self._key(organisation_id, agent_id, channel, version, at)]
+    def _row(
+        self, organisation_id: int, agent_id: int, channel: str, version: str, at: datetime, sign: int = 1
+    ):
+        """The counters of a bucket; a retraction (sign=-1) marks it for clean-up."""
+        key = self._key(organisation_id, agent_id, channel, version, at)
+        if sign < 0:
+            self._retracted.add(key)
+        return self._counters[key]
 
     def add_trace(
         self,
@@ -72,10 +78,8 @@ class RollupDeltas:
     ) -> None:
         """Count (sign=1) or retract (sign=-1) a trace in its bucket. A trace
         derived again from more of its spans retracts its old version first."""
-        key = (organisation_id, agent_id, channel, deployment_version, hour_of(created_at))
-        if sign < 0:
-            self._retracted.add(key)
-        row = self._counters[key]
+        key = self._key(organisation_id, agent_id, channel, deployment_version, created_at)
+        row = self._row(organisation_id, agent_id, channel, deployment_version, created_at, sign)
         row["traces"] += sign
         row["messages"] += sign * ((input != "") + (output != ""))
         row["input_tokens"] += sign * input_tokens
@@ -103,9 +107,7 @@ class RollupDeltas:
         sign: int = 1,
     ) -> None:
         """Count (sign=1) or un-count (sign=-1) a conversation where it started."""
-        if sign < 0:
-            self._retracted.add(self._key(organisation_id, agent_id, channel, deployment_version, started_at))
-        row = self._row(organisation_id, agent_id, channel, deployment_version, started_at)
+        row = self._row(organisation_id, agent_id, channel, deployment_version, started_at, sign)
         row["conversations"] += sign
         row["failed_conversations"] += sign * failed
 
@@ -122,9 +124,7 @@ class RollupDeltas:
     ) -> None:
         """A score counts in the bucket of the trace it is attached to (sign=-1
         retracts it, when its trace moves to another bucket)."""
-        if sign < 0:
-            self._retracted.add(self._key(organisation_id, agent_id, channel, deployment_version, created_at))
-        row = self._row(organisation_id, agent_id, channel, deployment_version, created_at)
+        row = self._row(organisation_id, agent_id, channel, deployment_version, created_at, sign)
         row["score_count"] += sign
         row["score_sum"] += sign * value
 
