@@ -1,9 +1,8 @@
 """Reads for agents, conversations and traces."""
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.db.models import Exists, OuterRef, Q, Subquery
-from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from thinnest_analytics.cursors import cursor_decode, cursor_encode, invalid_cursor
@@ -306,14 +305,3 @@ def step_waterfall(trace: Trace, steps: list) -> dict:
         row["x"] = round(row["offset_ms"] / total * 100, 3)
         row["width"] = round(max(row["length_ms"] / total * 100, 0.4), 3)
     return {"rows": rows, "total_ms": total}
-
-
-def voice_agents(*, organisation, days: int = 30, limit: int = 3) -> list[Agent]:
-    """Agents that took voice conversations recently, for the live voice panels."""
-    since = timezone.now() - timedelta(days=days)
-    agent_ids = (
-        Session.objects.filter(organisation=organisation, started_at__gte=since, channel="voice")
-        .values_list("agent_id", flat=True)
-        .distinct()[:limit]
-    )
-    return list(Agent.objects.filter(pk__in=list(agent_ids)).order_by("name"))

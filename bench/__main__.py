@@ -299,6 +299,7 @@ PAGES = [
     "/traces/?period=30d",
     "/conversations/{conversation}/",
     "/traces/{trace}/",
+    "/billing/",
 ]
 
 
@@ -439,6 +440,10 @@ def main() -> None:
                 size_label=label, traces=traces, windows=args.windows
             )
             _print_queries(label, results["queries"][label], results["percentiles"][label])
+            results["pages"][label] = bench_pages(
+                server, size_label=label, traces=traces, calls=args.page_calls
+            )
+            _print_pages(label, results["pages"][label])
     finally:
         server.stop()
     out = ROOT / "bench" / "results.json"
@@ -459,6 +464,7 @@ def _print_ingestion(r: dict) -> None:
 
 def _print_pages(label: str, pages: dict) -> None:
     print(f"\ndashboard pages at {label} traces, server time through HTTP (ms)")
+    print(f"  {'page':<42}{'p50':>10}{'p95':>10}")
     for path, r in pages.items():
         print(f"  {path:<42}{r['p50_ms']:>10}{r['p95_ms']:>10}")
 

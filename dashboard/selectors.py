@@ -15,6 +15,7 @@ from typing import Literal
 
 from django.db.models import CharField, Count, F, Q, Sum, Value
 from django.db.models.functions import Coalesce, TruncDay, TruncHour
+from django.utils import timezone
 
 from agents.models import Agent, Deployment, Score, Session, Trace, VoiceCall
 from agents.retention import retention_horizon
@@ -476,3 +477,17 @@ def known_versions(*, agent: Agent) -> list[str]:
         .distinct()
     )
     return list(dict.fromkeys(deployed)) + sorted(v for v in named if v not in seen)
+
+
+def voice_agents(*, organisation, days: int = 30, limit: int = 3) -> list[Agent]:
+    """The agents with the most voice conversations and calls in the last ``days``
+    (read from the daily rollups), for the overview's live voice panels."""
+    since = day_of(timezone.now() - timedelta(days=days))
+    busiest = (
+        DailyRollup.objects.filter(organisation=organisation, channel="voice", bucket_start__gte=since)
+        .values("agent_id")
+        .annotate(volume=Sum("conversations") + Sum("voice_calls_ended"))
+        .filter(volume__gt=0)
+        .order_by("-volume", "agent_id")[:limit]
+    )
+    return list(Agent.objects.filter(pk__in=[row["agent_id"] for row in busiest]).order_by("name"))

@@ -111,7 +111,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         "agents": agents,
         "sort": sort,
         "has_agents": Agent.objects.filter(organisation=organisation).exists(),
-        "voice_agents": agent_selectors.voice_agents(organisation=organisation),
+        "voice_agents": selectors.voice_agents(organisation=organisation),
         "etag": _etag(current, previous, series, channels, agents),
     }
     panel = "agents_table" if request.GET.get("panel") == "agents" else "panels"
