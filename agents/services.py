@@ -200,35 +200,37 @@ def agents_resolve(*, organisation, wanted: dict[str, str], actor: Actor) -> dic
     }
     missing = sorted(set(wanted) - set(agents))
     if missing:
-        now = timezone.now()
-        created = insert_ignore_conflicts(
-            Agent,
-            ("organisation", "public_id", "name", "config", "created_at", "updated_at"),
-            [(organisation.pk, pid, wanted[pid] or pid, {}, now, now) for pid in missing],
-            conflict_fields=("organisation", "public_id"),
-            returning=("public_id",),
-        )
-        audit_record_many(
-            organisation=organisation,
-            actor=actor,
-            entries=[
+        # The agents and their audit entries commit together, with or without the caller's transaction.
+        with transaction.atomic(savepoint=False):
+            now = timezone.now()
+            created = insert_ignore_conflicts(
+                Agent,
+                ("organisation", "public_id", "name", "config", "created_at", "updated_at"),
+                [(organisation.pk, pid, wanted[pid] or pid, {}, now, now) for pid in missing],
+                conflict_fields=("organisation", "public_id"),
+                returning=("public_id",),
+            )
+            audit_record_many(
+                organisation=organisation,
+                actor=actor,
+                entries=[
+                    {
+                        "action": "agent.create",
+                        "resource_type": "agent",
+                        "resource_id": pid,
+                        "details": {"name": wanted[pid] or pid, "registered_by": "ingestion"},
+                    }
+                    for (pid,) in created
+                ],
+            )
+            agents.update(
                 {
-                    "action": "agent.create",
-                    "resource_type": "agent",
-                    "resource_id": pid,
-                    "details": {"name": wanted[pid] or pid, "registered_by": "ingestion"},
+                    a.public_id: a
+                    for a in Agent.objects.filter(organisation=organisation, public_id__in=missing).only(
+                        "pk", "public_id", "name"
+                    )
                 }
-                for (pid,) in created
-            ],
-        )
-        agents.update(
-            {
-                a.public_id: a
-                for a in Agent.objects.filter(organisation=organisation, public_id__in=missing).only(
-                    "pk", "public_id", "name"
-                )
-            }
-        )
+            )
     return agents
 
 

@@ -46,7 +46,9 @@ def test_create_user_creates_and_updates_membership():
     assert Client().login(username="ana", password="s3cret-pass")
 
 
-@pytest.mark.django_db
+# Committed for real (no test transaction around it): the command runs in
+# autocommit as it does for an operator, where a bulk insert must not lose its rows.
+@pytest.mark.django_db(transaction=True)
 def test_seed_demo_builds_a_believable_organisation_and_does_not_duplicate():
     _run("seed_demo", "--days", "2", "--verbosity", "0")
     org = Organisation.objects.get(slug="demo")

@@ -15,7 +15,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connection, models
+from django.db import connection, models, transaction
 
 # Stay well under SQLite's bound-parameter limit.
 MAX_PARAMS = 30_000
@@ -32,7 +32,9 @@ def _columns(model: type[models.Model], fields: Sequence[str]) -> list[str]:
 @contextmanager
 def _staged(model: type[models.Model], fields: Sequence[str], rows: Sequence[Sequence[Any]]) -> Iterator[str]:
     """PostgreSQL: COPY ``rows`` into a temporary table shaped like ``fields`` of
-    ``model`` and yield its name; the table is emptied before each use and at commit."""
+    ``model`` and yield its name; the table is emptied before each use and at commit.
+    The COPY and the statement reading the stage share one transaction (opened
+    here when the caller has none): in autocommit the rows would vanish between them."""
     import psycopg
 
     columns = _columns(model, fields)
@@ -40,22 +42,24 @@ def _staged(model: type[models.Model], fields: Sequence[str], rows: Sequence[Seq
     digest = hashlib.sha1(",".join(columns).encode()).hexdigest()[:8]
     stage = f"stage_{table}_{digest}"
     json_columns = {i for i, f in enumerate(fields) if isinstance(model._meta.get_field(f), models.JSONField)}
-    connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        # One round trip; the DELETE is a no-op unless the table is reused in one transaction.
-        cursor.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
-            f"SELECT {', '.join(_qn(c) for c in columns)} FROM {_qn(table)} WITH NO DATA; "
-            f"DELETE FROM {stage}"
-        )
-        with cursor.copy(f"COPY {stage} ({', '.join(_qn(c) for c in columns)}) FROM STDIN") as copy:
-            for row in rows:
-                if json_columns:
-                    row = [
-                        json.dumps(v) if i in json_columns and v is not None else v for i, v in enumerate(row)
-                    ]
-                copy.write_row(row)
-    yield stage
+    with transaction.atomic(savepoint=False):
+        connection.ensure_connection()
+        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+            # One round trip; the DELETE is a no-op unless the table is reused in one transaction.
+            cursor.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
+                f"SELECT {', '.join(_qn(c) for c in columns)} FROM {_qn(table)} WITH NO DATA; "
+                f"DELETE FROM {stage}"
+            )
+            with cursor.copy(f"COPY {stage} ({', '.join(_qn(c) for c in columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    if json_columns:
+                        row = [
+                            json.dumps(v) if i in json_columns and v is not None else v
+                            for i, v in enumerate(row)
+                        ]
+                    copy.write_row(row)
+        yield stage
 
 
 def _preparers(model: type[models.Model], fields: Sequence[str]):
