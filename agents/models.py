@@ -113,7 +113,7 @@ class Session(models.Model):
         ]
         indexes = [
             models.Index(fields=["agent", "started_at"], name="session_agent_start"),
-            models.Index(fields=["organisation", "started_at"], name="session_org_start"),
+            models.Index(fields=["organisation", "started_at", "id"], name="session_org_start_id"),
         ]
 
     @property
@@ -176,7 +176,7 @@ class Trace(models.Model):
         constraints = [models.UniqueConstraint(fields=["organisation", "public_id"], name="trace_public_id")]
         indexes = [
             models.Index(fields=["agent", "created_at", "id"], name="trace_agent_time"),
-            models.Index(fields=["organisation", "created_at"], name="trace_org_time"),
+            models.Index(fields=["organisation", "created_at", "id"], name="trace_org_time_id"),
             models.Index(fields=["session", "created_at"], name="trace_session_time"),
         ]
 
