@@ -27,7 +27,9 @@ from .rollups import LatencyBucket, day_of, hour_of
 from .sketch import Sketch, merge_into, quantile
 from .windows import Window
 
-Group = Literal["channel", "agent", "version", "hour", "day"] | None
+Dimension = Literal["channel", "agent", "version", "hour", "day"]
+# One dimension (keys are its values), several (keys are tuples), or none (one key, None).
+Group = Dimension | tuple[Dimension, ...] | None
 CHANNELS = ("voice", "chat", "widget")
 
 
@@ -56,11 +58,22 @@ class Totals:
     latency_sketch: Sketch = field(default_factory=dict)
     agents: set[int] = field(default_factory=set)
 
+    # Both run once per rollup row or group; they work on __dict__ for speed.
     def add(self, values: dict) -> None:
+        mine = self.__dict__
         for name in COUNTERS:
             value = values.get(name)
             if value:
-                setattr(self, name, getattr(self, name) + value)
+                mine[name] += value
+
+    def merge(self, other: "Totals", *, with_sketch: bool = True) -> None:
+        """Add another group's totals to these (counters, agents, and the sketch if asked)."""
+        mine, theirs = self.__dict__, other.__dict__
+        for name in COUNTERS:
+            mine[name] += theirs[name]
+        self.agents |= other.agents
+        if with_sketch:
+            merge_into(self.latency_sketch, other.latency_sketch)
 
     @property
     def total_cost_usd(self) -> Decimal:
@@ -132,21 +145,25 @@ _GROUP_COLUMNS = {
 }
 
 
-def _group_expr(group: Group, kind: int, time_column: str):
+def _group_expr(dimension: Dimension, kind: int, time_column: str):
     """The expression to group by in one source (0 rollups, 1 traces, 2 conversations, 3 scores)."""
-    if group in _GROUP_COLUMNS:
-        return F(_GROUP_COLUMNS[group][kind])
-    if group == "hour":
+    if dimension in _GROUP_COLUMNS:
+        return F(_GROUP_COLUMNS[dimension][kind])
+    if dimension == "hour":
         return TruncHour(time_column, tzinfo=UTC) if kind else F("bucket_start")
-    if group == "day":
-        return TruncDay(time_column, tzinfo=UTC) if kind else F("bucket_start")
-    return Value(None, output_field=CharField())
+    return TruncDay(time_column, tzinfo=UTC) if kind else F("bucket_start")
 
 
-def _normalise_key(group: Group, key):
-    if group == "day" and isinstance(key, datetime):
+def _dimensions(group: Group) -> tuple[Dimension, ...]:
+    if group is None:
+        return ()
+    return group if isinstance(group, tuple) else (group,)
+
+
+def _normalise_key(dimension: Dimension, key):
+    if dimension == "day" and isinstance(key, datetime):
         return day_of(key.astimezone(UTC))
-    if group == "hour" and isinstance(key, datetime):
+    if dimension == "hour" and isinstance(key, datetime):
         return key.astimezone(UTC)
     return key
 
@@ -163,31 +180,49 @@ def collect(
     group: Group = None,
     with_sketch: bool = False,
 ) -> dict[object, Totals]:
-    """Totals for ``window`` per ``group`` key (one key, None, when ungrouped).
-    Edges older than the retention horizon are read in whole hours."""
-    plan = _plan(_whole_hours_before(window, retention_horizon()), use_daily=group != "hour")
+    """Totals for ``window`` per ``group`` key: one key, None, when ungrouped; a
+    dimension's values; tuples of values when grouped by several dimensions (see
+    ``regroup``). Edges older than the retention horizon are read in whole hours."""
+    dimensions = _dimensions(group)
+    # Ungrouped, every row is in one group: a constant column "g".
+    names = [f"g{i}" for i in range(len(dimensions))] or ["g"]
+    plan = _plan(_whole_hours_before(window, retention_horizon()), use_daily="hour" not in dimensions)
     out: dict[object, Totals] = defaultdict(Totals)
     scope = (
         {"organisation": organisation} if agent is None else {"organisation": organisation, "agent": agent}
     )
 
-    def totals(key) -> Totals:
-        return out[_normalise_key(group, key)]
+    def grouped(qs, kind: int, time_column: str, fixed: dict | None = None):
+        """``qs`` annotated with the group columns (``fixed`` overrides some)."""
+        if not dimensions:
+            return qs.annotate(g=Value(None, output_field=CharField()))
+        fixed = fixed or {}
+        return qs.annotate(
+            **{
+                n: fixed[d] if d in fixed else _group_expr(d, kind, time_column)
+                for n, d in zip(names, dimensions, strict=True)
+            }
+        )
+
+    def totals(row) -> Totals:
+        if not dimensions:
+            return out[None]
+        key = tuple(_normalise_key(d, row[n]) for n, d in zip(names, dimensions, strict=True))
+        return out[key if isinstance(group, tuple) else key[0]]
 
     # Whole days and hours from rollups.
     for model, ranges in ((DailyRollup, plan.daily), (HourlyRollup, plan.hourly)):
         if not ranges:
             continue
-        rows = model.objects.filter(_ranges("bucket_start", ranges), **scope)
-        grouped = rows.annotate(g=_group_expr(group, 0, "")).values("g", "agent_id")
-        for row in grouped.annotate(**{name: Sum(name) for name in COUNTERS}).order_by():
-            t = totals(row["g"])
+        rows = grouped(model.objects.filter(_ranges("bucket_start", ranges), **scope), 0, "")
+        for row in rows.values(*names, "agent_id").annotate(**{n: Sum(n) for n in COUNTERS}).order_by():
+            t = totals(row)
             t.add(row)
             if row["traces"]:
                 t.agents.add(row["agent_id"])
         if with_sketch:
-            for row in rows.annotate(g=_group_expr(group, 0, "")).values("g", "latency_sketch").order_by():
-                merge_into(totals(row["g"]).latency_sketch, row["latency_sketch"])
+            for row in rows.values(*names, "latency_sketch").order_by():
+                merge_into(totals(row).latency_sketch, row["latency_sketch"])
 
     if not plan.raw:
         return out
@@ -195,8 +230,8 @@ def collect(
     # Partial hours at the edges from raw rows.
     traces = Trace.objects.filter(_ranges("created_at", plan.raw), **scope)
     aggregates = (
-        traces.annotate(g=_group_expr(group, 1, "created_at"))
-        .values("g", "agent_id")
+        grouped(traces, 1, "created_at")
+        .values(*names, "agent_id")
         .annotate(
             traces=Count("id"),
             messages=_count_if(~Q(input="")) + _count_if(~Q(output="")),
@@ -212,69 +247,82 @@ def collect(
         .order_by()
     )
     for row in aggregates:
-        t = totals(row["g"])
+        t = totals(row)
         t.add(row)
         t.agents.add(row["agent_id"])
 
     conversations = (
-        Session.objects.filter(_ranges("started_at", plan.raw), **scope)
-        .annotate(g=_group_expr(group, 2, "started_at"))
-        .values("g")
+        grouped(Session.objects.filter(_ranges("started_at", plan.raw), **scope), 2, "started_at")
+        .values(*names)
         .annotate(conversations=Count("id"), failed_conversations=_count_if(Q(error_count__gt=0)))
         .order_by()
     )
     for row in conversations:
-        totals(row["g"]).add(row)
+        totals(row).add(row)
 
     scores = (
-        Score.objects.filter(_ranges("trace_created_at", plan.raw), **scope)
-        .annotate(g=_group_expr(group, 3, "trace_created_at"))
-        .values("g")
+        grouped(Score.objects.filter(_ranges("trace_created_at", plan.raw), **scope), 3, "trace_created_at")
+        .values(*names)
         .annotate(score_count=Count("id"), score_sum=Sum("value"))
         .order_by()
     )
     for row in scores:
-        totals(row["g"]).add(row)
+        totals(row).add(row)
 
     # Usage events (billing: scraping and other categories) in the partial hours.
     # Their rollup rows have no channel (""), so neither do they here.
-    usage_group = Value("", output_field=CharField()) if group == "channel" else _group_expr(group, 1, "at")
     usage = (
-        UsageEvent.objects.filter(_ranges("at", plan.raw), **scope)
-        .annotate(g=usage_group)
-        .values("g")
+        grouped(
+            UsageEvent.objects.filter(_ranges("at", plan.raw), **scope),
+            1,
+            "at",
+            {"channel": Value("", output_field=CharField())},
+        )
+        .values(*names)
         .annotate(other_cost_usd=Sum("cost_usd"))
         .order_by()
     )
     for row in usage:
-        totals(row["g"]).add(row)
+        totals(row).add(row)
 
     # Voice calls ended in the partial hours: minutes and cost count where a call ended.
-    voice_group = (
-        Value("voice", output_field=CharField()) if group == "channel" else _group_expr(group, 2, "ended_at")
-    )
     calls = (
-        VoiceCall.objects.filter(_ranges("ended_at", plan.raw), **scope)
-        .annotate(g=voice_group)
-        .values("g")
+        grouped(
+            VoiceCall.objects.filter(_ranges("ended_at", plan.raw), **scope),
+            2,
+            "ended_at",
+            {"channel": Value("voice", output_field=CharField())},
+        )
+        .values(*names)
         .annotate(
             voice_calls_ended=Count("id"), voice_seconds=Sum("duration_s"), voice_cost_usd=Sum("cost_usd")
         )
         .order_by()
     )
     for row in calls:
-        totals(row["g"]).add(row)
+        totals(row).add(row)
 
     if with_sketch:
         buckets = (
-            traces.filter(latency_ms__isnull=False)
-            .annotate(g=_group_expr(group, 1, "created_at"), b=LatencyBucket("latency_ms"))
-            .values("g", "b")
+            grouped(traces.filter(latency_ms__isnull=False), 1, "created_at")
+            .annotate(b=LatencyBucket("latency_ms"))
+            .values(*names, "b")
             .annotate(n=Count("id"))
             .order_by()
         )
         for row in buckets:
-            merge_into(totals(row["g"]).latency_sketch, {row["b"]: row["n"]})
+            merge_into(totals(row).latency_sketch, {row["b"]: row["n"]})
+    return out
+
+
+def regroup(
+    by_key: dict[object, Totals], position: int | None, *, with_sketch: bool = False
+) -> dict[object, Totals]:
+    """Totals collected by several dimensions, summed up to the one at ``position``
+    of their keys (or, for any grouping, to one key, None, when ``position`` is None)."""
+    out: dict[object, Totals] = defaultdict(Totals)
+    for key, totals in by_key.items():
+        out[None if position is None else key[position]].merge(totals, with_sketch=with_sketch)
     return out
 
 
@@ -323,17 +371,17 @@ def _window_fields(window: Window) -> dict:
     return {"period": window.label, "from": window.start, "to": window.end}
 
 
-def agent_summary(*, organisation, agent: Agent, window: Window) -> dict:
-    """An agent's metrics for the window (the summary endpoint and Performance tab)."""
-    totals = collect(organisation=organisation, window=window, agent=agent, with_sketch=True).get(
-        None, Totals()
-    )
+def _summary_of(agent: Agent, window: Window, totals: Totals) -> dict:
     return {**_window_fields(window), "agent_id": agent.public_id, **metrics(totals)}
 
 
-def overview(*, organisation, window: Window) -> dict:
-    """Organisation-wide headline numbers."""
-    t = collect(organisation=organisation, window=window).get(None, Totals())
+def agent_summary(*, organisation, agent: Agent, window: Window) -> dict:
+    """An agent's metrics for the window (the summary endpoint and Performance tab)."""
+    totals = collect(organisation=organisation, window=window, agent=agent, with_sketch=True)
+    return _summary_of(agent, window, totals.get(None, Totals()))
+
+
+def _overview_of(t: Totals, window: Window) -> dict:
     m = metrics(t)
     return {
         **_window_fields(window),
@@ -349,9 +397,12 @@ def overview(*, organisation, window: Window) -> dict:
     }
 
 
-def channel_breakdown(*, organisation, window: Window, agent: Agent | None = None) -> dict:
-    """Per channel: conversations, messages, success rate, average response time."""
-    by_channel = collect(organisation=organisation, window=window, agent=agent, group="channel")
+def overview(*, organisation, window: Window) -> dict:
+    """Organisation-wide headline numbers."""
+    return _overview_of(collect(organisation=organisation, window=window).get(None, Totals()), window)
+
+
+def _channels_of(by_channel: dict[object, Totals]) -> dict:
     channels = {}
     for channel in CHANNELS:
         m = metrics(by_channel.get(channel, Totals()))
@@ -362,12 +413,20 @@ def channel_breakdown(*, organisation, window: Window, agent: Agent | None = Non
             "avg_response_time_ms": m["avg_response_time_ms"],
             "total_cost_usd": m["total_cost_usd"],
         }
-    return {**_window_fields(window), "agent_id": agent.public_id if agent else None, "channels": channels}
+    return channels
 
 
-def agent_breakdown(*, organisation, window: Window) -> list[dict]:
-    """Each agent's key metrics for the window, for the overview's agents table."""
-    by_agent = collect(organisation=organisation, window=window, group="agent", with_sketch=True)
+def channel_breakdown(*, organisation, window: Window, agent: Agent | None = None) -> dict:
+    """Per channel: conversations, messages, success rate, average response time."""
+    by_channel = collect(organisation=organisation, window=window, agent=agent, group="channel")
+    return {
+        **_window_fields(window),
+        "agent_id": agent.public_id if agent else None,
+        "channels": _channels_of(by_channel),
+    }
+
+
+def _agents_of(organisation, by_agent: dict[object, Totals]) -> list[dict]:
     agents = {a.pk: a for a in Agent.objects.filter(organisation=organisation)}
     rows = []
     for agent_pk, totals in by_agent.items():
@@ -375,6 +434,13 @@ def agent_breakdown(*, organisation, window: Window) -> list[dict]:
         if agent is not None:
             rows.append({"agent_id": agent.public_id, "name": agent.name, **metrics(totals)})
     return sorted(rows, key=lambda r: (-r["total_sessions"], r["name"]))
+
+
+def agent_breakdown(*, organisation, window: Window) -> list[dict]:
+    """Each agent's key metrics for the window, for the overview's agents table."""
+    return _agents_of(
+        organisation, collect(organisation=organisation, window=window, group="agent", with_sketch=True)
+    )
 
 
 def version_breakdown(*, organisation, agent: Agent, window: Window) -> dict[str, dict]:
@@ -390,11 +456,7 @@ def bucket_size(window: Window) -> Literal["hour", "day"]:
     return "hour" if window.length <= timedelta(days=3) else "day"
 
 
-def timeseries(*, organisation, window: Window, agent: Agent | None = None) -> dict:
-    """Metrics per hour or day across the window, for charts. Every bucket in the
-    window is present (empty ones with zero counts and null rates)."""
-    size = bucket_size(window)
-    by_time = collect(organisation=organisation, window=window, agent=agent, group=size, with_sketch=True)
+def _series_of(window: Window, size: Literal["hour", "day"], by_time: dict[object, Totals]) -> dict:
     floor = hour_of if size == "hour" else day_of
     step = timedelta(hours=1) if size == "hour" else timedelta(days=1)
     points = []
@@ -404,6 +466,51 @@ def timeseries(*, organisation, window: Window, agent: Agent | None = None) -> d
         points.append({"bucket_start": at, **m})
         at += step
     return {**_window_fields(window), "bucket": size, "points": points}
+
+
+def timeseries(*, organisation, window: Window, agent: Agent | None = None) -> dict:
+    """Metrics per hour or day across the window, for charts. Every bucket in the
+    window is present (empty ones with zero counts and null rates)."""
+    size = bucket_size(window)
+    by_time = collect(organisation=organisation, window=window, agent=agent, group=size, with_sketch=True)
+    return _series_of(window, size, by_time)
+
+
+def agent_panels(*, organisation, agent: Agent, window: Window) -> dict:
+    """Everything an agent's Performance tab shows, from one pass over the window
+    grouped by time and channel: the summary (and the previous window's), the
+    time series and the channel breakdown — each equal to what ``agent_summary``,
+    ``timeseries`` and ``channel_breakdown`` answer."""
+    size = bucket_size(window)
+    fine = collect(
+        organisation=organisation, window=window, agent=agent, group=(size, "channel"), with_sketch=True
+    )
+    by_time = regroup(fine, 0, with_sketch=True)
+    return {
+        "current": _summary_of(agent, window, regroup(by_time, None, with_sketch=True).get(None, Totals())),
+        "previous": agent_summary(organisation=organisation, agent=agent, window=window.previous()),
+        "series": _series_of(window, size, by_time),
+        "channels": _channels_of(regroup(fine, 1)),
+    }
+
+
+def overview_panels(*, organisation, window: Window) -> dict:
+    """Everything the overview page shows, from one pass over the window grouped
+    by time, channel and agent: the headline numbers (and the previous window's),
+    the time series, the channel breakdown and the agents table. Each equals what
+    ``overview``, ``timeseries``, ``channel_breakdown`` and ``agent_breakdown`` answer."""
+    size = bucket_size(window)
+    fine = collect(
+        organisation=organisation, window=window, group=(size, "channel", "agent"), with_sketch=True
+    )
+    by_time = regroup(fine, 0, with_sketch=True)
+    return {
+        "current": _overview_of(regroup(by_time, None).get(None, Totals()), window),
+        "previous": overview(organisation=organisation, window=window.previous()),
+        "series": _series_of(window, size, by_time),
+        "channels": _channels_of(regroup(fine, 1)),
+        "agents": _agents_of(organisation, regroup(fine, 2, with_sketch=True)),
+    }
 
 
 COMPARED = [

@@ -45,14 +45,19 @@ def sketch_of(latencies: Iterable[float]) -> Sketch:
 def merge_into(acc: Sketch, other: Mapping[str, int] | None) -> Sketch:
     """Add ``other``'s counts to ``acc``. A retracted latency (a trace derived
     again from more of its spans) is a count of -1; a bucket whose count comes to
-    zero is dropped, so a sketch never holds empty buckets."""
-    if other:
-        for key, count in other.items():
-            total = acc.get(key, 0) + int(count)
-            if total:
-                acc[key] = total
-            else:
-                acc.pop(key, None)
+    zero is dropped, so a sketch never holds empty buckets (and into an empty
+    ``acc`` the counts are simply copied)."""
+    if not other:
+        return acc
+    if not acc:
+        acc.update(other)
+        return acc
+    for key, count in other.items():
+        total = acc.get(key, 0) + count
+        if total:
+            acc[key] = total
+        else:
+            acc.pop(key, None)
     return acc
 
 

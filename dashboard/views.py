@@ -83,14 +83,9 @@ def overview(request: HttpRequest) -> HttpResponse:
     and the agents table."""
     filters = window_filter(request.GET, keep=("sort",))
     organisation, window = request.organisation, filters.window
-    current = selectors.overview(organisation=organisation, window=window)
-    previous = selectors.overview(organisation=organisation, window=window.previous())
-    series = selectors.timeseries(organisation=organisation, window=window)
-    channels = selectors.channel_breakdown(organisation=organisation, window=window)["channels"]
-    agents, sort = _sorted_agents(
-        selectors.agent_breakdown(organisation=organisation, window=window),
-        request.GET.get("sort", "-sessions"),
-    )
+    found = selectors.overview_panels(organisation=organisation, window=window)
+    current, previous, series, channels = (found[k] for k in ("current", "previous", "series", "channels"))
+    agents, sort = _sorted_agents(found["agents"], request.GET.get("sort", "-sessions"))
     columns = [
         {
             "label": label,
@@ -125,10 +120,8 @@ def agent_performance(request: HttpRequest, agent_id: str) -> HttpResponse:
     agent = _agent(request, agent_id)
     filters = window_filter(request.GET)
     organisation, window = request.organisation, filters.window
-    current = selectors.agent_summary(organisation=organisation, agent=agent, window=window)
-    previous = selectors.agent_summary(organisation=organisation, agent=agent, window=window.previous())
-    series = selectors.timeseries(organisation=organisation, window=window, agent=agent)
-    channels = selectors.channel_breakdown(organisation=organisation, window=window, agent=agent)["channels"]
+    found = selectors.agent_panels(organisation=organisation, agent=agent, window=window)
+    current, previous, series, channels = (found[k] for k in ("current", "previous", "series", "channels"))
     context = {
         "nav": "agents",
         "tab": "performance",

@@ -149,21 +149,58 @@ def test_summaries_equal_the_oracle(data, checks):
             want = oracle.summary(world, start, end, agent_id=public_id)
             want.pop("active_agents")
             _assert_matches(got, want)
-        ov = selectors.overview(organisation=org, window=window)
-        want = oracle.summary(world, start, end)
-        assert ov["total_conversations"] == want["total_sessions"]
-        assert ov["total_messages"] == want["total_messages"]
-        assert ov["active_agents"] == want["active_agents"]
-        assert ov["success_rate"] == want["success_rate"]
-        assert ov["avg_response_time_ms"] == want["avg_response_time_ms"]
-        assert _money_equal(ov["total_cost_usd"], want["total_cost_usd"])
-        channels = selectors.channel_breakdown(organisation=org, window=window)["channels"]
-        for channel, got in channels.items():
-            want = oracle.summary(world, start, end, channel=channel)
-            assert got["total_sessions"] == want["total_sessions"]
-            assert got["total_messages"] == want["total_messages"]
-            assert got["success_rate"] == want["success_rate"]
-            assert got["avg_response_time_ms"] == want["avg_response_time_ms"]
+        _assert_overview(selectors.overview(organisation=org, window=window), world, window)
+        _assert_channels(
+            selectors.channel_breakdown(organisation=org, window=window)["channels"], world, window
+        )
+
+        # The dashboard's one-pass selectors answer the same numbers.
+        panels = selectors.overview_panels(organisation=org, window=window)
+        _assert_overview(panels["current"], world, window)
+        _assert_channels(panels["channels"], world, window)
+        _assert_series(panels["series"], world, window)
+        listed = {row["agent_id"] for row in panels["agents"]}
+        assert {a for a in agents if oracle.summary(world, start, end, agent_id=a)["active_agents"]} <= listed
+        for row in panels["agents"]:
+            want = oracle.summary(world, start, end, agent_id=row["agent_id"])
+            want.pop("active_agents")
+            _assert_matches(row, want)
+        for public_id, agent in agents.items():
+            tab = selectors.agent_panels(organisation=org, agent=agent, window=window)
+            want = oracle.summary(world, start, end, agent_id=public_id)
+            want.pop("active_agents")
+            _assert_matches(tab["current"], want)
+            _assert_channels(tab["channels"], world, window, agent_id=public_id)
+            _assert_series(tab["series"], world, window, agent_id=public_id)
+
+
+def _assert_overview(got: dict, world, window: Window) -> None:
+    want = oracle.summary(world, window.start, window.end)
+    assert got["total_conversations"] == want["total_sessions"]
+    assert got["total_messages"] == want["total_messages"]
+    assert got["active_agents"] == want["active_agents"]
+    assert got["success_rate"] == want["success_rate"]
+    assert got["avg_response_time_ms"] == want["avg_response_time_ms"]
+    assert _money_equal(got["total_cost_usd"], want["total_cost_usd"])
+
+
+def _assert_channels(channels: dict, world, window: Window, agent_id: str | None = None) -> None:
+    for channel, got in channels.items():
+        want = oracle.summary(world, window.start, window.end, agent_id=agent_id, channel=channel)
+        assert got["total_sessions"] == want["total_sessions"]
+        assert got["total_messages"] == want["total_messages"]
+        assert got["success_rate"] == want["success_rate"]
+        assert got["avg_response_time_ms"] == want["avg_response_time_ms"]
+
+
+def _assert_series(series: dict, world, window: Window, agent_id: str | None = None) -> None:
+    step = timedelta(hours=1) if series["bucket"] == "hour" else timedelta(days=1)
+    for point in series["points"]:
+        a = max(window.start, point["bucket_start"])
+        b = min(window.end, point["bucket_start"] + step)
+        want = oracle.summary(world, a, b, agent_id=agent_id)
+        want.pop("active_agents")
+        _assert_matches(point, want)
 
 
 @pytest.mark.django_db
@@ -181,14 +218,8 @@ def test_timeseries_buckets_equal_the_oracle(data, window):
     start, end = window
     if start >= end:
         end = start + timedelta(hours=2)
-    series = selectors.timeseries(organisation=tenant.organisation, window=Window(start, end))
-    step = timedelta(hours=1) if series["bucket"] == "hour" else timedelta(days=1)
-    for point in series["points"]:
-        a = max(start, point["bucket_start"])
-        b = min(end, point["bucket_start"] + step)
-        want = oracle.summary(world, a, b)
-        want.pop("active_agents")
-        _assert_matches(point, want)
+    window = Window(start, end)
+    _assert_series(selectors.timeseries(organisation=tenant.organisation, window=window), world, window)
 
 
 def test_rebuilt_rollups_equal_incremental_ones(tenant, ingest):
