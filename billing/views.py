@@ -67,7 +67,11 @@ def _charts(request: HttpRequest, usage: dict) -> list[dict]:
         [float(v) for v in breakdown.values()],
     )
     now = timezone.now()
-    trend = timeseries(organisation=request.organisation, window=Window(now - timedelta(days=30), now, "30d"))
+    trend = timeseries(
+        organisation=request.organisation,
+        window=Window(now - timedelta(days=30), now, "30d"),
+        with_percentiles=False,
+    )
     points = trend["points"]
     line = charts.lines(
         "cost-per-conversation",

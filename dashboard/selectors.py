@@ -468,11 +468,16 @@ def _series_of(window: Window, size: Literal["hour", "day"], by_time: dict[objec
     return {**_window_fields(window), "bucket": size, "points": points}
 
 
-def timeseries(*, organisation, window: Window, agent: Agent | None = None) -> dict:
+def timeseries(
+    *, organisation, window: Window, agent: Agent | None = None, with_percentiles: bool = True
+) -> dict:
     """Metrics per hour or day across the window, for charts. Every bucket in the
-    window is present (empty ones with zero counts and null rates)."""
+    window is present (empty ones with zero counts and null rates). Without
+    percentiles, p50 and p95 are null and no latency sketch is read."""
     size = bucket_size(window)
-    by_time = collect(organisation=organisation, window=window, agent=agent, group=size, with_sketch=True)
+    by_time = collect(
+        organisation=organisation, window=window, agent=agent, group=size, with_sketch=with_percentiles
+    )
     return _series_of(window, size, by_time)
 
 
