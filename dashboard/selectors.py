@@ -215,14 +215,18 @@ def collect(
         if not ranges:
             continue
         rows = grouped(model.objects.filter(_ranges("bucket_start", ranges), **scope), 0, "")
-        for row in rows.values(*names, "agent_id").annotate(**{n: Sum(n) for n in COUNTERS}).order_by():
+        if with_sketch:
+            # Every row's sketch is read anyway, so its counters come along and are summed here.
+            rows = rows.values(*names, "agent_id", *COUNTERS, "latency_sketch")
+        else:
+            rows = rows.values(*names, "agent_id").annotate(**{n: Sum(n) for n in COUNTERS})
+        for row in rows.order_by():
             t = totals(row)
             t.add(row)
             if row["traces"]:
                 t.agents.add(row["agent_id"])
-        if with_sketch:
-            for row in rows.values(*names, "latency_sketch").order_by():
-                merge_into(totals(row).latency_sketch, row["latency_sketch"])
+            if with_sketch:
+                merge_into(t.latency_sketch, row["latency_sketch"])
 
     if not plan.raw:
         return out
