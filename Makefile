@@ -13,3 +13,8 @@ setup:
 
 serve:
 	@scripts/serve.sh
+
+# Benchmarks (PostgreSQL): `make bench SIZE=100k,10m`; see the README's Benchmarks section.
+SIZE ?= 100k
+bench:
+	@scripts/setup.sh && .venv/bin/python -m bench --size $(SIZE)
