@@ -7,6 +7,8 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 
+from thinnest_analytics.db import on_worker_thread
+
 from .models import Role
 
 
@@ -14,11 +16,16 @@ def member_required(role: str = Role.VIEWER, *, to_post: str | None = None) -> C
     """Signed in, a member of the current organisation, with at least ``role``;
     with ``to_post``, a POST needs at least that role (a page readers see that
     also takes a change). Non-members get 404 so the page does not reveal that
-    anything exists."""
+    anything exists.
+
+    The page runs on a worker thread of its own: under ASGI Django would run every
+    synchronous view of a process on one thread, so one slow page would hold up
+    every other page and API read behind it."""
 
     def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         @login_required
         @wraps(view)
+        @on_worker_thread
         def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             if request.membership is None:
                 raise Http404("not a member of any organisation")

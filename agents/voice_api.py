@@ -9,7 +9,7 @@ from accounts.auth import ingest_key, read_key
 from audit.services import Actor
 from dashboard.api import WindowOut, WindowParams, window_from
 from dashboard.voice import voice_metrics
-from thinnest_analytics.db import in_worker_thread
+from thinnest_analytics.db import in_worker_thread, on_worker_thread
 
 from . import selectors
 from .api import IngestOut, batch_items, ingest_response, parse_json_body
@@ -99,6 +99,7 @@ class VoiceMetricsOut(WindowOut):
     by_alias=True,
     summary="An agent's voice metrics for a window",
 )
+@on_worker_thread
 def agent_voice(request: HttpRequest, agent_id: str, params: Query[WindowParams]):
     """Active calls now; calls ended in the window (duration in seconds, minutes,
     cost); voice latency (ms), transcription accuracy and interruption rate of

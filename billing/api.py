@@ -11,7 +11,7 @@ from pydantic import ConfigDict
 from accounts.auth import admin_key, ingest_key, read_key
 from agents.api import IngestOut, ingest_batch, one_or_batch
 from audit.services import Actor
-from thinnest_analytics.db import in_worker_thread
+from thinnest_analytics.db import in_worker_thread, on_worker_thread
 from thinnest_analytics.errors import ApiError
 
 from . import selectors
@@ -98,6 +98,7 @@ class UsageParams(Schema):
     by_alias=True,
     summary="Balance, usage today and this month, top agents by cost, cost per category",
 )
+@on_worker_thread
 def usage_summary(request: HttpRequest, params: Query[UsageParams]):
     """USD. "Today" and "this month" follow the organisation's time zone
     (``timezone``); ``period`` gives the UTC instants they span. Top agents and

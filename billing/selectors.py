@@ -258,5 +258,5 @@ def unpriced_traces(*, organisation, window: Window, limit: int = 20) -> dict:
         .annotate(traces=Count("id"), last_seen=Max("created_at"))
         .order_by("-traces", "model")
     )
-    recent = list(traces.select_related("agent").order_by("-created_at", "-id")[:limit])
+    recent = list(traces.prefetch_related("agent").order_by("-created_at", "-id")[:limit])
     return {"count": sum(m["traces"] for m in models), "models": models, "recent": recent}

@@ -7,6 +7,7 @@ from ninja import Field, Query, Router, Schema
 
 from accounts.auth import read_key
 from agents import selectors as agent_selectors
+from thinnest_analytics.db import on_worker_thread
 from thinnest_analytics.errors import ApiError
 
 from . import selectors
@@ -118,6 +119,7 @@ class TimeseriesOut(WindowOut):
     by_alias=True,
     summary="An agent's metrics for a window",
 )
+@on_worker_thread
 def agent_summary(request: HttpRequest, agent_id: str, params: Query[WindowParams]):
     """Every metric of the product's Performance tab. Rates are null for an empty window."""
     window = window_from(params)
@@ -132,6 +134,7 @@ def agent_summary(request: HttpRequest, agent_id: str, params: Query[WindowParam
     by_alias=True,
     summary="Organisation-wide headline metrics",
 )
+@on_worker_thread
 def overview(request: HttpRequest, params: Query[WindowParams]):
     return selectors.overview(organisation=request.organisation, window=window_from(params))
 
@@ -145,6 +148,7 @@ def _optional_agent(request: HttpRequest, agent_id: str | None):
 @router.get(
     "/analytics/channels", auth=read_key, response=ChannelsOut, by_alias=True, summary="Metrics per channel"
 )
+@on_worker_thread
 def channels(request: HttpRequest, params: Query[AgentWindowParams]):
     window = window_from(params)
     agent = _optional_agent(request, params.agent_id)
@@ -158,6 +162,7 @@ def channels(request: HttpRequest, params: Query[AgentWindowParams]):
     by_alias=True,
     summary="Metrics per hour or day",
 )
+@on_worker_thread
 def timeseries(request: HttpRequest, params: Query[AgentWindowParams]):
     """Hourly points for windows up to three days, daily points beyond."""
     window = window_from(params)
@@ -171,6 +176,7 @@ class CompareParams(WindowParams):
 
 
 @router.get("/agents/{agent_id}/versions/compare", auth=read_key, summary="Compare two deployment versions")
+@on_worker_thread
 def versions_compare(request: HttpRequest, agent_id: str, params: Query[CompareParams]):
     """Each version's summary metrics for the window, the absolute and relative
     change from ``a`` to ``b``, and whether the differences in success rate

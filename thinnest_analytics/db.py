@@ -9,8 +9,9 @@ parameters), then moved with one ``INSERT … SELECT … ON CONFLICT`` or
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial, wraps
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -194,6 +195,19 @@ async def in_worker_thread(fn, /, **kwargs):
             connection.close()
 
     return await sync_to_async(run, thread_sensitive=False)()
+
+
+def on_worker_thread(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a synchronous view into an async one that runs it with
+    ``in_worker_thread``: a slow read then no longer holds up the other requests
+    of its process. The view must return plain data or a finished response
+    (nothing that queries lazily once it has returned)."""
+
+    @wraps(view)
+    async def wrapped(*args, **kwargs):
+        return await in_worker_thread(partial(view, *args, **kwargs))
+
+    return wrapped
 
 
 def delete_in(model: type[models.Model], field: str, values: Sequence[Any], **where: Any) -> int:
