@@ -5,6 +5,7 @@ notification is sent; redirects are not followed; an installation opts in to
 an internal receiver with OUTBOUND_ALLOWED_NETWORKS."""
 
 import socket
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -231,3 +232,64 @@ def test_readers_see_that_a_delivery_failed_and_admins_see_why(tenant, members, 
         assert b"webhook answered 500" in members["admin"].get("/alerts/").content
     finally:
         failing.close()
+
+
+def _certificate(tmp_path, name: str) -> tuple[str, str]:
+    """A self-signed certificate for ``name``: (certificate file, key file)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "receiver.pem", tmp_path / "receiver.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return str(cert_file), str(key_file)
+
+
+def test_an_https_receiver_is_reached_by_name_with_its_certificate_checked(
+    tenant, resolver, loopback_receivers, monkeypatch, tmp_path
+):
+    answers, _ = resolver
+    cert_file, key_file = _certificate(tmp_path, "hooks.tls.test")
+    monkeypatch.setenv("SSL_CERT_FILE", cert_file)  # the receiver's certificate is the one trusted
+    receiver = Receiver()
+    server_names: list[str] = []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    context.sni_callback = lambda sock, name, ctx: server_names.append(name)
+    receiver.server.socket = context.wrap_socket(receiver.server.socket, server_side=True)
+    try:
+        port = receiver.server.server_port
+        answers["hooks.tls.test"] = answers["impostor.test"] = ["127.0.0.1"]
+        rule = _rule(tenant, notify=[{"type": "webhook", "url": f"https://hooks.tls.test:{port}/hook"}])
+        assert _sent_to(tenant, rule.pk).status == "sent"
+        assert server_names == ["hooks.tls.test"] and len(receiver.requests) == 1
+        # The same address under a name the certificate does not carry: no delivery.
+        other = _rule(tenant, notify=[{"type": "webhook", "url": f"https://impostor.test:{port}/hook"}])
+        notification = _sent_to(tenant, other.pk)
+        assert notification.status == "failed" and "certificate" in notification.last_error
+        assert len(receiver.requests) == 1
+    finally:
+        receiver.close()
