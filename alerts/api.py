@@ -7,6 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Query, Router, Schema, Status
 
 from accounts.auth import admin_key, read_key
+from accounts.models import Scope
 from audit.services import Actor
 from thinnest_analytics.errors import not_found
 
@@ -63,13 +64,17 @@ class EventFilters(Schema):
     state: Literal["firing", "resolved", "test"] | None = None
 
 
-def rule_out(rule: AlertRule) -> dict:
-    """A rule as callers see it: webhook secrets are never echoed back."""
-    notify = [{**target, "secret": "[set]"} if target.get("secret") else target for target in rule.notify]
+def _full(request: HttpRequest) -> bool:
+    """Keys with the admin scope see webhook URLs and delivery errors whole."""
+    return Scope.ADMIN in request.auth.scopes
+
+
+def rule_out(rule: AlertRule, *, full: bool) -> dict:
+    """A rule as callers see it: webhook secrets are never echoed back, URLs only to admins."""
     return {
         "id": rule.pk,
         **services.rule_as_input(rule),
-        "notify": notify,
+        "notify": selectors.targets_shown(rule.notify, full=full),
         "state": rule.state,
         "last_value": rule.last_value,
         "last_evaluated_at": rule.last_evaluated_at,
@@ -77,7 +82,8 @@ def rule_out(rule: AlertRule) -> dict:
     }
 
 
-def event_out(event) -> dict:
+def event_out(shown: selectors.EventShown) -> dict:
+    event = shown.event
     return {
         "id": event.pk,
         "rule_id": event.rule_id,
@@ -89,17 +95,7 @@ def event_out(event) -> dict:
         "threshold": event.threshold,
         "window_minutes": event.window_minutes,
         "at": event.at,
-        "notifications": [
-            {
-                "channel": n.channel,
-                "target": n.target,
-                "delivery_id": str(n.delivery_id),
-                "status": n.status,
-                "attempts": n.attempts,
-                "last_error": n.last_error,
-            }
-            for n in event.notifications.all()
-        ],
+        "notifications": [vars(delivery) for delivery in shown.deliveries],
     }
 
 
@@ -116,7 +112,8 @@ def _rule(request: HttpRequest, rule_id: int) -> AlertRule:
 
 @router.get("/alerts/rules", auth=read_key, response=RuleList, summary="The organisation's alert rules")
 def rules(request: HttpRequest):
-    return {"rules": [rule_out(r) for r in selectors.rule_list(organisation=request.organisation)]}
+    full = _full(request)
+    return {"rules": [rule_out(r, full=full) for r in selectors.rule_list(organisation=request.organisation)]}
 
 
 @router.post("/alerts/rules", auth=admin_key, response={201: RuleOut}, summary="Create an alert rule")
@@ -126,7 +123,7 @@ def rule_create(request: HttpRequest, payload: AlertRuleIn):
         data=payload.model_dump(),
         actor=Actor.for_api_key(request.auth, request),
     )
-    return Status(201, rule_out(rule))
+    return Status(201, rule_out(rule, full=True))
 
 
 @router.patch("/alerts/rules/{rule_id}", auth=admin_key, response=RuleOut, summary="Change an alert rule")
@@ -136,7 +133,7 @@ def rule_update(request: HttpRequest, rule_id: int, payload: AlertRulePatch):
         changes=payload.model_dump(exclude_unset=True),
         actor=Actor.for_api_key(request.auth, request),
     )
-    return rule_out(rule)
+    return rule_out(rule, full=True)
 
 
 @router.delete(
@@ -155,13 +152,13 @@ def rule_delete(request: HttpRequest, rule_id: int):
 )
 def rule_test(request: HttpRequest, rule_id: int):
     event = services.rule_test(rule=_rule(request, rule_id), actor=Actor.for_api_key(request.auth, request))
-    return Status(202, event_out(event))
+    deliveries = [selectors.delivery_shown(n, full=True) for n in event.notifications.all()]
+    return Status(202, event_out(selectors.EventShown(event, deliveries)))
 
 
 @router.get("/alerts/events", auth=read_key, response=EventList, summary="Alert events, newest first")
 def events(request: HttpRequest, filters: Query[EventFilters]):
-    return {
-        "events": [
-            event_out(e) for e in selectors.event_list(organisation=request.organisation, state=filters.state)
-        ]
-    }
+    history = selectors.history_shown(
+        organisation=request.organisation, full=_full(request), state=filters.state
+    )
+    return {"events": [event_out(shown) for shown in history]}

@@ -3,13 +3,14 @@
 
 import hashlib
 import hmac
+import http.client
 import json
-import urllib.error
-import urllib.request
 from decimal import Decimal
 
 from django.conf import settings
 from django.core import mail
+
+from thinnest_analytics import outbound
 
 from .models import AlertEvent, Notification
 
@@ -87,12 +88,14 @@ def deliver(notification: Notification) -> None:
     }
     if notification.config.get("secret"):
         headers[SIGNATURE_HEADER] = signature(notification.config["secret"], body)
-    request = urllib.request.Request(notification.target, data=body, headers=headers, method="POST")
+    # Only to a public address (checked on the address connected to), never following a redirect.
     try:
-        with urllib.request.urlopen(request, timeout=settings.ALERT_WEBHOOK_TIMEOUT) as response:
-            if not 200 <= response.status < 300:
-                raise DeliveryError(f"webhook answered {response.status}")
-    except urllib.error.HTTPError as exc:
-        raise DeliveryError(f"webhook answered {exc.code}") from exc
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        raise DeliveryError(f"webhook unreachable: {getattr(exc, 'reason', exc)}") from exc
+        status = outbound.post(notification.target, body, headers, timeout=settings.ALERT_WEBHOOK_TIMEOUT)
+    except outbound.OutboundRefused as exc:
+        raise DeliveryError(f"webhook refused: {exc}") from exc
+    except (OSError, http.client.HTTPException) as exc:
+        raise DeliveryError(f"webhook unreachable: {exc}") from exc
+    if 300 <= status < 400:
+        raise DeliveryError(f"webhook answered {status} (redirects are not followed)")
+    if not 200 <= status < 300:
+        raise DeliveryError(f"webhook answered {status}")

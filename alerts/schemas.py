@@ -3,7 +3,9 @@
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, HttpUrl, model_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, HttpUrl, field_validator, model_validator
+
+from thinnest_analytics import outbound
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 
@@ -14,6 +16,14 @@ class WebhookTarget(BaseModel):
     url: HttpUrl
     secret: Annotated[str, Field(max_length=200)] | None = None
     format: Literal["json", "slack"] = "json"
+
+    @field_validator("url")
+    @classmethod
+    def _public_destination(cls, url: HttpUrl) -> HttpUrl:
+        """Refused when it points at this machine, a private network or a metadata
+        service (checked again, on the address connected to, when sending)."""
+        outbound.url_check(str(url))
+        return url
 
 
 class EmailTarget(BaseModel):

@@ -4,12 +4,13 @@ selectors (rollups plus partial-hour edges), never raw scans."""
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 from billing.selectors import balance, budget_status
 from dashboard import selectors as metrics
 from dashboard.windows import Window
 
-from .models import AlertEvent, AlertRule, Kind
+from .models import AlertEvent, AlertRule, Kind, Notification
 
 
 @dataclass(frozen=True)
@@ -76,3 +77,79 @@ def event_list(*, organisation, state: str | None = None, limit: int = 100) -> l
     if state:
         qs = qs.filter(state=state)
     return list(qs[:limit])
+
+
+# --- what each reader may see of targets and deliveries ------------------------
+# Webhook URLs carry secrets (Slack hook paths, ``?token=``): only admins (a
+# member with the admin role, a key with the admin scope) see them whole;
+# everyone else sees scheme and host. A delivery's error tells how the receiver
+# answered — a probe of whatever the URL points at — so readers see only that it
+# failed. Signing secrets are shown to nobody. The API and the Alerts page both
+# go through these.
+
+DELIVERY_FAILED = "delivery failed"
+
+
+def webhook_url_shown(url: str, *, full: bool) -> str:
+    if full:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}/…"
+
+
+def targets_shown(notify: list[dict], *, full: bool) -> list[dict]:
+    """A rule's notification targets as the reader may see them."""
+    shown = []
+    for target in notify:
+        target = dict(target)
+        if target.get("secret"):
+            target["secret"] = "[set]"
+        if target.get("type") == "webhook":
+            target["url"] = webhook_url_shown(target.get("url", ""), full=full)
+        shown.append(target)
+    return shown
+
+
+@dataclass(frozen=True)
+class DeliveryShown:
+    channel: str
+    target: str
+    delivery_id: str
+    status: str
+    attempts: int
+    last_error: str
+
+
+def delivery_shown(notification: Notification, *, full: bool) -> DeliveryShown:
+    """One notification of an event as the reader may see it."""
+    target = notification.target
+    if notification.channel == "webhook":
+        target = webhook_url_shown(target, full=full)
+    error = notification.last_error
+    return DeliveryShown(
+        channel=notification.channel,
+        target=target,
+        delivery_id=str(notification.delivery_id),
+        status=notification.status,
+        attempts=notification.attempts,
+        last_error=error if full or not error else DELIVERY_FAILED,
+    )
+
+
+@dataclass(frozen=True)
+class EventShown:
+    event: AlertEvent
+    deliveries: list[DeliveryShown]
+
+
+def history_shown(
+    *, organisation, full: bool, state: str | None = None, limit: int = 100
+) -> list[EventShown]:
+    """Alert events, newest first, each with its deliveries as the reader may see them."""
+    return [
+        EventShown(e, [delivery_shown(n, full=full) for n in e.notifications.all()])
+        for e in event_list(organisation=organisation, state=state, limit=limit)
+    ]

@@ -52,7 +52,9 @@ def alert_rules(request: HttpRequest) -> HttpResponse:
     context = {
         "nav": "alerts",
         "rules": selectors.rule_list(organisation=request.organisation),
-        "events": selectors.event_list(organisation=request.organisation, limit=50),
+        "history": selectors.history_shown(
+            organisation=request.organisation, full=request.membership.has_role(Role.ADMIN), limit=50
+        ),
         "form": form,
         "now": timezone.now(),
     }

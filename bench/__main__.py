@@ -58,7 +58,9 @@ class Server:
         env = dict(os.environ, LOG_LEVEL="ERROR", ALLOW_HTTP="true", INGEST_REQUESTS_PER_MINUTE="0")
         self.proc = subprocess.Popen(
             [
-                str(Path(sys.executable).parent / "daphne"),
+                sys.executable,
+                "-m",
+                "thinnest_analytics.server",
                 "-b",
                 "127.0.0.1",
                 "-p",

@@ -84,7 +84,10 @@ class ModelPriceForm(forms.Form):
     match_pattern = forms.CharField(
         max_length=500,
         required=False,
-        help_text="a regular expression for the whole model name, case-insensitive; empty: exactly the name",
+        help_text=(
+            "a regular expression (RE2 syntax: no look-around or back-references) for the whole"
+            " model name, case-insensitive; empty: exactly the name"
+        ),
     )
     input_price_per_mtok = forms.DecimalField(
         label="Input USD per million tokens", max_digits=14, decimal_places=6, min_value=0

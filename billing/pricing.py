@@ -1,7 +1,7 @@
 """LLM cost from the model price table, and voice minutes at the price per minute.
 The one place a token or voice cost is computed."""
 
-import re
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -9,12 +9,15 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Protocol
 
+import re2
 from django.conf import settings
 from django.db.models import Q
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from .models import ModelPrice
+
+logger = logging.getLogger(__name__)
 
 MILLION = Decimal(1_000_000)
 # Money is stored as NUMERIC(…, 10): every amount is rounded to that once, before it
@@ -26,9 +29,51 @@ def money(value: Decimal) -> Decimal:
     return Decimal(value).quantize(MONEY_QUANTUM, rounding=ROUND_HALF_EVEN)
 
 
+# --- price patterns ----------------------------------------------------------
+# Organisations' admins write the patterns, and every trace is matched against
+# them in the ingestion request: a backtracking engine would let one pattern like
+# ``(a+)+b`` stall the server for every tenant. RE2 matches in time linear in the
+# model name (at most 200 characters) whatever the pattern; it has no
+# look-around or back-references, and refuses patterns whose compiled program
+# exceeds PATTERN_MAX_MEMORY.
+PATTERN_MAX_MEMORY = 1 << 20  # bytes
+
+
+class PatternError(ValueError):
+    pass
+
+
+def _pattern_options() -> re2.Options:
+    options = re2.Options()
+    options.case_sensitive = False
+    options.log_errors = False
+    options.max_mem = PATTERN_MAX_MEMORY
+    return options
+
+
+_PATTERN_OPTIONS = _pattern_options()
+
+
+def price_pattern(pattern: str):
+    """A model price's pattern, compiled (case-insensitive, RE2 syntax); matches
+    with ``.fullmatch(model)``. Raises PatternError with RE2's reason."""
+    try:
+        return re2.compile(pattern, _PATTERN_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else "not accepted"
+        raise PatternError(
+            reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
+        ) from None
+
+
+def pattern_for_name(model_name: str) -> str:
+    """The pattern that matches exactly ``model_name``."""
+    return re2.escape(model_name)
+
+
 @dataclass(frozen=True)
 class _Price:
-    pattern: re.Pattern
+    pattern: object  # a compiled price_pattern
     input_per_mtok: Decimal
     output_per_mtok: Decimal
     effective_from: datetime
@@ -142,9 +187,12 @@ def _load(organisation) -> PriceTable:
     prices = []
     for row in rows:
         try:
-            pattern = re.compile(row.match_pattern, re.IGNORECASE)
-        except re.error:
-            continue  # the admin form validates; a bad legacy row must not break ingestion
+            pattern = price_pattern(row.match_pattern)
+        except PatternError as exc:
+            # Saving validates; a row stored before RE2 (look-around, back-references)
+            # must not break ingestion: its model stays unpriced until it is fixed.
+            logger.warning("model price %s has a pattern RE2 refuses (%s); it is skipped", row.pk, exc)
+            continue
         prices.append(
             _Price(
                 pattern=pattern,

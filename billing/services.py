@@ -2,7 +2,6 @@
 charges, adjustments), budgets and model prices. Each change is audited in the
 same transaction; usage events are facts like traces and are not audited."""
 
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from thinnest_analytics.db import insert_ignore_conflicts, upsert_add
 from thinnest_analytics.errors import ApiError
 
 from .models import Budget, LedgerEntry, LedgerKind, ModelPrice, Subscription, UsageEvent, UsageRollup
+from .pricing import PatternError, pattern_for_name, price_pattern
 from .schemas import MAX_AMOUNT_USD, UsageEventIn
 from .selectors import balance, ledger_credits
 
@@ -464,14 +464,17 @@ def model_price_validate(
     model_name = (model_name or "").strip()
     if not model_name or len(model_name) > 200:
         raise ApiError(400, "invalid_request", "model_name: must be 1 to 200 characters")
-    match_pattern = (match_pattern or "").strip() or re.escape(model_name)
+    match_pattern = (match_pattern or "").strip() or pattern_for_name(model_name)
     if len(match_pattern) > 500:
         raise ApiError(400, "invalid_request", "match_pattern: at most 500 characters")
     try:
-        compiled = re.compile(match_pattern, re.IGNORECASE)
-    except re.error as exc:
+        compiled = price_pattern(match_pattern)
+    except PatternError as exc:
         raise ApiError(
-            400, "invalid_request", f"match_pattern: not a valid regular expression: {exc}"
+            400,
+            "invalid_request",
+            f"match_pattern: not a valid regular expression in RE2 syntax"
+            f" (no look-around or back-references): {exc}",
         ) from None
     if not compiled.fullmatch(model_name):
         raise ApiError(

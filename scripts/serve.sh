@@ -61,6 +61,7 @@ echo "  Celery worker + beat log: $VAR/celery.log     (Ctrl-C stops everything)"
 if [ -n "$simulator_pid" ]; then echo "  demo traffic (voice calls, chats): $VAR/simulator.log"; fi
 echo
 # Daphne runs in its own session too, so Ctrl-C reaches it through stop_all, in order.
-$detach .venv/bin/daphne -b "$HOST" -p "$PORT" thinnest_analytics.asgi:application &
+# thinnest_analytics.server is Daphne with request bodies bounded while they arrive.
+$detach $PY -m thinnest_analytics.server -b "$HOST" -p "$PORT" thinnest_analytics.asgi:application &
 daphne_pid=$!
 wait "$daphne_pid"

@@ -254,3 +254,14 @@ def _raw_rows_kept(settings):
     in whole hours once the dates fall behind RETENTION_DAYS. Retention tests
     set it themselves."""
     settings.RETENTION_DAYS = 0
+
+
+# Webhook receivers in tests listen on loopback, which outbound requests reach
+# only where an installation allows it: tests that deliver opt in, as a
+# self-hosted installation with an internal receiver would.
+LOOPBACK = "127.0.0.0/8"
+
+
+@pytest.fixture
+def loopback_receivers(settings):
+    settings.OUTBOUND_ALLOWED_NETWORKS = [LOOPBACK]

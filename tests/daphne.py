@@ -33,8 +33,8 @@ class Daphne:
     def __init__(self, env: dict, port: int | None = None) -> None:
         self.port = port or free_port()
         self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1", "-p", str(self.port), "-v", "0"]
-            + ["thinnest_analytics.asgi:application"],
+            [sys.executable, "-m", "thinnest_analytics.server", "-b", "127.0.0.1", "-p", str(self.port)]
+            + ["-v", "0", "thinnest_analytics.asgi:application"],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,

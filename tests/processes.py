@@ -130,7 +130,8 @@ def daphne(env: dict[str, str], log_dir: Path) -> Iterator[str]:
     log = log_dir / f"daphne-{port}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "thinnest_analytics.asgi:application"],
+            [sys.executable, "-m", "thinnest_analytics.server", "-b", "127.0.0.1", "-p", str(port)]
+            + ["thinnest_analytics.asgi:application"],
             cwd=ROOT,
             env=env,
             stdout=out,

@@ -55,7 +55,7 @@ class Receiver:
 
 
 @pytest.fixture
-def receiver():
+def receiver(loopback_receivers):
     r = Receiver()
     yield r
     r.close()
@@ -179,7 +179,9 @@ def test_a_muted_rule_is_not_evaluated(tenant, ingest):
     assert alerts_evaluate() == []
 
 
-def test_a_slow_receiver_times_out_and_is_retried_without_blocking(tenant, ingest, settings):
+def test_a_slow_receiver_times_out_and_is_retried_without_blocking(
+    tenant, ingest, settings, loopback_receivers
+):
     settings.ALERT_WEBHOOK_TIMEOUT = 0.3
     slow = Receiver(delay=2)
     try:
@@ -198,7 +200,7 @@ def test_a_slow_receiver_times_out_and_is_retried_without_blocking(tenant, inges
         slow.close()
 
 
-def test_a_failing_receiver_is_retried_until_it_answers(tenant, ingest):
+def test_a_failing_receiver_is_retried_until_it_answers(tenant, ingest, loopback_receivers):
     flaky = Receiver(fail_first=2)
     try:
         _rule(tenant, notify=[{"type": "webhook", "url": flaky.url, "format": "slack"}])

@@ -20,7 +20,7 @@ from .test_alerts import Receiver, _conversations, _rule
 
 
 @pytest.fixture
-def receiver():
+def receiver(loopback_receivers):
     r = Receiver()
     yield r
     r.close()
@@ -41,7 +41,7 @@ def _fired(tenant, ingest, notify) -> Notification:
     return Notification.objects.get()
 
 
-def test_every_attempt_carries_the_same_delivery_id(tenant, ingest):
+def test_every_attempt_carries_the_same_delivery_id(tenant, ingest, loopback_receivers):
     flaky = Receiver(fail_first=1)
     try:
         notification = _fired(tenant, ingest, [{"type": "webhook", "url": flaky.url}])
@@ -81,7 +81,7 @@ def test_a_notification_being_sent_is_not_sent_again(tenant, ingest, receiver):
     assert len(receiver.requests) == 1
 
 
-def test_the_retry_budget_is_the_notifications_own(tenant, ingest):
+def test_the_retry_budget_is_the_notifications_own(tenant, ingest, loopback_receivers):
     dead = Receiver(fail_first=100)
     try:
         notification = _fired(tenant, ingest, [{"type": "webhook", "url": dead.url}])
@@ -142,7 +142,7 @@ def test_an_unreachable_broker_never_fails_the_request(
 
 @postgres_only()
 @pytest.mark.django_db(transaction=True)
-def test_racing_workers_send_a_notification_once(queued):
+def test_racing_workers_send_a_notification_once(queued, loopback_receivers):
     from .conftest import _tenant
 
     slow = Receiver(delay=0.5)

@@ -15,14 +15,14 @@ from django.db import connection
 
 from alerts.models import AlertEvent
 
-from .conftest import _tenant, postgres_only
+from .conftest import LOOPBACK, _tenant, postgres_only
 from .test_alerts import Receiver, _conversations, _rule
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [postgres_only(), pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-def test_beat_evaluates_and_the_worker_delivers(tmp_path):
+def test_beat_evaluates_and_the_worker_delivers(tmp_path, loopback_receivers):
     if not settings.REDIS_URL:
         pytest.skip("needs REDIS_URL: the worker and beat run on the Redis broker")
     tenant = _tenant("worker-alerts")
@@ -36,6 +36,7 @@ def test_beat_evaluates_and_the_worker_delivers(tmp_path):
         ALERTS_EVALUATION_SECONDS="1",
         VAR_DIR=str(tmp_path),
         DB_POOL="false",
+        OUTBOUND_ALLOWED_NETWORKS=LOOPBACK,
     )
     worker = subprocess.Popen(
         [

@@ -16,7 +16,7 @@ from accounts.services import user_create_or_update
 from alerts.models import Notification
 from alerts.notify import DELIVERY_HEADER
 
-from .conftest import _tenant, postgres_only, trace
+from .conftest import LOOPBACK, _tenant, postgres_only, trace
 from .otlp import json_export, json_span
 from .processes import celery_worker, daphne, http, redis_server, shared_env, wait_until
 from .test_alerts import Receiver, _rule
@@ -54,7 +54,7 @@ def _otlp(n: int) -> bytes:
     return json.dumps(json_export([span])).encode()
 
 
-def test_a_redis_outage_loses_nothing(tmp_path):
+def test_a_redis_outage_loses_nothing(tmp_path, loopback_receivers):
     tenant = _tenant("redis-outage")
     receiver = Receiver()
     rule = _rule(tenant, notify=[{"type": "webhook", "url": receiver.url}])
@@ -70,7 +70,13 @@ def test_a_redis_outage_loses_nothing(tmp_path):
     group = f"alerts.{tenant.organisation.pk}"
     try:
         with redis_server(tmp_path) as redis:
-            env = shared_env(redis.url, tmp_path, ALERTS_EVALUATION_SECONDS="3600", ALERT_SWEEP_SECONDS="1")
+            env = shared_env(
+                redis.url,
+                tmp_path,
+                ALERTS_EVALUATION_SECONDS="3600",
+                ALERT_SWEEP_SECONDS="1",
+                OUTBOUND_ALLOWED_NETWORKS=LOOPBACK,
+            )
             with daphne(env, tmp_path) as base, celery_worker(env, tmp_path / "worker.log", beat=True):
 
                 def send_test():

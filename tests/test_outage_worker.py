@@ -11,7 +11,7 @@ import pytest
 from alerts.models import AlertEvent, Notification
 from alerts.notify import DELIVERY_HEADER
 
-from .conftest import _tenant, postgres_only
+from .conftest import LOOPBACK, _tenant, postgres_only
 from .processes import celery_worker, redis_server, shared_env, stop, wait_until
 from .test_alerts import Receiver, _conversations, _rule
 
@@ -20,7 +20,7 @@ pytestmark = [postgres_only(), pytest.mark.slow, pytest.mark.django_db(transacti
 VISIBILITY_SECONDS = 2  # a task a dead worker held is queued again after this
 
 
-def test_a_killed_worker_delivers_once(tmp_path):
+def test_a_killed_worker_delivers_once(tmp_path, loopback_receivers):
     tenant = _tenant("worker-killed")
     receiver = Receiver(delay=1)
     _rule(tenant, notify=[{"type": "webhook", "url": receiver.url}], window_minutes=30)
@@ -35,6 +35,7 @@ def test_a_killed_worker_delivers_once(tmp_path):
                 ALERT_SWEEP_SECONDS="3600",  # only the broker can bring the task back
                 ALERT_DELIVERY_LEASE_SECONDS="2",
                 ALERT_WEBHOOK_TIMEOUT="5",
+                OUTBOUND_ALLOWED_NETWORKS=LOOPBACK,
                 BROKER_VISIBILITY_TIMEOUT=str(VISIBILITY_SECONDS),
             )
             with celery_worker(env, tmp_path / "first.log", beat=True) as first:

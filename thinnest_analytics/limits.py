@@ -1,7 +1,10 @@
-"""An ASGI guard that refuses request bodies over MAX_REQUEST_BYTES before they
-are buffered: by Content-Length at once, and while streaming for chunked bodies.
-Django checks the same limit when a view reads the body; this keeps a huge
-upload from reaching memory or disk first."""
+"""Request bodies over MAX_REQUEST_BYTES are refused with 413.
+
+The server process (``thinnest_analytics.server``) enforces the limit while the
+body arrives, before anything is stored: Daphne itself buffers a whole body
+before the application sees it. ``BodySizeLimit`` is the same rule at the ASGI
+level, for servers that stream bodies to the application; Django checks the
+limit once more when a view reads the body."""
 
 import json
 
@@ -10,8 +13,9 @@ class BodyTooLarge(Exception):
     pass
 
 
-def _413(limit: int) -> tuple[dict, dict]:
-    body = json.dumps(
+def too_large_body(limit: int) -> bytes:
+    """The JSON error answered with 413."""
+    return json.dumps(
         {
             "error": {
                 "code": "request_too_large",
@@ -20,6 +24,10 @@ def _413(limit: int) -> tuple[dict, dict]:
             }
         }
     ).encode()
+
+
+def _413(limit: int) -> tuple[dict, dict]:
+    body = too_large_body(limit)
     start = {
         "type": "http.response.start",
         "status": 413,

@@ -6,6 +6,7 @@ to PostgreSQL; ``REDIS_URL`` makes Redis carry both the channel layer and the
 Celery broker.
 """
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -266,6 +267,12 @@ VOICE_LIVE_MIN_INTERVAL_MS = envint("VOICE_LIVE_MIN_INTERVAL_MS", "250")
 VOICE_LIVE_HEARTBEAT_MS = envint("VOICE_LIVE_HEARTBEAT_MS", "4000")
 RETENTION_DAYS = envint("RETENTION_DAYS", "400")
 ALERT_WEBHOOK_TIMEOUT = float(os.getenv("ALERT_WEBHOOK_TIMEOUT", "10"))
+# Outbound requests to user-chosen URLs (alert webhooks) go to public addresses
+# only; list networks (CIDR, comma-separated) to allow an internal receiver, e.g.
+# "10.20.0.0/16,fd12:3456::/48". Empty: none. Cloud metadata addresses stay refused.
+OUTBOUND_ALLOWED_NETWORKS = [
+    str(ipaddress.ip_network(network, strict=False)) for network in envlist("OUTBOUND_ALLOWED_NETWORKS", "")
+]
 # Subscription plans, "name" or "name:price in USD"; a priced plan is charged
 # to the ledger when an organisation moves to it.
 BILLING_PLANS = envlist("BILLING_PLANS", "free,starter:29.00,pro:99.00,enterprise")
