@@ -1,4 +1,3 @@
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.views import LoginView
@@ -9,12 +8,12 @@ from django.urls import reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from audit.services import Actor, client_ip
+from audit.services import Actor
 from thinnest_analytics.pages import button_apply, form_apply
 
-from . import ratelimit
 from .access import member_required
-from .forms import InviteForm
+from .admin_site import paused_login_status
+from .forms import InviteForm, LoginForm
 from .middleware import SESSION_KEY
 from .models import ApiKey, Membership, Role
 from .services import (
@@ -165,23 +164,12 @@ class InvitationAcceptView(auth_views.PasswordResetConfirmView):
 invitation_accept = InvitationAcceptView.as_view()
 
 
-class RateLimitedLoginView(LoginView):
-    """Django's login, paused for an address after repeated failures (429)."""
+class PausedLoginView(LoginView):
+    """Django's login with the login pause (``PausedLoginMixin``): a paused
+    attempt is answered 429 with the reason on the form."""
 
+    authentication_form = LoginForm
     redirect_authenticated_user = True
 
-    def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        username = request.POST.get("username", "")[:150]
-        ip = client_ip(request)
-        if ratelimit.login_locked(username=username, ip=ip):
-            form = self.get_form()
-            form.errors.clear()
-            minutes = max(1, settings.LOGIN_LOCKOUT_SECONDS // 60)
-            form.add_error(None, f"Too many failed attempts. Try again in {minutes} minutes.")
-            return self.render_to_response(self.get_context_data(form=form), status=429)
-        response = super().post(request, *args, **kwargs)
-        if request.user.is_authenticated:
-            ratelimit.login_succeeded(username=username, ip=ip)
-        else:
-            ratelimit.login_failed(username=username, ip=ip)
-        return response
+    def form_invalid(self, form: LoginForm) -> HttpResponse:
+        return paused_login_status(super().form_invalid(form))

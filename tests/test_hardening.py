@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.test import Client
 
@@ -59,6 +60,41 @@ def test_a_successful_login_resets_the_count(tenant, settings):
     for _ in range(2):
         assert _login(Client(), "wrong").status_code == 200
     assert _login(Client(), "right-pass-1").status_code == 302
+
+
+def test_the_admin_login_pauses_a_staff_account(db):
+    get_user_model().objects.create_superuser("root", "root@example.com", "right-pass-1")
+    c = Client()
+    statuses = [
+        c.post("/admin/login/", {"username": "root", "password": f"wrong-{n}"}).status_code for n in range(12)
+    ]
+    assert statuses == [200] * 5 + [429] * 7
+    r = c.post("/admin/login/", {"username": "root", "password": "right-pass-1"})
+    assert r.status_code == 429
+    assert "Too many failed attempts" in r.content.decode()
+    assert "_auth_user_id" not in c.session
+    assert c.get("/admin/").status_code == 302  # still sent to the login
+
+
+def test_failures_at_either_login_count_towards_one_pause(tenant, settings):
+    settings.LOGIN_MAX_FAILURES = 4
+    get_user_model().objects.create_superuser("root", "root@example.com", "right-pass-1")
+    for path in ("/login/", "/admin/login/", "/login/", "/admin/login/"):
+        assert Client().post(path, {"username": "root", "password": "wrong"}).status_code == 200
+    assert Client().post("/login/", {"username": "root", "password": "right-pass-1"}).status_code == 429
+    assert Client().post("/admin/login/", {"username": "root", "password": "right-pass-1"}).status_code == 429
+
+
+def test_spelling_variants_of_a_username_share_its_pause(tenant, settings):
+    settings.LOGIN_MAX_FAILURES = 4
+    user_create_or_update(
+        organisation=tenant.organisation, username="brute_x", password="right-pass-1", role=Role.VIEWER
+    )
+    for variant in (" brute_x", "brute_x ", "\uff42rute_x", "BRUTE_X"):  # a full-width b
+        r = Client().post("/login/", {"username": variant, "password": "wrong"})
+        assert r.status_code == 200, variant
+    r = Client().post("/login/", {"username": "brute_x", "password": "right-pass-1"})
+    assert r.status_code == 429
 
 
 def test_ingestion_is_limited_per_key_with_retry_after(tenant, settings):

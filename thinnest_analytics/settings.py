@@ -35,7 +35,7 @@ SITE_URL = os.getenv("SITE_URL", "http://127.0.0.1:8000")
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "accounts.apps.AdminConfig",  # Django's admin, with the login pause
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
