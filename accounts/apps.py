@@ -6,6 +6,9 @@ class AccountsConfig(AppConfig):
     default = True
     name = "accounts"
 
+    def ready(self) -> None:
+        from . import checks  # noqa: F401 — registers the deployment checks
+
 
 class AdminConfig(admin_apps.AdminConfig):
     """Django's admin whose default site pauses logins as ``/login/`` does."""

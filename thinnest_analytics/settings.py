@@ -275,7 +275,11 @@ ALERT_DELIVERY_LEASE_SECONDS = envint("ALERT_DELIVERY_LEASE_SECONDS", "60")
 # How often beat queues again the notifications whose delivery task was lost.
 ALERT_SWEEP_SECONDS = envint("ALERT_SWEEP_SECONDS", "60")
 
-# Email: SMTP when EMAIL_HOST is set, the console otherwise.
+# Email: SMTP when EMAIL_HOST is set. Without it, messages (invitation links among
+# them) are printed to the console only under DEBUG; otherwise each is written to a
+# file in VAR_DIR/outbox, readable by the server's user alone, and never to the
+# server's log, which is often shipped elsewhere. `check --deploy` warns then.
+EMAIL_OUTBOX_DIR = VAR_DIR / "outbox"
 if os.getenv("EMAIL_HOST"):
     MAILERS = {
         "default": {
@@ -290,8 +294,17 @@ if os.getenv("EMAIL_HOST"):
             },
         }
     }
-else:
+elif DEBUG:
     MAILERS = {"default": {"BACKEND": "django.core.mail.backends.console.EmailBackend"}}
+else:
+    EMAIL_OUTBOX_DIR.mkdir(mode=0o700, exist_ok=True)
+    EMAIL_OUTBOX_DIR.chmod(0o700)
+    MAILERS = {
+        "default": {
+            "BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+            "OPTIONS": {"file_path": str(EMAIL_OUTBOX_DIR)},
+        }
+    }
 DEFAULT_FROM_EMAIL = os.getenv("DEFAULT_FROM_EMAIL", "alerts@localhost")
 
 LOGGING = {
