@@ -26,6 +26,7 @@ from django.utils.text import slugify
 from audit.services import Actor, audit_record
 from thinnest_analytics.errors import ApiError
 
+from .live import access_ended_on_commit, api_key_grant, membership_grant
 from .models import ApiKey, Membership, Organisation, Role, Scope
 
 KEY_PREFIX = "ta_"
@@ -145,6 +146,8 @@ def api_key_create(
 
 @transaction.atomic
 def api_key_revoke(*, api_key: ApiKey, actor: Actor) -> ApiKey:
+    """Revoke a key: it authenticates nothing from now on, and the live sockets
+    it opened are closed once this commits. Records apikey.revoke."""
     changed = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
     api_key.refresh_from_db()
     if changed:
@@ -156,6 +159,7 @@ def api_key_revoke(*, api_key: ApiKey, actor: Actor) -> ApiKey:
             resource_id=api_key.prefix,
             details={"name": api_key.name},
         )
+        access_ended_on_commit(api_key_grant(api_key.pk))
     return api_key
 
 
@@ -372,7 +376,8 @@ def member_role_change(*, membership: Membership, role: str, by: Membership, act
 @transaction.atomic
 def member_remove(*, membership: Membership, by: Membership, actor: Actor) -> None:
     """Remove a member from the organisation (their account stays). Admins cannot
-    remove owners; the last owner cannot be removed. Records member.remove."""
+    remove owners; the last owner cannot be removed. Their live sockets on the
+    organisation's agents are closed once this commits. Records member.remove."""
     _team_lock(membership.organisation)
     membership = (
         Membership.objects.select_for_update(of=("self",))
@@ -383,6 +388,7 @@ def member_remove(*, membership: Membership, by: Membership, actor: Actor) -> No
     if membership.role == Role.OWNER:
         _require_another_owner(membership)
     membership.delete()
+    access_ended_on_commit(membership_grant(membership.user_id, membership.organisation_id))
     audit_record(
         organisation=membership.organisation,
         actor=actor,

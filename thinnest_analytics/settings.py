@@ -264,6 +264,10 @@ VOICE_STALE_CALL_MINUTES = envint("VOICE_STALE_CALL_MINUTES", "30")
 # heartbeat when nothing else was sent for this long (under 5 s).
 VOICE_LIVE_MIN_INTERVAL_MS = envint("VOICE_LIVE_MIN_INTERVAL_MS", "250")
 VOICE_LIVE_HEARTBEAT_MS = envint("VOICE_LIVE_HEARTBEAT_MS", "4000")
+# Live sockets close at once when their API key is revoked or their member removed
+# (a channel-layer notice); each process also re-checks its sockets' keys and
+# memberships this often, so they close within it even if a notice is lost.
+LIVE_ACCESS_RECHECK_SECONDS = float(os.getenv("LIVE_ACCESS_RECHECK_SECONDS", "4"))
 RETENTION_DAYS = envint("RETENTION_DAYS", "400")
 ALERT_WEBHOOK_TIMEOUT = float(os.getenv("ALERT_WEBHOOK_TIMEOUT", "10"))
 # Subscription plans, "name" or "name:price in USD"; a priced plan is charged
