@@ -3,7 +3,7 @@
 from collections.abc import Iterable
 
 from .live import api_key_grant, membership_grant
-from .models import ApiKey, Membership
+from .models import ApiKey, Invitation, Membership, Organisation
 
 
 def grants_ended(grants: Iterable[str]) -> set[str]:
@@ -29,3 +29,24 @@ def grants_ended(grants: Iterable[str]) -> set[str]:
         )
         held |= {membership_grant(u, o) for u, o in members.values_list("user_id", "organisation_id")}
     return grants - held
+
+
+def user_addresses(user) -> set[str]:
+    """The addresses an invitation to ``user`` may be sent to: their email and
+    their username, lower-case."""
+    return {a for a in ((user.email or "").lower(), user.get_username().lower()) if a}
+
+
+def invitations_for(user) -> list[Invitation]:
+    """The invitations waiting for ``user``, oldest first."""
+    return list(Invitation.objects.filter(email__in=user_addresses(user)).select_related("organisation"))
+
+
+def invitation_for(user, invitation_id: int) -> Invitation | None:
+    """One invitation waiting for ``user``; None for anyone else's."""
+    return next((i for i in invitations_for(user) if i.pk == invitation_id), None)
+
+
+def team_invitations(organisation: Organisation) -> list[Invitation]:
+    """The organisation's pending invitations, oldest first."""
+    return list(Invitation.objects.filter(organisation=organisation))
