@@ -40,3 +40,13 @@ def member_required(role: str = Role.VIEWER, *, to_post: str | None = None) -> C
         return wrapped
 
     return decorator
+
+
+def signed_in_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Signed in, whatever organisations one belongs to: for the pages about the
+    person themselves (their invitations), which show nothing of any
+    organisation they are not invited to."""
+
+    wrapped = login_required(on_worker_thread(view))
+    wrapped.signed_in_only = True  # read by the isolation tests
+    return wrapped

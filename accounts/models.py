@@ -76,3 +76,23 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class Invitation(models.Model):
+    """An invitation to join an organisation, pending until the invitee accepts
+    it: a new account by choosing its password, an existing one on the
+    Invitations page once signed in. Accepting, declining and cancelling delete
+    it (the audit log keeps the history)."""
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField(max_length=150)  # lower-case
+    role = models.CharField(max_length=16, choices=Role.choices)
+    invited_by = models.CharField(max_length=200)  # the audit log's actor id
+    created_at = models.DateTimeField(default=tz.now)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+        constraints = [models.UniqueConstraint(fields=["organisation", "email"], name="invitation_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.email} → {self.organisation} ({self.role})"

@@ -2,8 +2,10 @@
 request rates. A cache outage never locks anyone out or stops ingestion: the
 limits fail open and log."""
 
+import hashlib
 import logging
 import time
+import unicodedata
 
 from django.conf import settings
 from django.core.cache import cache
@@ -35,8 +37,18 @@ def _get(key: str) -> int:
 # --- login --------------------------------------------------------------------
 
 
+def login_name(username: str) -> str:
+    """The name a login pause is kept under: the username as the login forms
+    authenticate it (NFKC, surrounding blanks removed, as Django's
+    ``UsernameField`` cleans it), case-folded. So ``" ana"``, ``"ana "``,
+    ``"ＡＮＡ"`` and ``"Ana"`` share one pause."""
+    return unicodedata.normalize("NFKC", username).strip().casefold()
+
+
 def _login_keys(username: str, ip: str | None) -> list[str]:
-    return [f"login-fail:user:{username.lower()}:{ip}", f"login-fail:ip:{ip}"]
+    # Hashed: any text fits a cache key that way.
+    name = hashlib.sha256(login_name(username).encode()).hexdigest()
+    return [f"login-fail:user:{name}:{ip}", f"login-fail:ip:{ip}"]
 
 
 def login_locked(*, username: str, ip: str | None) -> bool:

@@ -24,9 +24,11 @@ from django.utils.http import urlsafe_base64_encode
 from django.utils.text import slugify
 
 from audit.services import Actor, audit_record
-from thinnest_analytics.errors import ApiError
+from thinnest_analytics.errors import ApiError, not_found
 
-from .models import ApiKey, Membership, Organisation, Role, Scope
+from .live import access_ended_on_commit, api_key_grant, membership_grant
+from .models import ApiKey, Invitation, Membership, Organisation, Role, Scope
+from .selectors import invitations_for, user_addresses
 
 KEY_PREFIX = "ta_"
 
@@ -145,6 +147,8 @@ def api_key_create(
 
 @transaction.atomic
 def api_key_revoke(*, api_key: ApiKey, actor: Actor) -> ApiKey:
+    """Revoke a key: it authenticates nothing from now on, and the live sockets
+    it opened are closed once this commits. Records apikey.revoke."""
     changed = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
     api_key.refresh_from_db()
     if changed:
@@ -156,6 +160,7 @@ def api_key_revoke(*, api_key: ApiKey, actor: Actor) -> ApiKey:
             resource_id=api_key.prefix,
             details={"name": api_key.name},
         )
+        access_ended_on_commit(api_key_grant(api_key.pk))
     return api_key
 
 
@@ -260,13 +265,18 @@ def _role(role: str) -> Role:
 
 def member_invite(
     *, organisation: Organisation, email: str, role: str, by: Membership, actor: Actor
-) -> Membership:
-    """Give the person with ``email`` the ``role`` in the organisation and email
-    them. A new person gets an account without a usable password and a link to
-    set one (Django's password-reset token: single use, expires after
-    ``PASSWORD_RESET_TIMEOUT``); inviting someone who has not chosen a password
-    yet sends a fresh link. Records member.invite; the email is sent only once
-    the membership is committed."""
+) -> Invitation:
+    """Invite the person with ``email`` to the organisation with ``role``: a
+    pending invitation, and an email once it is committed. Nobody joins until
+    the invitee accepts — someone new by choosing a password through the link in
+    the email (Django's password-reset token: single use, expires after
+    ``PASSWORD_RESET_TIMEOUT``; the account is created now, without a usable
+    password), someone with an account on the Invitations page once signed in.
+
+    The inviter learns nothing about whether the address has an account: the
+    answer, the Team page and the audit entry (member.invite with ``email``,
+    ``role``, ``resent``) read the same either way. Inviting a pending invitee
+    again sends the email again."""
     email = (email or "").strip().lower()
     try:
         validate_email(email)
@@ -274,40 +284,50 @@ def member_invite(
         raise ApiError(400, "invalid_request", f"'{email}' is not an email address") from None
     role = _role(role)
     _require_may_manage(by, role)
-    User = get_user_model()
     with transaction.atomic():
         _team_lock(organisation)
-        user = (
-            User.objects.filter(username__iexact=email).first()
-            or User.objects.filter(email__iexact=email).first()
-        )
-        new_account = user is None
-        if new_account:
-            user = User(username=email, email=email)
-            user.set_unusable_password()
-            user.save()
-        membership = Membership.objects.filter(user=user, organisation=organisation).first()
-        resent = membership is not None
-        if resent and user.has_usable_password():
+        user = _account_of(email)
+        if user is not None and Membership.objects.filter(user=user, organisation=organisation).exists():
             raise ApiError(409, "already_member", f"{email} is already a member")
-        if resent and membership.role != role:
+        invitation = Invitation.objects.filter(organisation=organisation, email=email).first()
+        resent = invitation is not None
+        if resent and invitation.role != role:
             raise ApiError(
                 409,
                 "already_invited",
-                f"{email} is already invited as {membership.role}; change the role instead",
+                f"{email} is already invited as {invitation.role}; cancel that invitation first",
             )
         if not resent:
-            membership = Membership.objects.create(user=user, organisation=organisation, role=role)
+            invitation = Invitation.objects.create(
+                organisation=organisation, email=email, role=role, invited_by=actor.user_id
+            )
+        if user is None:
+            user = get_user_model()(username=email, email=email)
+            user.set_unusable_password()
+            user.save()
         audit_record(
             organisation=organisation,
             actor=actor,
             action="member.invite",
             resource_type="member",
-            resource_id=user.get_username(),
-            details={"email": email, "role": role.value, "new_account": new_account, "resent": resent},
+            resource_id=email,
+            details={"email": email, "role": role.value, "resent": resent},
         )
     _invitation_send(user=user, email=email, organisation=organisation, invited_by=actor.user_id)
-    return membership
+    return invitation
+
+
+def _account_of(email: str):
+    """The account an invitation to ``email`` is for: its username or its email."""
+    User = get_user_model()
+    return (
+        User.objects.filter(username__iexact=email).first()
+        or User.objects.filter(email__iexact=email).first()
+    )
+
+
+def _addressed_to(invitation: Invitation, user) -> bool:
+    return invitation.email in user_addresses(user)
 
 
 def invitation_link(user) -> str:
@@ -323,7 +343,7 @@ def _invitation_send(*, user, email: str, organisation: Organisation, invited_by
         "invited_by": invited_by,
         "username": user.get_username(),
         "set_password_link": None if user.has_usable_password() else invitation_link(user),
-        "login_link": settings.SITE_URL.rstrip("/") + reverse("login"),
+        "invitations_link": settings.SITE_URL.rstrip("/") + reverse("accounts:invitations"),
     }
     try:
         send_mail(
@@ -334,8 +354,65 @@ def _invitation_send(*, user, email: str, organisation: Organisation, invited_by
         )
     except (OSError, smtplib.SMTPException) as exc:
         raise ApiError(
-            502, "email_failed", f"{email} was added to the team, but the invitation email failed: {exc}"
+            502, "email_failed", f"the invitation to {email} is saved, but its email failed: {exc}"
         ) from None
+
+
+def invitation_join(*, invitation: Invitation, user, actor: Actor) -> Membership:
+    """``user`` accepts an invitation addressed to them (by email or username)
+    and joins with its role. Records member.invite_accept in the organisation."""
+    with transaction.atomic():
+        _team_lock(invitation.organisation)
+        invitation = Invitation.objects.select_related("organisation").filter(pk=invitation.pk).first()
+        if invitation is None or not _addressed_to(invitation, user):
+            raise not_found("invitation")
+        membership, _ = Membership.objects.get_or_create(
+            user=user, organisation=invitation.organisation, defaults={"role": invitation.role}
+        )
+        invitation.delete()
+        audit_record(
+            organisation=invitation.organisation,
+            actor=actor,
+            action="member.invite_accept",
+            resource_type="member",
+            resource_id=user.get_username(),
+            details={"role": membership.role, "email": invitation.email},
+        )
+    return membership
+
+
+def invitation_decline(*, invitation: Invitation, user, actor: Actor) -> None:
+    """``user`` turns down an invitation addressed to them. Records member.invite_decline."""
+    with transaction.atomic():
+        invitation = Invitation.objects.select_for_update().filter(pk=invitation.pk).first()
+        if invitation is None or not _addressed_to(invitation, user):
+            raise not_found("invitation")
+        invitation.delete()
+        audit_record(
+            organisation=invitation.organisation,
+            actor=actor,
+            action="member.invite_decline",
+            resource_type="member",
+            resource_id=invitation.email,
+            details={"role": invitation.role},
+        )
+
+
+def invitation_cancel(*, invitation: Invitation, by: Membership, actor: Actor) -> None:
+    """An admin withdraws a pending invitation (only owners withdraw an
+    invitation to be owner). Records member.invite_cancel."""
+    _require_may_manage(by, invitation.role)
+    with transaction.atomic():
+        deleted, _ = Invitation.objects.filter(pk=invitation.pk).delete()
+        if deleted:
+            audit_record(
+                organisation=invitation.organisation,
+                actor=actor,
+                action="member.invite_cancel",
+                resource_type="member",
+                resource_id=invitation.email,
+                details={"role": invitation.role},
+            )
 
 
 @transaction.atomic
@@ -372,7 +449,8 @@ def member_role_change(*, membership: Membership, role: str, by: Membership, act
 @transaction.atomic
 def member_remove(*, membership: Membership, by: Membership, actor: Actor) -> None:
     """Remove a member from the organisation (their account stays). Admins cannot
-    remove owners; the last owner cannot be removed. Records member.remove."""
+    remove owners; the last owner cannot be removed. Their live sockets on the
+    organisation's agents are closed once this commits. Records member.remove."""
     _team_lock(membership.organisation)
     membership = (
         Membership.objects.select_for_update(of=("self",))
@@ -383,6 +461,7 @@ def member_remove(*, membership: Membership, by: Membership, actor: Actor) -> No
     if membership.role == Role.OWNER:
         _require_another_owner(membership)
     membership.delete()
+    access_ended_on_commit(membership_grant(membership.user_id, membership.organisation_id))
     audit_record(
         organisation=membership.organisation,
         actor=actor,
@@ -393,16 +472,9 @@ def member_remove(*, membership: Membership, by: Membership, actor: Actor) -> No
     )
 
 
-def invitation_accepted(*, user, actor: Actor) -> None:
-    """Record that an invited person chose their password and joined: one
-    member.invite_accept entry in each organisation they belong to. Call it in
-    the transaction that sets the password."""
-    for membership in Membership.objects.filter(user=user).select_related("organisation"):
-        audit_record(
-            organisation=membership.organisation,
-            actor=actor,
-            action="member.invite_accept",
-            resource_type="member",
-            resource_id=user.get_username(),
-            details={"role": membership.role},
-        )
+def invitations_accept_all(*, user, actor: Actor) -> None:
+    """An invited person chose their password through the emailed link (proving
+    they read that address): they join every organisation that invited them.
+    Call it in the transaction that sets the password."""
+    for invitation in invitations_for(user):
+        invitation_join(invitation=invitation, user=user, actor=actor)

@@ -1,4 +1,3 @@
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.views import LoginView
@@ -9,19 +8,23 @@ from django.urls import reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from audit.services import Actor, client_ip
+from audit.services import Actor
 from thinnest_analytics.pages import button_apply, form_apply
 
-from . import ratelimit
-from .access import member_required
-from .forms import InviteForm
+from .access import member_required, signed_in_required
+from .admin_site import paused_login_status
+from .forms import InviteForm, LoginForm
 from .middleware import SESSION_KEY
 from .models import ApiKey, Membership, Role
+from .selectors import invitation_for, invitations_for, team_invitations
 from .services import (
     InvalidScopes,
     api_key_create,
     api_key_revoke,
-    invitation_accepted,
+    invitation_cancel,
+    invitation_decline,
+    invitation_join,
+    invitations_accept_all,
     member_invite,
     member_remove,
     member_role_change,
@@ -79,13 +82,20 @@ def _team_page(request: HttpRequest, form: InviteForm | None = None, status: int
         .select_related("user")
         .order_by("user__username")
     )
-    context = {"members": members, "form": form or InviteForm(), "roles": Role.choices, "nav": "team"}
+    context = {
+        "members": members,
+        "invitations": team_invitations(request.organisation),
+        "form": form or InviteForm(),
+        "roles": Role.choices,
+        "nav": "team",
+    }
     return render(request, "accounts/team.html", context, status=status)
 
 
 @member_required(Role.ADMIN)
 def team(request: HttpRequest) -> HttpResponse:
-    """The organisation's members; invitations go out from here."""
+    """The organisation's members and pending invitations; invitations go out
+    from here. The answer is the same whether or not the address has an account."""
     if request.method != "POST":
         return _team_page(request)
     form = InviteForm(request.POST)
@@ -110,6 +120,69 @@ def _membership(request: HttpRequest, membership_id: int) -> Membership:
     if membership is None:
         raise Http404("no such member")
     return membership
+
+
+@require_POST
+@member_required(Role.ADMIN)
+def invitation_cancel_view(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    invitation = next((i for i in team_invitations(request.organisation) if i.pk == invitation_id), None)
+    if invitation is None:
+        raise Http404("no such invitation")
+    button_apply(
+        request,
+        lambda: invitation_cancel(
+            invitation=invitation, by=request.membership, actor=Actor.for_user(request.user, request)
+        ),
+        f"The invitation to {invitation.email} was cancelled.",
+    )
+    return redirect("accounts:team")
+
+
+# --- the invitee ------------------------------------------------------------
+
+
+@signed_in_required
+def invitations(request: HttpRequest) -> HttpResponse:
+    """The invitations waiting for the signed-in person, to accept or decline."""
+    return render(request, "accounts/invitations.html", {"invitations": invitations_for(request.user)})
+
+
+def _invitation(request: HttpRequest, invitation_id: int):
+    invitation = invitation_for(request.user, invitation_id)
+    if invitation is None:
+        raise Http404("no such invitation")
+    return invitation
+
+
+@require_POST
+@signed_in_required
+def invitation_join_view(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    invitation = _invitation(request, invitation_id)
+    joined = button_apply(
+        request,
+        lambda: invitation_join(
+            invitation=invitation, user=request.user, actor=Actor.for_user(request.user, request)
+        ),
+        f"You joined {invitation.organisation.name} as {invitation.role}.",
+    )
+    if joined:
+        request.session[SESSION_KEY] = invitation.organisation_id
+        return redirect("dashboard:overview")
+    return redirect("accounts:invitations")
+
+
+@require_POST
+@signed_in_required
+def invitation_decline_view(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    invitation = _invitation(request, invitation_id)
+    button_apply(
+        request,
+        lambda: invitation_decline(
+            invitation=invitation, user=request.user, actor=Actor.for_user(request.user, request)
+        ),
+        f"You declined the invitation to {invitation.organisation.name}.",
+    )
+    return redirect("accounts:invitations")
 
 
 @require_POST
@@ -147,7 +220,8 @@ def member_remove_view(request: HttpRequest, membership_id: int) -> HttpResponse
 
 
 class InvitationAcceptView(auth_views.PasswordResetConfirmView):
-    """The link in an invitation: choose a password, then land signed in. It is
+    """The link in an invitation to someone new: choose a password, then land
+    signed in, a member of every organisation that invited the address. It is
     Django's password-reset confirmation, so the link works once and expires
     after ``PASSWORD_RESET_TIMEOUT``."""
 
@@ -158,30 +232,19 @@ class InvitationAcceptView(auth_views.PasswordResetConfirmView):
     def form_valid(self, form):
         with transaction.atomic():
             response = super().form_valid(form)  # sets the password, signs in
-            invitation_accepted(user=form.user, actor=Actor.for_user(form.user, self.request))
+            invitations_accept_all(user=form.user, actor=Actor.for_user(form.user, self.request))
         return response
 
 
 invitation_accept = InvitationAcceptView.as_view()
 
 
-class RateLimitedLoginView(LoginView):
-    """Django's login, paused for an address after repeated failures (429)."""
+class PausedLoginView(LoginView):
+    """Django's login with the login pause (``PausedLoginMixin``): a paused
+    attempt is answered 429 with the reason on the form."""
 
+    authentication_form = LoginForm
     redirect_authenticated_user = True
 
-    def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        username = request.POST.get("username", "")[:150]
-        ip = client_ip(request)
-        if ratelimit.login_locked(username=username, ip=ip):
-            form = self.get_form()
-            form.errors.clear()
-            minutes = max(1, settings.LOGIN_LOCKOUT_SECONDS // 60)
-            form.add_error(None, f"Too many failed attempts. Try again in {minutes} minutes.")
-            return self.render_to_response(self.get_context_data(form=form), status=429)
-        response = super().post(request, *args, **kwargs)
-        if request.user.is_authenticated:
-            ratelimit.login_succeeded(username=username, ip=ip)
-        else:
-            ratelimit.login_failed(username=username, ip=ip)
-        return response
+    def form_invalid(self, form: LoginForm) -> HttpResponse:
+        return paused_login_status(super().form_invalid(form))

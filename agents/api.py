@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, StrictInt
 from pydantic import Field as PydanticField
 
 from accounts.auth import admin_key, ingest_key, read_key
+from accounts.models import Scope
 from audit.services import Actor
 from thinnest_analytics.db import in_worker_thread
 from thinnest_analytics.errors import ApiError
@@ -317,7 +318,11 @@ def trace_score(request: HttpRequest, trace_id: str, body: ScoreIn):
 
 class ToolOut(Schema):
     name: str
-    config: dict[str, Any]
+    config: dict[str, Any] = PydanticField(
+        description="known secrets masked; for keys without the admin scope every setting not in "
+        "public_settings reads [redacted]"
+    )
+    public_settings: list[str]
 
 
 class AgentConfigOut(Schema):
@@ -362,7 +367,10 @@ class AgentPatchIn(Schema):
     summary="One agent with its configuration (tool secrets masked)",
 )
 def agent_get(request: HttpRequest, agent_id: str):
-    return selectors.agent_detail(selectors.agent_get(organisation=request.organisation, public_id=agent_id))
+    """A key without the admin scope reads tool settings as a viewer does: only
+    those the tool lists in ``public_settings``, the others masked."""
+    agent = selectors.agent_get(organisation=request.organisation, public_id=agent_id)
+    return selectors.agent_detail(agent, all_settings=Scope.ADMIN in request.auth.scopes)
 
 
 @router.post(
@@ -377,7 +385,7 @@ def agent_create_endpoint(request: HttpRequest, body: AgentCreateIn):
         config=body.config.model_dump(),
         public_id=body.id,
     )
-    return Status(201, selectors.agent_detail(agent))
+    return Status(201, selectors.agent_detail(agent, all_settings=True))
 
 
 @router.patch(
@@ -395,7 +403,7 @@ def agent_update_endpoint(request: HttpRequest, agent_id: str, body: AgentPatchI
         name=body.name,
         config=body.config.model_dump(exclude_unset=True) if body.config is not None else None,
     )
-    return selectors.agent_detail(agent)
+    return selectors.agent_detail(agent, all_settings=True)
 
 
 @router.delete(

@@ -2,15 +2,28 @@
 settings — and the rules every way of changing it shares (API, pages, deployments).
 
 Tool settings hold secrets. Wherever a configuration is shown (API answers,
-pages), tool settings pass through ``audit.redaction.redact``; a masked value sent
-back unchanged keeps the stored secret (``tools_restore``).
+pages), tool settings pass through ``config_masked``: known secrets are masked
+for everyone (``audit.redaction.redact``), and readers below the member role (and
+API keys without the admin scope) see every setting masked except those the tool
+lists in ``public_settings`` — free text such as a note can hold a secret no
+pattern recognises. A masked value sent back unchanged keeps the stored secret
+(``tools_restore``).
 """
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_serializer,
+)
 
-from audit.redaction import has_marker, redact, restore_redacted
+from audit.redaction import MARKER_PREFIX, has_marker, redact, redact_text, restore_redacted
 from thinnest_analytics.errors import ApiError
 from thinnest_analytics.validation import json_value_check
 
@@ -46,6 +59,9 @@ ModelName = Annotated[str, Field(max_length=200), AfterValidator(_no_nul)]
 Temperature = Annotated[float, Strict(), Field(ge=0, le=2, allow_inf_nan=False)]
 ToolName = Annotated[str, Field(min_length=1, max_length=64, pattern=TOOL_NAME_PATTERN)]
 VersionLabel = Annotated[str, Field(min_length=1, max_length=64, pattern=VERSION_PATTERN)]
+SettingName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
+# What readers below the member role see in place of a tool setting that is not public.
+SETTING_MASK = f"{MARKER_PREFIX}]"
 
 
 class ToolIn(BaseModel):
@@ -55,11 +71,30 @@ class ToolIn(BaseModel):
 
     name: ToolName
     config: dict[str, Any] = Field(default_factory=dict)
+    public_settings: list[SettingName] = Field(
+        default_factory=list,
+        max_length=MAX_TOOLS,
+        description="settings every reader may see (viewers, keys without the admin scope); "
+        "they see the others masked",
+    )
 
     @field_validator("config")
     @classmethod
     def _config_fits(cls, config: dict[str, Any]) -> dict[str, Any]:
         return json_value_check(config, max_depth=MAX_TOOL_CONFIG_DEPTH, max_bytes=MAX_TOOL_CONFIG_BYTES)
+
+    @field_validator("public_settings")
+    @classmethod
+    def _sorted_once(cls, names: list[str]) -> list[str]:
+        return sorted(set(names))
+
+    @model_serializer(mode="wrap")
+    def _without_empty_public_settings(self, handler) -> dict[str, Any]:
+        # A tool that marks nothing public is stored as it was before the field existed.
+        data = handler(self)
+        if not data.get("public_settings"):
+            data.pop("public_settings", None)
+        return data
 
 
 class AgentConfig(BaseModel):
@@ -134,13 +169,28 @@ def tools_restore(new_tools: list[dict], old_tools: list[dict]) -> list[dict]:
     return restored
 
 
-def config_masked(config: dict) -> dict:
-    """The configuration as it may be shown: tool settings with secrets masked."""
+def tool_masked(tool: dict, *, all_settings: bool) -> dict:
+    """One tool as it may be shown. Known secrets are always masked; with
+    ``all_settings`` (members and above, API keys with the admin scope) every
+    other setting is shown, without it (viewers, other keys) only the settings
+    the tool lists in ``public_settings`` are and every other value reads
+    ``[redacted]``."""
+    config = tool.get("config", {})
+    public = tool.get("public_settings", [])
+    if all_settings:
+        shown = redact(config)
+    else:
+        shown = {
+            redact_text(str(k)): redact(v, str(k)) if k in public else SETTING_MASK for k, v in config.items()
+        }
+    return {"name": tool["name"], "config": shown, "public_settings": list(public)}
+
+
+def config_masked(config: dict, *, all_settings: bool) -> dict:
+    """The configuration as it may be shown: tool settings masked as ``tool_masked`` says."""
     return {
         **config,
-        "tools": [
-            {"name": t["name"], "config": redact(t.get("config", {}))} for t in config.get("tools", [])
-        ],
+        "tools": [tool_masked(t, all_settings=all_settings) for t in config.get("tools", [])],
     }
 
 

@@ -6,6 +6,10 @@ nothing else was sent for ``VOICE_LIVE_HEARTBEAT_MS``. Changes are coalesced:
 each process computes an agent's frame at most once per
 ``VOICE_LIVE_MIN_INTERVAL_MS`` and sends it to all of the agent's subscribers
 connected to it.
+
+A subscriber stays only as long as what admitted it: revoking its API key
+closes the socket with 4401, removing its user from the organisation with 4403,
+within a moment of the change (``AccessWatch``).
 """
 
 import asyncio
@@ -16,7 +20,7 @@ import weakref
 from datetime import datetime
 from decimal import Decimal
 from importlib import import_module
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlparse
 
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -26,8 +30,10 @@ from django.contrib.auth import get_user
 from django.http.cookie import parse_cookie
 from django.utils import timezone
 
+from accounts.live import ACCESS_ENDED, ACCESS_GROUP, api_key_grant, membership_grant
 from accounts.middleware import SESSION_KEY
 from accounts.models import Membership, Scope
+from accounts.selectors import grants_ended
 from accounts.services import api_key_authenticate
 from dashboard import voice as voice_selectors
 from thinnest_analytics.db import in_worker_thread
@@ -37,9 +43,10 @@ from .models import Agent
 
 logger = logging.getLogger(__name__)
 
-# Close codes of a refused subscription (sent before any frame).
-UNAUTHENTICATED = 4401  # no session and no API key, or an unknown or revoked key
-FORBIDDEN = 4403  # a key without the read scope, or a browser page from another origin
+# Close codes of a refused subscription (sent before any frame), and of one
+# whose access ended while it was open.
+UNAUTHENTICATED = 4401  # no session and no API key, an unknown key, or the key was revoked
+FORBIDDEN = 4403  # a key without the read scope, a page from another origin, or no longer a member
 NOT_FOUND = 4404  # no such agent in the subscriber's organisation
 
 # A frame this recent may serve a snapshot or heartbeat instead of a new query.
@@ -214,6 +221,95 @@ class LiveFrames:
         return text
 
 
+class AccessWatch:
+    """This process's subscribers by the grant that admitted them (an API key,
+    or a user's membership of an organisation; see ``accounts.live``), so they
+    can be closed when it ends.
+
+    One channel per process (per event loop) joins ``ACCESS_GROUP`` and closes a
+    grant's subscribers on its notice, in milliseconds. Every
+    ``LIVE_ACCESS_RECHECK_SECONDS`` it also asks the database which of its
+    grants ended — two queries however many subscribers — so a notice lost while
+    Redis restarted, or a grant ended by other means (a key deleted in the
+    admin, an account deactivated), still closes them within that interval."""
+
+    _by_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AccessWatch]" = (
+        weakref.WeakKeyDictionary()
+    )
+    REJOIN_SECONDS = 600  # groups of the Redis layer expire (a day by default)
+
+    def __init__(self) -> None:
+        self.subscribers: dict[str, set[VoiceMetricsConsumer]] = {}
+        self._layer = get_channel_layer()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._listen()), loop.create_task(self._recheck())]
+
+    @classmethod
+    def add(cls, grant: str, consumer: "VoiceMetricsConsumer") -> None:
+        loop = asyncio.get_running_loop()
+        watch = cls._by_loop.get(loop)
+        if watch is None:
+            watch = cls._by_loop[loop] = cls()
+        watch.subscribers.setdefault(grant, set()).add(consumer)
+
+    @classmethod
+    def discard(cls, grant: str, consumer: "VoiceMetricsConsumer") -> None:
+        loop = asyncio.get_running_loop()
+        watch = cls._by_loop.get(loop)
+        if watch is None:
+            return
+        consumers = watch.subscribers.get(grant, set())
+        consumers.discard(consumer)
+        if not consumers:
+            watch.subscribers.pop(grant, None)
+        if not watch.subscribers:
+            del cls._by_loop[loop]
+            for task in watch._tasks:
+                task.cancel()
+
+    def _end(self, grant: str) -> None:
+        code = UNAUTHENTICATED if grant.startswith("apikey:") else FORBIDDEN
+        for consumer in list(self.subscribers.get(grant, ())):
+            asyncio.get_running_loop().create_task(consumer.access_ended(code))
+
+    async def _listen(self) -> None:
+        loop = asyncio.get_running_loop()
+        retry = 0.5
+        channel = None
+        while True:
+            try:
+                channel = await self._layer.new_channel()
+                await self._layer.group_add(ACCESS_GROUP, channel)
+                retry, joined_at = 0.5, loop.time()
+                while True:
+                    message = await self._layer.receive(channel)
+                    if message.get("type") == ACCESS_ENDED:
+                        self._end(str(message.get("grant")))
+                    if loop.time() - joined_at > self.REJOIN_SECONDS:
+                        await self._layer.group_add(ACCESS_GROUP, channel)
+                        joined_at = loop.time()
+            except asyncio.CancelledError:
+                if channel is not None:
+                    await asyncio.shield(self._layer.group_discard(ACCESS_GROUP, channel))
+                raise
+            except Exception:
+                # The periodic re-check keeps closing ended grants meanwhile.
+                logger.warning("live access: lost the channel layer", exc_info=True)
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, 10)
+
+    async def _recheck(self) -> None:
+        while True:
+            await asyncio.sleep(settings.LIVE_ACCESS_RECHECK_SECONDS)
+            try:
+                ended = await in_worker_thread(grants_ended, grants=list(self.subscribers))
+            except Exception:
+                logger.warning("live access: could not re-check grants", exc_info=True)
+                continue
+            for grant in ended:
+                self._end(grant)
+
+
 def _json_value(value: Any) -> Any:
     if isinstance(value, Decimal):
         return float(value)
@@ -260,32 +356,40 @@ def _session_user(headers: dict[bytes, bytes]):
     return get_user(_SessionRequest(session)), session
 
 
-def subscriber_agent(
-    *, agent_id: str, headers: dict[bytes, bytes], query_string: bytes
-) -> tuple[Agent | None, int | None]:
-    """The agent a subscriber may watch, or the close code that refuses them:
-    an API key with the read scope of the agent's organisation, or a signed-in
-    member of it (any role). Other organisations' agents are not found."""
+class Admission(NamedTuple):
+    """The agent a subscriber may watch and the grant that admits them, or the
+    close code that refuses them."""
+
+    agent: Agent | None
+    refusal: int | None
+    grant: str | None = None
+
+
+def subscriber_agent(*, agent_id: str, headers: dict[bytes, bytes], query_string: bytes) -> Admission:
+    """Admit an API key with the read scope of the agent's organisation, or a
+    signed-in member of it (any role). Other organisations' agents are not found."""
     agents = Agent.objects.select_related("organisation").filter(public_id=agent_id)
     key = _api_key_of(headers, query_string)
     if key is not None:
         api_key = api_key_authenticate(key)
         if api_key is None:
-            return None, UNAUTHENTICATED
+            return Admission(None, UNAUTHENTICATED)
         if Scope.READ not in api_key.scopes:
-            return None, FORBIDDEN
+            return Admission(None, FORBIDDEN)
         agent = agents.filter(organisation=api_key.organisation_id).first()
-        return (agent, None) if agent else (None, NOT_FOUND)
+        return Admission(agent, None, api_key_grant(api_key.pk)) if agent else Admission(None, NOT_FOUND)
     user, session = _session_user(headers)
     if not user.is_authenticated:
-        return None, UNAUTHENTICATED
+        return Admission(None, UNAUTHENTICATED)
     organisations = list(Membership.objects.filter(user=user).values_list("organisation_id", flat=True))
     current = session.get(SESSION_KEY)
     # The organisation chosen in the switcher first, as the pages show it.
     candidates = sorted(
         agents.filter(organisation__in=organisations), key=lambda a: a.organisation_id != current
     )
-    return (candidates[0], None) if candidates else (None, NOT_FOUND)
+    if not candidates:
+        return Admission(None, NOT_FOUND)
+    return Admission(candidates[0], None, membership_grant(user.pk, candidates[0].organisation_id))
 
 
 class VoiceMetricsConsumer(AsyncWebsocketConsumer):
@@ -296,23 +400,27 @@ class VoiceMetricsConsumer(AsyncWebsocketConsumer):
 
     live: LiveFrames | None = None
     heartbeats: asyncio.Task | None = None
+    grant: str | None = None
 
     async def connect(self) -> None:
         # Accept, then close with a code, so a refused client learns why (4401,
         # 4403, 4404); no frame is sent before the subscriber is authorised.
         await self.accept()
         headers = dict(self.scope.get("headers", []))
-        agent, refusal = None, FORBIDDEN
+        admission = Admission(None, FORBIDDEN)
         if _origin_allowed(headers):
-            agent, refusal = await in_worker_thread(
+            admission = await in_worker_thread(
                 subscriber_agent,
                 agent_id=self.scope["url_route"]["kwargs"]["agent_id"],
                 headers=headers,
                 query_string=self.scope.get("query_string", b""),
             )
-        if refusal is not None:
-            await self.close(code=refusal)
+        if admission.refusal is not None:
+            await self.close(code=admission.refusal)
             return
+        agent = admission.agent
+        self.grant = admission.grant
+        AccessWatch.add(self.grant, self)
         self.heartbeat_interval = settings.VOICE_LIVE_HEARTBEAT_MS / 1000
         self.last_sent = -math.inf
         self.sent: int | None = None  # the generation of the last frame sent; None before the snapshot
@@ -325,18 +433,34 @@ class VoiceMetricsConsumer(AsyncWebsocketConsumer):
             logger.warning("live voice metrics: could not compute a snapshot", exc_info=True)
             await self.close(code=1011)  # the client retries, as after a restart
             return
+        if self.live is None:
+            return  # its access ended while the snapshot was computed
         await self._send(frame, "snapshot", generation)
         if self.held is not None:  # an update flushed while the snapshot was computed
             await self.deliver(*self.held)
         self.heartbeats = asyncio.get_running_loop().create_task(self._heartbeats())
 
     async def disconnect(self, code: int) -> None:
-        if self.live is None:
-            return
+        self._stop()
+
+    def _stop(self) -> None:
+        """No more frames for this subscriber, and no more watching its grant."""
+        if self.grant is not None:
+            AccessWatch.discard(self.grant, self)
+            self.grant = None
         if self.heartbeats is not None:
             self.heartbeats.cancel()
-        self.live.unsubscribe(self)
-        self.live = None
+            self.heartbeats = None
+        if self.live is not None:
+            self.live.unsubscribe(self)
+            self.live = None
+
+    async def access_ended(self, code: int) -> None:
+        """The key was revoked or the member removed: close at once."""
+        if self.grant is None:
+            return  # already closed
+        self._stop()
+        await self.close(code=code)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Subscribers only listen; anything they send is ignored."""

@@ -65,8 +65,19 @@ class ToolForm(forms.Form):
         help_text="Secrets are shown masked as [redacted:…]; leave a mask as it is to keep the stored value.",
     )
 
+    public_settings = forms.CharField(
+        label="Settings every reader sees",
+        required=False,
+        max_length=2000,
+        help_text="comma-separated names, e.g. endpoint, max_results; viewers and API keys without "
+        "the admin scope see every other setting masked",
+    )
+
     def clean_config(self):
         return self.cleaned_data["config"] or {}
+
+    def clean_public_settings(self) -> list[str]:
+        return [name.strip() for name in self.cleaned_data["public_settings"].split(",") if name.strip()]
 
 
 class ToolSettingsForm(ToolForm):

@@ -126,13 +126,15 @@ def recent_traces(*, organisation, limit: int = 20) -> list[Trace]:
     )
 
 
-def agent_detail(agent: Agent) -> dict:
-    """The agent with its configuration as it may be shown: tool secrets masked."""
+def agent_detail(agent: Agent, *, all_settings: bool) -> dict:
+    """The agent with its configuration as it may be shown: tool secrets masked,
+    and without ``all_settings`` every tool setting the tool does not make public
+    (``config.tool_masked``)."""
     active = agent.deployments.filter(status=DeploymentStatus.ACTIVE).first()
     return {
         "id": agent.public_id,
         "name": agent.name,
-        "config": config_masked(config_of(agent)),
+        "config": config_masked(config_of(agent), all_settings=all_settings),
         "created_at": agent.created_at,
         "updated_at": agent.updated_at,
         "archived": agent.archived_at is not None,
@@ -153,11 +155,12 @@ def deployment_out(deployment: Deployment) -> dict:
 
 
 def deployment_detail(deployment: Deployment) -> dict:
-    """One deployment with its configuration snapshot, tool secrets masked."""
+    """One deployment with its configuration snapshot, tool secrets masked (for
+    admins: every other setting shown)."""
     return {
         **deployment_out(deployment),
         "agent_id": deployment.agent.public_id,
-        "config": config_masked(config_complete(deployment.config)),
+        "config": config_masked(config_complete(deployment.config), all_settings=True),
     }
 
 
@@ -175,7 +178,7 @@ def rollback_preview(*, agent: Agent, deployment: Deployment) -> dict:
     return {
         "active": agent.deployments.filter(status=DeploymentStatus.ACTIVE).first(),
         "changed_fields": change.get("changed_fields", []),
-        "snapshot": config_masked(snapshot),
+        "snapshot": config_masked(snapshot, all_settings=True),
     }
 
 

@@ -696,11 +696,20 @@ def agent_archive(*, agent: Agent, actor: Actor) -> Agent:
 
 
 @transaction.atomic
-def agent_tool_save(*, agent: Agent, actor: Actor, name: str, config: dict, create: bool) -> Agent:
-    """Add the tool ``name`` (``create``) or replace its settings. Masked values
-    sent back unchanged keep their stored secrets. Records tool.add or
-    tool.config_update with the setting paths that changed and the old and new
-    settings, secrets redacted."""
+def agent_tool_save(
+    *,
+    agent: Agent,
+    actor: Actor,
+    name: str,
+    config: dict,
+    create: bool,
+    public_settings: list[str] | None = None,
+) -> Agent:
+    """Add the tool ``name`` (``create``) or replace its settings, and with
+    ``public_settings`` the settings every reader may see (None keeps them).
+    Masked values sent back unchanged keep their stored secrets. Records
+    tool.add or tool.config_update with the setting paths that changed and the
+    old and new settings, secrets redacted."""
     agent = _agent_lock(agent)
     current = config_of(agent)
     tools = list(current["tools"])
@@ -710,13 +719,20 @@ def agent_tool_save(*, agent: Agent, actor: Actor, name: str, config: dict, crea
     if not create and index is None:
         raise not_found(f"tool '{name}'")
     old = None if create else tools[index]["config"]
-    tool = tools_restore([{"name": name, "config": config}], [] if create else [tools[index]])[0]
+    old_public = [] if create else tools[index].get("public_settings", [])
+    public = old_public if public_settings is None else public_settings
+    tool = tools_restore(
+        [{"name": name, "config": config, "public_settings": public}], [] if create else [tools[index]]
+    )[0]
     if create:
         tools.append(tool)
     else:
         tools[index] = tool
     new_config = config_validate({**current, "tools": tools})
+    public = next(t for t in new_config["tools"] if t["name"] == name).get("public_settings", [])
     changed = changed_paths(old or {}, tool["config"])
+    if public != old_public:
+        changed.append("public_settings")
     if not create and not changed:
         return agent
     _config_store(agent, config=new_config)
@@ -732,6 +748,7 @@ def agent_tool_save(*, agent: Agent, actor: Actor, name: str, config: dict, crea
             "changed_fields": changed,
             "old": old,
             "new": tool["config"],
+            **({"public_settings": public} if public or old_public else {}),
         },
     )
     return agent

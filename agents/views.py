@@ -128,7 +128,9 @@ def agent_archive(request: HttpRequest, agent_id: str) -> HttpResponse:
 def _tools_page(request: HttpRequest, agent: Agent, form: ToolForm | None = None, status: int = 200):
     context = {
         "agent": agent,
-        "tools": config_masked(config_of(agent))["tools"],
+        "tools": config_masked(config_of(agent), all_settings=request.membership.has_role(Role.MEMBER))[
+            "tools"
+        ],
         "form": form or ToolForm(),
         "nav": "agents",
         "tab": "tools",
@@ -138,7 +140,8 @@ def _tools_page(request: HttpRequest, agent: Agent, form: ToolForm | None = None
 
 @member_required(to_post=Role.MEMBER)
 def agent_tools(request: HttpRequest, agent_id: str) -> HttpResponse:
-    """The agent's tools, secrets masked; members add tools here."""
+    """The agent's tools, secrets masked (for viewers every setting the tool does
+    not make public); members add tools here."""
     agent = _agent(request, agent_id)
     if request.method != "POST":
         return _tools_page(request, agent)
@@ -146,7 +149,12 @@ def agent_tools(request: HttpRequest, agent_id: str) -> HttpResponse:
     added = form_apply(
         form,
         lambda data: services.agent_tool_save(
-            agent=agent, actor=_actor(request), name=data["name"], config=data["config"], create=True
+            agent=agent,
+            actor=_actor(request),
+            name=data["name"],
+            config=data["config"],
+            create=True,
+            public_settings=data["public_settings"],
         ),
     )
     if added is None:
@@ -162,14 +170,21 @@ def tool_edit(request: HttpRequest, agent_id: str, tool_name: str) -> HttpRespon
     tool = next((t for t in config_of(agent)["tools"] if t["name"] == tool_name), None)
     if tool is None:
         raise Http404("no such tool")
-    form = ToolSettingsForm(initial={"config": tool["config"]})
+    form = ToolSettingsForm(
+        initial={"config": tool["config"], "public_settings": ", ".join(tool.get("public_settings", []))}
+    )
     status = 200
     if request.method == "POST":
         form = ToolSettingsForm(request.POST)
         saved = form_apply(
             form,
             lambda data: services.agent_tool_save(
-                agent=agent, actor=_actor(request), name=tool_name, config=data["config"], create=False
+                agent=agent,
+                actor=_actor(request),
+                name=tool_name,
+                config=data["config"],
+                create=False,
+                public_settings=data["public_settings"],
             ),
         )
         if saved is not None:

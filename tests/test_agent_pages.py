@@ -108,6 +108,38 @@ def test_tools_are_shown_masked_and_a_mask_left_alone_keeps_the_secret(members, 
     assert entry.details["changed_fields"] == ["channel"]
 
 
+def test_a_viewer_sees_every_tool_setting_masked_unless_the_tool_makes_it_public(members, agent):
+    settings = {"note": "my password is hunter2-horse", "endpoint": "https://crm.example.com", "retries": 3}
+    r = members["member"].post(
+        "/agents/agent_support/tools/",
+        {"name": "crm", "config": json.dumps(settings), "public_settings": "endpoint"},
+    )
+    assert r.status_code == 302
+    viewer_page = html.unescape(members["viewer"].get("/agents/agent_support/tools/").content.decode())
+    assert "hunter2-horse" not in viewer_page and '"retries": 3' not in viewer_page
+    assert "https://crm.example.com" in viewer_page and "[redacted]" in viewer_page
+    member_page = html.unescape(members["member"].get("/agents/agent_support/tools/").content.decode())
+    assert "my password is hunter2-horse" in member_page and '"retries": 3' in member_page
+
+
+def test_a_member_changes_which_tool_settings_every_reader_sees(members, agent):
+    member = members["member"]
+    member.post("/agents/agent_support/tools/", {"name": "crm", "config": '{"region": "eu-west-1"}'})
+    assert "eu-west-1" not in members["viewer"].get("/agents/agent_support/tools/").content.decode()
+    r = member.post(
+        "/agents/agent_support/tools/crm/", {"config": '{"region": "eu-west-1"}', "public_settings": "region"}
+    )
+    assert r.status_code == 302
+    assert "eu-west-1" in members["viewer"].get("/agents/agent_support/tools/").content.decode()
+    agent.refresh_from_db()
+    assert agent.config["tools"] == [
+        {"name": "crm", "config": {"region": "eu-west-1"}, "public_settings": ["region"]}
+    ]
+    entry = AuditLog.objects.get(action="tool.config_update")
+    assert entry.details["changed_fields"] == ["public_settings"]
+    assert entry.details["public_settings"] == ["region"]
+
+
 def test_tool_settings_must_be_a_json_object(members, agent):
     r = members["member"].post("/agents/agent_support/tools/", {"name": "t", "config": "[1, 2]"})
     assert r.status_code == 400

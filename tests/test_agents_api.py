@@ -50,6 +50,38 @@ def test_it_creates_an_agent_and_masks_its_tool_secrets(support):
     assert Agent.objects.get(public_id="agent_support").config["tools"][0]["config"]["api_key"] == SECRET
 
 
+CRM_SETTINGS = {"note": "my password is hunter2-horse", "endpoint": "https://crm.example.com"}
+
+
+def _crm_tool(admin, **public) -> None:
+    tools = [{"name": "crm", "config": CRM_SETTINGS, **public}]
+    r = admin.post("/api/agents", {"id": "agent_crm", "name": "CRM", "config": {"tools": tools}})
+    assert r.status_code == 201, r.content
+
+
+def test_a_key_without_the_admin_scope_reads_every_tool_setting_masked(tenant, admin):
+    _crm_tool(admin)
+    for scopes in (["read"], ["ingest", "read"]):
+        crm = tenant.api(*scopes).get("/api/agents/agent_crm").json()["config"]["tools"][0]
+        assert crm["config"] == {"note": "[redacted]", "endpoint": "[redacted]"}, scopes
+
+
+def test_a_key_without_the_admin_scope_reads_the_settings_a_tool_makes_public(tenant, admin):
+    _crm_tool(admin, public_settings=["endpoint"])
+    crm = tenant.api("read").get("/api/agents/agent_crm").json()["config"]["tools"][0]
+    assert crm == {
+        "name": "crm",
+        "config": {"note": "[redacted]", "endpoint": "https://crm.example.com"},
+        "public_settings": ["endpoint"],
+    }
+
+
+def test_a_key_with_the_admin_scope_reads_every_tool_setting_but_known_secrets(tenant, admin):
+    _crm_tool(admin)
+    crm = tenant.api("admin", "read").get("/api/agents/agent_crm").json()["config"]["tools"][0]
+    assert crm["config"] == CRM_SETTINGS
+
+
 def test_it_generates_an_id_when_none_is_sent(admin):
     r = admin.post("/api/agents", {"name": "Nameless"})
     assert r.status_code == 201

@@ -5,9 +5,10 @@ import itertools
 import json
 import re
 
+from django.contrib.auth import get_user_model
 from django.test import Client
 
-from accounts.models import ApiKey, Membership
+from accounts.models import ApiKey, Invitation, Membership
 from agents.models import Deployment, PhoneNumber
 from audit.models import AuditLog
 
@@ -233,6 +234,31 @@ def test_every_change_records_exactly_one_entry(tenant, members, superuser, mail
         resource_type="member",
         resource_id="new@example.com",
         user_id="new@example.com",
+    )
+    get_user_model().objects.filter(username="stranger").update(email="stranger@example.com")
+    _one_entry(
+        form("admin", "/settings/team/", {"email": "stranger@example.com", "role": "viewer"}),
+        action="member.invite",
+        resource_type="member",
+        resource_id="stranger@example.com",
+        user_id="admin-user",
+    )
+    _one_entry(
+        lambda ip: members["outsider"].post(
+            f"/invitations/{Invitation.objects.get(email='stranger@example.com').pk}/join/", REMOTE_ADDR=ip
+        ),
+        action="member.invite_accept",
+        resource_type="member",
+        resource_id="stranger",
+        user_id="stranger",
+    )
+    members["admin"].post("/settings/team/", {"email": "later@example.com", "role": "viewer"})
+    _one_entry(
+        form("admin", f"/settings/team/invitations/{Invitation.objects.get().pk}/cancel/"),
+        action="member.invite_cancel",
+        resource_type="member",
+        resource_id="later@example.com",
+        user_id="admin-user",
     )
     invited = Membership.objects.get(user__username="new@example.com")
     _one_entry(

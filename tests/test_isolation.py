@@ -14,7 +14,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
-from accounts.models import ApiKey, Membership, Role
+from accounts.models import ApiKey, Invitation, Membership, Role
 from agents.models import Agent, Deployment, PhoneNumber, Trace
 from alerts.models import AlertRule
 from audit.services import Actor
@@ -25,7 +25,8 @@ from .conftest import Tenant, _tenant, trace
 
 SECRET_INPUT = "VICTIM-SECRET-INPUT-7731"
 SECRET_AGENT = "Victim Agent Zq"
-MARKERS = [SECRET_INPUT, SECRET_AGENT, "sk-VICTIMTOOLKEY"]
+VICTIM_INVITEE = "victim-invitee@example.com"
+MARKERS = [SECRET_INPUT, SECRET_AGENT, "sk-VICTIMTOOLKEY", VICTIM_INVITEE]
 PUBLIC = {"login", "logout", "healthz", "invitation_accept", "api-root", "openapi-json", "openapi-view"}
 ROLES = [Role.VIEWER, Role.MEMBER, Role.ADMIN, Role.OWNER]
 
@@ -74,6 +75,9 @@ def world(db):
     rule = AlertRule.objects.create(
         organisation=victim.organisation, name="Victim rule", kind="latency", threshold=1000
     )
+    invitation = Invitation.objects.create(
+        organisation=victim.organisation, email=VICTIM_INVITEE, role=Role.ADMIN, invited_by="v-owner"
+    )
     price = ModelPrice.objects.create(
         organisation=victim.organisation,
         model_name="victim-model",
@@ -98,6 +102,7 @@ def world(db):
             "phone_id": phone.pk,
             "rule_id": rule.pk,
             "price_id": price.pk,
+            "invitation_id": invitation.pk,
         },
     }
 
@@ -148,15 +153,24 @@ def _victim_unchanged(world) -> None:
     assert ApiKey.objects.filter(organisation=org, revoked_at__isnull=True).count() == 7
     assert Membership.objects.filter(organisation=org).count() == 4
     assert ModelPrice.objects.filter(organisation=org, model_name="victim-model").count() == 1
+    assert Invitation.objects.filter(organisation=org).count() == 1
 
 
 # --- HTML ------------------------------------------------------------------------
 
 
+def _signed_in_only(view) -> bool:
+    """A page about the signed-in person themselves (their invitations), for any
+    account whatever its organisations."""
+    return getattr(view.callback, "signed_in_only", False)
+
+
 def test_every_page_is_protected_or_deliberately_public():
     for pattern, view in _html_patterns():
         role = getattr(view.callback, "required_role", None)
-        assert role is not None or view.name in PUBLIC, f"/{pattern} ({view.name}) has no member_required"
+        assert role is not None or _signed_in_only(view) or view.name in PUBLIC, (
+            f"/{pattern} ({view.name}) has no member_required"
+        )
 
 
 def test_pages_refuse_anonymous_callers(world):
@@ -200,6 +214,16 @@ def test_each_role_gets_exactly_its_pages(world):
     for pattern, view in _html_patterns():
         if view.name in PUBLIC:
             continue
+        if _signed_in_only(view):
+            # No role opens them: each person sees and answers only invitations to themselves.
+            path = _fill(pattern, world["params"])
+            for user in world["users"].values():
+                c = _signed_in(user)
+                assert c.get(path).status_code in (200, 405), path
+                _no_markers(c.get(path))
+                if "<" in pattern:  # answering someone else's invitation
+                    assert c.post(path, {}).status_code == 404, path
+            continue
         needed_get, needed_post = view.callback.required_role, view.callback.post_role
         path = _fill(pattern, world["params"])
         for role, user in world["users"].items():
@@ -224,6 +248,7 @@ def test_sensitive_pages_need_the_roles_the_design_grants():
         "team",
         "member_role",
         "member_remove",
+        "invitation_cancel",
         "audit",
         "rollback",
         "edit",

@@ -36,7 +36,7 @@ SITE_URL = os.getenv("SITE_URL", "http://127.0.0.1:8000")
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "accounts.apps.AdminConfig",  # Django's admin, with the login pause
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -265,6 +265,10 @@ VOICE_STALE_CALL_MINUTES = envint("VOICE_STALE_CALL_MINUTES", "30")
 # heartbeat when nothing else was sent for this long (under 5 s).
 VOICE_LIVE_MIN_INTERVAL_MS = envint("VOICE_LIVE_MIN_INTERVAL_MS", "250")
 VOICE_LIVE_HEARTBEAT_MS = envint("VOICE_LIVE_HEARTBEAT_MS", "4000")
+# Live sockets close at once when their API key is revoked or their member removed
+# (a channel-layer notice); each process also re-checks its sockets' keys and
+# memberships this often, so they close within it even if a notice is lost.
+LIVE_ACCESS_RECHECK_SECONDS = float(os.getenv("LIVE_ACCESS_RECHECK_SECONDS", "4"))
 RETENTION_DAYS = envint("RETENTION_DAYS", "400")
 ALERT_WEBHOOK_TIMEOUT = float(os.getenv("ALERT_WEBHOOK_TIMEOUT", "10"))
 # Outbound requests to user-chosen URLs (alert webhooks) go to public addresses
@@ -282,7 +286,11 @@ ALERT_DELIVERY_LEASE_SECONDS = envint("ALERT_DELIVERY_LEASE_SECONDS", "60")
 # How often beat queues again the notifications whose delivery task was lost.
 ALERT_SWEEP_SECONDS = envint("ALERT_SWEEP_SECONDS", "60")
 
-# Email: SMTP when EMAIL_HOST is set, the console otherwise.
+# Email: SMTP when EMAIL_HOST is set. Without it, messages (invitation links among
+# them) are printed to the console only under DEBUG; otherwise each is written to a
+# file in VAR_DIR/outbox, readable by the server's user alone, and never to the
+# server's log, which is often shipped elsewhere. `check --deploy` warns then.
+EMAIL_OUTBOX_DIR = VAR_DIR / "outbox"
 if os.getenv("EMAIL_HOST"):
     MAILERS = {
         "default": {
@@ -297,8 +305,17 @@ if os.getenv("EMAIL_HOST"):
             },
         }
     }
-else:
+elif DEBUG:
     MAILERS = {"default": {"BACKEND": "django.core.mail.backends.console.EmailBackend"}}
+else:
+    EMAIL_OUTBOX_DIR.mkdir(mode=0o700, exist_ok=True)
+    EMAIL_OUTBOX_DIR.chmod(0o700)
+    MAILERS = {
+        "default": {
+            "BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+            "OPTIONS": {"file_path": str(EMAIL_OUTBOX_DIR)},
+        }
+    }
 DEFAULT_FROM_EMAIL = os.getenv("DEFAULT_FROM_EMAIL", "alerts@localhost")
 
 LOGGING = {

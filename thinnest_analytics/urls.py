@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 
-from accounts.views import RateLimitedLoginView
+from accounts.views import PausedLoginView
 
 from .api import api
 
@@ -20,7 +20,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
 urlpatterns = [
     path("api/", api.urls),
     path("admin/", admin.site.urls),
-    path("login/", RateLimitedLoginView.as_view(), name="login"),
+    path("login/", PausedLoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", healthz, name="healthz"),
     path("", include("accounts.urls")),

@@ -1,0 +1,52 @@
+"""Reads of organisations, members and API keys."""
+
+from collections.abc import Iterable
+
+from .live import api_key_grant, membership_grant
+from .models import ApiKey, Invitation, Membership, Organisation
+
+
+def grants_ended(grants: Iterable[str]) -> set[str]:
+    """Those of ``grants`` (see ``accounts.live``) that no longer admit anyone:
+    revoked or deleted keys, memberships removed, accounts deactivated. Two
+    queries, however many grants."""
+    grants = set(grants)
+    key_pks, user_pks, organisation_pks = set(), set(), set()
+    for grant in grants:
+        kind, *ids = grant.split(":")
+        if kind == "apikey":
+            key_pks.add(int(ids[0]))
+        else:
+            user_pks.add(int(ids[0]))
+            organisation_pks.add(int(ids[1]))
+    held = set()
+    if key_pks:
+        active = ApiKey.objects.filter(pk__in=key_pks, revoked_at__isnull=True)
+        held |= {api_key_grant(pk) for pk in active.values_list("pk", flat=True)}
+    if user_pks:
+        members = Membership.objects.filter(
+            user_id__in=user_pks, organisation_id__in=organisation_pks, user__is_active=True
+        )
+        held |= {membership_grant(u, o) for u, o in members.values_list("user_id", "organisation_id")}
+    return grants - held
+
+
+def user_addresses(user) -> set[str]:
+    """The addresses an invitation to ``user`` may be sent to: their email and
+    their username, lower-case."""
+    return {a for a in ((user.email or "").lower(), user.get_username().lower()) if a}
+
+
+def invitations_for(user) -> list[Invitation]:
+    """The invitations waiting for ``user``, oldest first."""
+    return list(Invitation.objects.filter(email__in=user_addresses(user)).select_related("organisation"))
+
+
+def invitation_for(user, invitation_id: int) -> Invitation | None:
+    """One invitation waiting for ``user``; None for anyone else's."""
+    return next((i for i in invitations_for(user) if i.pk == invitation_id), None)
+
+
+def team_invitations(organisation: Organisation) -> list[Invitation]:
+    """The organisation's pending invitations, oldest first."""
+    return list(Invitation.objects.filter(organisation=organisation))
