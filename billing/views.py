@@ -28,6 +28,7 @@ from audit.services import Actor
 from dashboard import charts
 from dashboard.selectors import timeseries
 from dashboard.windows import Window
+from thinnest_analytics import formatting
 from thinnest_analytics.pages import button_apply, form_apply
 
 from . import selectors, services
@@ -65,6 +66,7 @@ def _charts(request: HttpRequest, usage: dict) -> list[dict]:
         "Spend this month by category (USD)",
         [BREAKDOWN_LABELS.get(k, k.replace("_", " ").capitalize()) for k in breakdown],
         [float(v) for v in breakdown.values()],
+        value_format=formatting.usd_axis_format(max(breakdown.values(), default=0)),
     )
     now = timezone.now()
     trend = timeseries(
@@ -83,7 +85,10 @@ def _charts(request: HttpRequest, usage: dict) -> list[dict]:
                 for p in points
             ]
         },
-        y_format="$.4f",
+        y_title="USD",
+        y_format=formatting.usd_axis_format(
+            max((p["cost_per_conversation"] or 0 for p in points), default=0)
+        ),
     )
     return [donut, line]
 
@@ -146,7 +151,7 @@ def ledger_csv(request: HttpRequest) -> HttpResponse:
                 e.pk,
                 e.created_at.isoformat(),
                 e.kind,
-                f"{e.amount_usd:.2f}",  # a number, never quoted
+                formatting.format_usd_plain(e.amount_usd),  # a number, never quoted
                 *(_csv_cell(v) for v in (e.reference, e.reason, e.plan, e.created_by)),
             ]
         )

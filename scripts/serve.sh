@@ -13,7 +13,7 @@ PY=.venv/bin/python
 
 $PY manage.py migrate --no-input -v0
 if [ "${SEED_DEMO:-1}" = "1" ]; then
-  $PY manage.py seed_demo --days "${DEMO_DAYS:-30}"
+  $PY manage.py seed_demo --days "${DEMO_DAYS:-60}"
 fi
 
 VAR=${VAR_DIR:-var}

@@ -1,6 +1,8 @@
-"""A believable demo organisation: four agents with 30 days of chat, voice and
-widget traffic. Every id derives from its hour, so re-running adds only the
-hours that are missing and never duplicates."""
+"""A believable demo organisation: four agents with 60 days of chat, voice and
+widget traffic (so a 30-day window has a whole previous window to compare
+with), deployments v1–v3, and an alert rule with a history of firing and
+resolving. Every id derives from its hour, so re-running adds only the hours
+that are missing and never duplicates."""
 
 import math
 import random
@@ -106,9 +108,10 @@ AGENTS = (
     ),
 )
 
+DEFAULT_DAYS = 60
 # (version, days before now it was deployed, changes, error-rate multiplier)
 DEPLOYMENTS = (
-    ("v1", 45, "Initial release", 1.0),
+    ("v1", 61, "Initial release", 1.0),
     ("v2", 16, "Updated system prompt and added tools", 0.8),
     ("v3", 5, "Switched retrieval settings", 1.6),
 )
@@ -162,6 +165,7 @@ def _hour_traces(agent: DemoAgent, hour: datetime, now: datetime) -> list[dict]:
                 )
             input_tokens = rng.randint(80, 1800)
             output_tokens = rng.randint(20, 400)
+            reply_ms = round(latency)
             trace = {
                 "id": f"trace_{short}_{stamp}_{k}_{turn}",
                 "agent_id": agent.public_id,
@@ -177,7 +181,7 @@ def _hour_traces(agent: DemoAgent, hour: datetime, now: datetime) -> list[dict]:
                 "model": agent.model,
                 "input_tokens": input_tokens,
                 "output_tokens": output_tokens,
-                "latency_ms": round(latency),
+                "latency_ms": reply_ms,
                 "status": "error" if failed else "success",
                 "error": (
                     "Tool call failed: upstream timed out"
@@ -187,21 +191,7 @@ def _hour_traces(agent: DemoAgent, hour: datetime, now: datetime) -> list[dict]:
                 if failed
                 else "",
                 "created_at": at.isoformat(),
-                "steps": [
-                    {
-                        "kind": "llm",
-                        "name": "chat",
-                        "model": agent.model,
-                        "started_at": at.isoformat(),
-                        "latency_ms": round(latency * 0.7),
-                        "input_tokens": input_tokens,
-                        "output_tokens": output_tokens,
-                    }
-                ]
-                + [
-                    {"kind": "tool", "name": c["name"], "latency_ms": c["latency_ms"], "error": c["error"]}
-                    for c in tool_calls
-                ],
+                "steps": _steps(agent, at, reply_ms, tool_calls, input_tokens, output_tokens, failed),
             }
             if rng.random() < 0.3:
                 trace["evaluation_score"] = (
@@ -211,6 +201,51 @@ def _hour_traces(agent: DemoAgent, hour: datetime, now: datetime) -> list[dict]:
                 traces.append(trace)
             at += timedelta(seconds=latency / 1000 + rng.uniform(5, 60))
     return traces
+
+
+def _steps(
+    agent: DemoAgent,
+    at: datetime,
+    reply_ms: int,
+    tool_calls: list[dict],
+    input_tokens: int,
+    output_tokens: int,
+    failed: bool,
+) -> list[dict]:
+    """The reply's steps, laid out inside its latency: a model call, or a model
+    call that plans, the tool call, and a model call that answers. A failed reply
+    fails in its tool call (which then runs to the end) or in its model call."""
+
+    def llm(name: str, start: int, length: int, tokens_in: int, tokens_out: int, error: str = "") -> dict:
+        return {
+            "kind": "llm",
+            "name": name,
+            "model": agent.model,
+            "started_at": (at + timedelta(milliseconds=start)).isoformat(),
+            "latency_ms": length,
+            "input_tokens": tokens_in,
+            "output_tokens": tokens_out,
+            "error": error,
+        }
+
+    if not tool_calls:
+        return [llm("chat", 0, reply_ms, input_tokens, output_tokens, "rate limited" if failed else "")]
+    call = tool_calls[0]
+    call["latency_ms"] = min(call["latency_ms"], reply_ms * 3 // 5)
+    plan = (reply_ms - call["latency_ms"]) // 3
+    planned_out = output_tokens // 4
+    tool = {
+        "kind": "tool",
+        "name": call["name"],
+        "started_at": (at + timedelta(milliseconds=plan)).isoformat(),
+        "latency_ms": reply_ms - plan if failed else call["latency_ms"],
+        "error": call["error"],
+    }
+    steps = [llm("plan", 0, plan, input_tokens, planned_out), tool]
+    if not failed:
+        answer_at = plan + call["latency_ms"]
+        steps.append(llm("answer", answer_at, reply_ms - answer_at, 0, output_tokens - planned_out))
+    return steps
 
 
 def _voice_calls(traces: list[dict], now: datetime) -> list[dict]:
@@ -269,11 +304,11 @@ def _voice_calls(traces: list[dict], now: datetime) -> list[dict]:
 
 
 class Command(BaseCommand):
-    help = "Load a demo organisation with 30 days of traffic (idempotent)."
+    help = f"Load a demo organisation with {DEFAULT_DAYS} days of traffic (idempotent)."
 
     def add_arguments(self, parser):
         parser.add_argument("--org", default="demo")
-        parser.add_argument("--days", type=int, default=30)
+        parser.add_argument("--days", type=int, default=DEFAULT_DAYS)
         parser.add_argument("--username", default="demo")
         parser.add_argument("--password", default="demo")
         parser.add_argument("--scale", type=float, default=1.0, help="multiply the traffic")
@@ -292,8 +327,10 @@ class Command(BaseCommand):
             self._deployments(agent, now, actor)
 
         demo = [a if scale == 1.0 else _scaled(a, scale) for a in AGENTS]
-        first_hour = (now - timedelta(days=days)).replace(minute=0, second=0, microsecond=0)
-        hours = [first_hour + timedelta(hours=h) for h in range(days * 24 + 1)]
+        # One hour more than the days asked for: the window of the last `days`
+        # days then lies wholly after the first hour of data.
+        first_hour = (now - timedelta(days=days, hours=1)).replace(minute=0, second=0, microsecond=0)
+        hours = [first_hour + timedelta(hours=h) for h in range(days * 24 + 2)]
         stored = duplicates = calls = 0
         batch: list[dict] = []
         for hour in tqdm(hours, desc="demo traffic", unit="h", disable=options["verbosity"] == 0):
@@ -311,11 +348,30 @@ class Command(BaseCommand):
                 calls += self._calls(organisation, _voice_calls(batch, now), actor)
                 batch = []
         events = self._billing(organisation, [h for h in hours if h + timedelta(hours=1) <= now], actor)
+        alerts = self._alert_rule(organisation, now, actor)
         self.stdout.write(
             f"Demo organisation '{organisation.slug}': {stored} traces and {calls} voice calls added, "
-            f"{duplicates} traces already present, {events} usage events added. "
-            f"Log in as {username} / {password}."
+            f"{duplicates} traces already present, {events} usage events added, "
+            f"{alerts} alert events recorded. Log in as {username} / {password}."
         )
+
+    def _alert_rule(self, organisation, now: datetime, actor: Actor) -> int:
+        """An example rule on the Sales Caller's error rate, evaluated every six
+        hours over the past week of demo traffic (by the real evaluation), so the
+        Alerts page shows it firing and resolving. Created once."""
+        from alerts.models import AlertRule
+        from alerts.services import rule_create, rule_evaluate
+
+        if AlertRule.objects.filter(organisation=organisation, name=DEMO_ALERT["name"]).exists():
+            return 0
+        rule = rule_create(organisation=organisation, data=DEMO_ALERT, actor=actor)
+        recorded = 0
+        at = now - timedelta(days=7)
+        while at <= now:
+            rule.refresh_from_db()
+            recorded += rule_evaluate(rule=rule, now=at) is not None
+            at += timedelta(hours=6)
+        return recorded
 
     def _billing(self, organisation, hours: list[datetime], actor: Actor) -> int:
         """A first top-up, a monthly budget and the booking assistant's web scraping."""
@@ -372,6 +428,18 @@ class Command(BaseCommand):
                     changes=changes,
                     deployed_at=now - timedelta(days=days_ago),
                 )
+
+
+DEMO_ALERT = {
+    "name": "Sales Caller error rate",
+    "kind": "error_rate",
+    "agent_id": "agent_sales",
+    "threshold": "0.13",
+    "window_minutes": 24 * 60,
+    "min_conversations": 10,
+    "cooldown_minutes": 60,
+    "notify": [],
+}
 
 
 def _hour_scraping(hour: datetime) -> dict:
