@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
-from django.db.models import CharField, Count, F, Min, Q, Sum, Value
+from django.db.models import CharField, Count, F, Max, Min, Q, Sum, Value
 from django.db.models.functions import Coalesce, TruncDay, TruncHour
 from django.utils import timezone
 
@@ -628,20 +628,24 @@ def comparison_days(*, agent: Agent, a: str, b: str) -> tuple[date, date] | None
 
 
 def known_versions(*, agent: Agent) -> list[str]:
-    """Versions the agent has deployed or traces have named, newest deployment first."""
+    """Versions the agent has deployed (newest deployment first), then those only
+    traces have named (most recently seen first)."""
     deployed = list(
         Deployment.objects.filter(agent=agent)
         .order_by("-deployed_at", "-pk")
         .values_list("version", flat=True)
     )
     seen = set(deployed)
+    # Versions only traces named, most recently seen first (as deployments are).
     named = (
-        HourlyRollup.objects.filter(agent=agent)
+        DailyRollup.objects.filter(agent=agent)
         .exclude(deployment_version="")
+        .values("deployment_version")
+        .annotate(last=Max("bucket_start"), first=Min("bucket_start"))
+        .order_by("-last", "-first", "-deployment_version")
         .values_list("deployment_version", flat=True)
-        .distinct()
     )
-    return list(dict.fromkeys(deployed)) + sorted(v for v in named if v not in seen)
+    return list(dict.fromkeys(deployed)) + [v for v in named if v not in seen]
 
 
 def voice_agents(*, organisation, days: int = 30, limit: int = 3) -> list[Agent]:

@@ -132,12 +132,19 @@ def _version_at(at: datetime, now: datetime) -> tuple[str, float]:
     return current[0], current[3]
 
 
-def _hour_traces(agent: DemoAgent, hour: datetime, now: datetime) -> list[dict]:
+def _hour_traces(
+    agent: DemoAgent, hour: datetime, now: datetime, incident: tuple[datetime, datetime] | None = None
+) -> list[dict]:
+    """The agent's traces of one hour. During ``incident`` (the Sales Caller's
+    CRM outage) every reply fails in its tool call and calls keep coming."""
     stamp = hour.strftime("%Y%m%d%H")
     rng = random.Random(f"{agent.public_id}:{stamp}")
     short = agent.public_id.removeprefix("agent_")
     expected = agent.conversations_per_hour * _daily_curve(hour)
     conversations = max(0, round(rng.gauss(expected, math.sqrt(expected))))
+    outage = agent.public_id == INCIDENT_AGENT and incident is not None and incident[0] <= hour < incident[1]
+    if outage:
+        conversations = max(conversations, INCIDENT_MIN_CONVERSATIONS)
     traces = []
     for k in range(conversations):
         channel = rng.choices([c for c, _ in agent.channels], [w for _, w in agent.channels])[0]
@@ -149,9 +156,9 @@ def _hour_traces(agent: DemoAgent, hour: datetime, now: datetime) -> list[dict]:
             question, answer = rng.choice(agent.questions)
             n = rng.randint(2, 9)
             latency = rng.lognormvariate(math.log(agent.latency_ms), 0.45)
-            failed = rng.random() < agent.error_rate * error_boost
+            failed = rng.random() < agent.error_rate * error_boost or outage
             tool_calls = []
-            if rng.random() < 0.35:
+            if rng.random() < 0.35 or outage:
                 tool = rng.choice(agent.tools)
                 tool_latency = round(rng.uniform(40, 600))
                 tool_calls.append(
@@ -333,9 +340,10 @@ class Command(BaseCommand):
         hours = [first_hour + timedelta(hours=h) for h in range(days * 24 + 2)]
         stored = duplicates = calls = 0
         batch: list[dict] = []
+        incident = self._incident(agents[INCIDENT_AGENT])
         for hour in tqdm(hours, desc="demo traffic", unit="h", disable=options["verbosity"] == 0):
             for agent in demo:
-                batch.extend(_hour_traces(agent, hour, now))
+                batch.extend(_hour_traces(agent, hour, now, incident))
             if len(batch) >= 500 or hour is hours[-1]:
                 for start in range(0, len(batch), 1000):
                     result = trace_ingest(
@@ -355,10 +363,20 @@ class Command(BaseCommand):
             f"{alerts} alert events recorded. Log in as {username} / {password}."
         )
 
+    def _incident(self, agent: Agent) -> tuple[datetime, datetime] | None:
+        """The outage's hours: from two days after v3 went out (as recorded at the
+        first run, so a later run does not move it into hours already loaded)."""
+        v3 = Deployment.objects.filter(agent=agent, version="v3").first()
+        if v3 is None:
+            return None
+        start = (v3.deployed_at + INCIDENT_AFTER).replace(minute=0, second=0, microsecond=0)
+        return start, start + INCIDENT_LENGTH
+
     def _alert_rule(self, organisation, now: datetime, actor: Actor) -> int:
-        """An example rule on the Sales Caller's error rate, evaluated every six
+        """An example rule on the Sales Caller's error rate, evaluated every three
         hours over the past week of demo traffic (by the real evaluation), so the
-        Alerts page shows it firing and resolving. Created once."""
+        Alerts page shows it firing during the outage and resolving after it.
+        Created once."""
         from alerts.models import AlertRule
         from alerts.services import rule_create, rule_evaluate
 
@@ -370,7 +388,7 @@ class Command(BaseCommand):
         while at <= now:
             rule.refresh_from_db()
             recorded += rule_evaluate(rule=rule, now=at) is not None
-            at += timedelta(hours=6)
+            at += timedelta(hours=3)
         return recorded
 
     def _billing(self, organisation, hours: list[datetime], actor: Actor) -> int:
@@ -430,12 +448,19 @@ class Command(BaseCommand):
                 )
 
 
+# A CRM outage two days after v3 went out: for six hours every Sales Caller
+# reply fails in its tool call. The example alert rule fires on it and resolves
+# after it (its threshold is far above the agent's usual error rate).
+INCIDENT_AGENT = "agent_sales"
+INCIDENT_AFTER = timedelta(days=2)
+INCIDENT_LENGTH = timedelta(hours=6)
+INCIDENT_MIN_CONVERSATIONS = 4  # an hour of the outage has at least these
 DEMO_ALERT = {
     "name": "Sales Caller error rate",
     "kind": "error_rate",
-    "agent_id": "agent_sales",
-    "threshold": "0.13",
-    "window_minutes": 24 * 60,
+    "agent_id": INCIDENT_AGENT,
+    "threshold": "0.40",
+    "window_minutes": 6 * 60,
     "min_conversations": 10,
     "cooldown_minutes": 60,
     "notify": [],
