@@ -34,7 +34,8 @@ fi
 step "Preparing the database"
 $PY manage.py migrate --no-input -v0
 if [ "${SEED_DEMO:-1}" = "1" ]; then
-  step "Loading ${DEMO_DAYS:-60} days of demo data (the first run takes a minute or two; later runs add only the hours since)"
+  days=${DEMO_DAYS:-60}
+  step "Loading $days day$([ "$days" = 1 ] || echo s) of demo data (the first run takes a minute or two; later runs add only the hours since)"
   $PY manage.py seed_demo --days "${DEMO_DAYS:-60}"
 fi
 
