@@ -496,3 +496,43 @@ def test_on_a_phone_date_ticks_stay_clear_of_legends(phone):
         for tick in chart.locator(".xtick text").all():
             assert not _overlap(tick.bounding_box(), legend_box), chart.get_attribute("aria-labelledby")
     assert complaints(phone) == []
+
+
+def test_on_a_phone_no_page_scrolls_sideways(browser, live_server, organisation):
+    from alerts.services import rule_create, rule_test
+
+    ingest(
+        organisation,
+        conversations(
+            agent_id="agent_a", first=ago(days=6), last=ago(minutes=5), count=30, prefix="c", version="v1"
+        )
+        + conversations(
+            agent_id="agent_a", first=ago(days=2), last=ago(minutes=5), count=30, prefix="d", version="v2"
+        ),
+    )
+    rule = rule_create(
+        organisation=organisation,
+        data={"name": "Error rate of the booking assistant", "kind": "error_rate", "threshold": "0.2"},
+        actor=Actor.system("test"),
+    )
+    rule_test(rule=rule, actor=Actor.system("test"))
+    page = _open(browser, live_server, viewport=PHONE)
+    for path in [
+        "/",
+        "/agents/",
+        "/agents/agent_a/performance/",
+        "/agents/agent_a/compare/",
+        "/agents/agent_a/deployments/",
+        "/conversations/",
+        "/conversations/c-s1/",
+        "/traces/",
+        "/traces/c-1/",
+        "/billing/",
+        "/alerts/",
+        "/settings/team/",
+        "/settings/api-keys/",
+    ]:
+        page.goto(f"{live_server.url}{path}")
+        page.wait_for_load_state("networkidle")
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], path
+    assert complaints(page) == []

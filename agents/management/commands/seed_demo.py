@@ -132,19 +132,18 @@ def _version_at(at: datetime, now: datetime) -> tuple[str, float]:
     return current[0], current[3]
 
 
-def _hour_traces(
-    agent: DemoAgent, hour: datetime, now: datetime, incident: tuple[datetime, datetime] | None = None
-) -> list[dict]:
-    """The agent's traces of one hour. During ``incident`` (the Sales Caller's
-    CRM outage) every reply fails in its tool call and calls keep coming."""
+def _hour_traces(agent: DemoAgent, hour: datetime, now: datetime, outage: bool = False) -> list[dict]:
+    """The agent's traces of one hour. With ``outage``, the extra conversations
+    of the Sales Caller's CRM outage in that hour: callers who keep trying while
+    every reply fails in its tool call. They have ids of their own, so the
+    hour's usual traffic is the same with or without them."""
     stamp = hour.strftime("%Y%m%d%H")
-    rng = random.Random(f"{agent.public_id}:{stamp}")
-    short = agent.public_id.removeprefix("agent_")
+    rng = random.Random(f"{agent.public_id}:{'outage:' if outage else ''}{stamp}")
+    short = agent.public_id.removeprefix("agent_") + ("_outage" if outage else "")
     expected = agent.conversations_per_hour * _daily_curve(hour)
     conversations = max(0, round(rng.gauss(expected, math.sqrt(expected))))
-    outage = agent.public_id == INCIDENT_AGENT and incident is not None and incident[0] <= hour < incident[1]
     if outage:
-        conversations = max(conversations, INCIDENT_MIN_CONVERSATIONS)
+        conversations = INCIDENT_CONVERSATIONS
     traces = []
     for k in range(conversations):
         channel = rng.choices([c for c, _ in agent.channels], [w for _, w in agent.channels])[0]
@@ -343,7 +342,9 @@ class Command(BaseCommand):
         incident = self._incident(agents[INCIDENT_AGENT])
         for hour in tqdm(hours, desc="demo traffic", unit="h", disable=options["verbosity"] == 0):
             for agent in demo:
-                batch.extend(_hour_traces(agent, hour, now, incident))
+                batch.extend(_hour_traces(agent, hour, now))
+                if agent.public_id == INCIDENT_AGENT and incident and incident[0] <= hour < incident[1]:
+                    batch.extend(_hour_traces(agent, hour, now, outage=True))
             if len(batch) >= 500 or hour is hours[-1]:
                 for start in range(0, len(batch), 1000):
                     result = trace_ingest(
@@ -448,13 +449,14 @@ class Command(BaseCommand):
                 )
 
 
-# A CRM outage two days after v3 went out: for six hours every Sales Caller
-# reply fails in its tool call. The example alert rule fires on it and resolves
-# after it (its threshold is far above the agent's usual error rate).
+# A CRM outage two days after v3 went out: for six hours callers keep trying
+# and every one of their replies fails in its tool call. The example alert rule
+# fires on it and resolves after it (its threshold is far above the agent's
+# usual error rate, and the outage's conversations far outnumber the usual ones).
 INCIDENT_AGENT = "agent_sales"
 INCIDENT_AFTER = timedelta(days=2)
 INCIDENT_LENGTH = timedelta(hours=6)
-INCIDENT_MIN_CONVERSATIONS = 4  # an hour of the outage has at least these
+INCIDENT_CONVERSATIONS = 8  # extra conversations in each hour of the outage, all failing
 DEMO_ALERT = {
     "name": "Sales Caller error rate",
     "kind": "error_rate",
