@@ -240,11 +240,13 @@ def _steps(
     call["latency_ms"] = min(call["latency_ms"], reply_ms * 3 // 5)
     plan = (reply_ms - call["latency_ms"]) // 3
     planned_out = output_tokens // 4
+    if failed:  # the call hangs until the reply gives up
+        call["latency_ms"] = reply_ms - plan
     tool = {
         "kind": "tool",
         "name": call["name"],
         "started_at": (at + timedelta(milliseconds=plan)).isoformat(),
-        "latency_ms": reply_ms - plan if failed else call["latency_ms"],
+        "latency_ms": call["latency_ms"],
         "error": call["error"],
     }
     steps = [llm("plan", 0, plan, input_tokens, planned_out), tool]
