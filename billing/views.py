@@ -17,6 +17,7 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_POST
 
 from accounts.access import member_required
@@ -118,9 +119,12 @@ def _billing_page(request: HttpRequest, status: int = 200, **forms) -> HttpRespo
         "timezone_form": forms.get("timezone_form") or TimezoneForm(initial={"timezone": periods.zone.key}),
     }
     if request.htmx and request.htmx.target == "ledger":
-        return render(request, "billing/page.html#ledger", context, status=status)
-    context["charts"] = _charts(request, usage)
-    return render(request, "billing/page.html", context, status=status)
+        response = render(request, "billing/page.html#ledger", context, status=status)
+    else:
+        context["charts"] = _charts(request, usage)
+        response = render(request, "billing/page.html", context, status=status)
+    patch_vary_headers(response, ["HX-Request", "HX-Target"])  # one URL, the page or its ledger
+    return response
 
 
 @member_required()
