@@ -5,7 +5,8 @@ from functools import wraps
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
 
 from thinnest_analytics.db import on_worker_thread
 
@@ -28,7 +29,10 @@ def member_required(role: str = Role.VIEWER, *, to_post: str | None = None) -> C
         @on_worker_thread
         def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             if request.membership is None:
-                raise Http404("not a member of any organisation")
+                # Signed in but in no organisation (a superuser made with
+                # createsuperuser, a member removed from their last one): say
+                # so, and where to go, rather than a bare "Not Found".
+                return render(request, "accounts/no_organisation.html", status=404)
             needed = to_post if to_post is not None and request.method == "POST" else role
             if not request.membership.has_role(needed):
                 raise PermissionDenied(f"this needs the {needed} role")

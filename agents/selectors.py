@@ -294,9 +294,17 @@ def trace_list_page(
 
 def step_waterfall(trace: Trace, steps: list) -> dict:
     """Bars for the trace view's waterfall: each step's start and length as a
-    share of the trace's span (steps without a start follow one another)."""
+    share of the drawn span (steps without a start follow one another).
+
+    ``span_ms`` is how long the steps take from the first start to the last
+    end; ``latency_ms`` the trace's own latency as the agent reported it. They
+    differ when the agent measures its latency from another point than its
+    first step, or when steps without a start time are laid end to end though
+    they ran side by side; ``note`` says which way, and the drawing covers both
+    (``latency_x`` marks the reported latency on it)."""
+    latency = float(trace.latency_ms) if trace.latency_ms is not None else None
     if not steps:
-        return {"rows": [], "total_ms": trace.latency_ms or 0}
+        return {"rows": [], "total_ms": latency or 0, "span_ms": 0, "latency_ms": latency, "note": ""}
     starts = [s.started_at for s in steps if s.started_at is not None]
     origin = min(starts) if starts else None
     cursor_ms = 0.0
@@ -308,9 +316,36 @@ def step_waterfall(trace: Trace, steps: list) -> dict:
         else:
             offset = cursor_ms
         cursor_ms = max(cursor_ms, offset + length)
-        rows.append({"step": step, "offset_ms": offset, "length_ms": length})
-    total = max([cursor_ms, float(trace.latency_ms or 0), 1.0])
+        rows.append(
+            {"step": step, "offset_ms": offset, "length_ms": length, "placed": step.started_at is None}
+        )
+    span = cursor_ms
+    total = max([span, latency or 0, 1.0])
     for row in rows:
         row["x"] = round(row["offset_ms"] / total * 100, 3)
         row["width"] = round(max(row["length_ms"] / total * 100, 0.4), 3)
-    return {"rows": rows, "total_ms": total}
+    note = ""
+    if latency is not None and round(span) != round(latency):
+        if span > latency:
+            laid = sum(1 for row in rows if row["placed"])
+            why = (
+                f"{laid} step{'s' if laid != 1 else ''} without a start time {'are' if laid != 1 else 'is'} "
+                "drawn one after another, though they may have overlapped; the agent may also time its "
+                "latency from a later point than its first step"
+                if laid
+                else "the agent times its latency from a later point than its first step, or steps overlap its end"
+            )
+            note = f"The steps span {span:,.0f} ms, longer than the trace's reported latency of {latency:,.0f} ms: {why}."
+        else:
+            note = (
+                f"The steps account for {span:,.0f} ms of the trace's {latency:,.0f} ms; "
+                "the rest was spent outside any recorded step."
+            )
+    return {
+        "rows": rows,
+        "total_ms": total,
+        "span_ms": span,
+        "latency_ms": latency,
+        "latency_x": round(latency / total * 100, 3) if latency is not None else None,
+        "note": note,
+    }

@@ -10,7 +10,6 @@ urlpatterns = [
     path("agents/<str:agent_id>/tools/", views.agent_tools, name="tools"),
     path("agents/<str:agent_id>/tools/<str:tool_name>/", views.tool_edit, name="tool_edit"),
     path("agents/<str:agent_id>/tools/<str:tool_name>/remove/", views.tool_remove, name="tool_remove"),
-    path("agents/<str:agent_id>/voice/", views.agent_voice, name="voice"),
     path("agents/<str:agent_id>/deployments/", views.agent_deployments, name="deployments"),
     path(
         "agents/<str:agent_id>/deployments/<int:deployment_id>/rollback/",

@@ -9,14 +9,11 @@ numbers, admins deploy and roll back.
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from accounts.access import member_required
 from accounts.models import Role
 from audit.services import Actor
-from dashboard.voice import voice_metrics
-from dashboard.windows import WindowError, parse_window
 from thinnest_analytics.pages import button_apply, form_apply
 
 from . import selectors, services
@@ -205,39 +202,6 @@ def tool_remove(request: HttpRequest, agent_id: str, tool_name: str) -> HttpResp
         f"Tool {tool_name} removed.",
     )
     return redirect("agents:tools", agent.public_id)
-
-
-# --- voice --------------------------------------------------------------------
-
-VOICE_PERIODS = (("24h", "24 hours"), ("7d", "7 days"), ("30d", "30 days"))
-
-
-@member_required()
-def agent_voice(request: HttpRequest, agent_id: str) -> HttpResponse:
-    """The Voice tab: live calls pushed over WebSocket, and the voice metrics of
-    a window (``period`` or ``from``/``to``, as in the API; 24 hours by default)."""
-    agent = _agent(request, agent_id)
-    window_error, status = None, 200
-    try:
-        window = parse_window(
-            period=request.GET.get("period"),
-            start=request.GET.get("from"),
-            end=request.GET.get("to"),
-            default="24h",
-        )
-    except WindowError as exc:
-        window, window_error, status = parse_window(default="24h"), str(exc), 400
-    context = {
-        "agent": agent,
-        "metrics": voice_metrics(
-            organisation=request.organisation, window=window, agent=agent, now=timezone.now()
-        ),
-        "periods": VOICE_PERIODS,
-        "window_error": window_error,
-        "nav": "agents",
-        "tab": "voice",
-    }
-    return render(request, "agents/voice.html", context, status=status)
 
 
 # --- deployments --------------------------------------------------------------

@@ -6,18 +6,35 @@ from .models import AlertRule, Kind
 
 CHANNELS = [("", "Any channel"), ("chat", "Chat"), ("voice", "Voice"), ("widget", "Widget")]
 
+# The fields that mean something for each kind; the page shows only those
+# (static/js/alert_form.js) and the others are ignored when the form is saved.
+KIND_FIELDS = {
+    "agent": {Kind.ERROR_RATE, Kind.LATENCY, Kind.BUDGET},
+    "channel": {Kind.ERROR_RATE, Kind.LATENCY},
+    "statistic": {Kind.LATENCY},
+    "baseline_factor": {Kind.ERROR_RATE},
+    "baseline_period": {Kind.ERROR_RATE},
+    "window_minutes": {Kind.ERROR_RATE, Kind.LATENCY},
+    "min_conversations": {Kind.ERROR_RATE, Kind.LATENCY},
+}
+# The error rate is a rate 0..1 in rules and the API; people type it as a percentage.
+PERCENT_KINDS = {Kind.ERROR_RATE}
+
 
 class AlertRuleForm(forms.Form):
     """The Alerts page's form; the service validates the rule as a whole."""
 
     name = forms.CharField(max_length=200)
-    kind = forms.ChoiceField(
-        choices=Kind.choices,
-        help_text="error rate: a rate 0..1; latency: ms; budget: % of the monthly budget; low balance: USD",
-    )
+    kind = forms.ChoiceField(choices=Kind.choices)
     agent = forms.ChoiceField(required=False)
     channel = forms.ChoiceField(choices=CHANNELS, required=False)
-    threshold = forms.DecimalField(max_digits=18, decimal_places=6, min_value=0)
+    threshold = forms.DecimalField(
+        max_digits=18,
+        decimal_places=6,
+        min_value=0,
+        help_text="error rate: % of conversations that failed; latency: ms; budget: % of the monthly "
+        "budget spent; low balance: USD",
+    )
     statistic = forms.ChoiceField(
         choices=[("p95", "p95"), ("avg", "average")], required=False, initial="p95", label="Latency statistic"
     )
@@ -46,7 +63,21 @@ class AlertRuleForm(forms.Form):
         super().__init__(*args, **kwargs)
         agents = Agent.objects.filter(organisation=organisation, archived_at__isnull=True).order_by("name")
         self.fields["agent"].choices = [("", "All agents")] + [(a.public_id, a.name) for a in agents]
+        for name, kinds in KIND_FIELDS.items():
+            self.fields[name].kinds = " ".join(sorted(kinds))
         self.rule = rule
+
+    def clean(self):
+        data = super().clean()
+        threshold = data.get("threshold")
+        if data.get("kind") in PERCENT_KINDS and threshold is not None and threshold > 100:
+            self.add_error("threshold", "an error-rate threshold is a percentage between 0 and 100")
+        return data
+
+    def kind_value(self, name: str):
+        """A field's value when it applies to the chosen kind, else None."""
+        kinds = KIND_FIELDS.get(name)
+        return self.cleaned_data[name] if kinds is None or self.cleaned_data["kind"] in kinds else None
 
     @classmethod
     def initial_for(cls, rule: AlertRule) -> dict:
@@ -57,7 +88,7 @@ class AlertRuleForm(forms.Form):
             "kind": rule.kind,
             "agent": rule.agent.public_id if rule.agent_id else "",
             "channel": rule.channel,
-            "threshold": rule.threshold,
+            "threshold": rule.threshold * 100 if rule.kind in PERCENT_KINDS else rule.threshold,
             "statistic": rule.statistic,
             "baseline_factor": rule.baseline_factor,
             "baseline_period": rule.baseline_period,
@@ -83,15 +114,16 @@ class AlertRuleForm(forms.Form):
             notify.append(target)
         if d["email_to"]:
             notify.append({"type": "email", "to": d["email_to"]})
+        threshold = d["threshold"] / 100 if d["kind"] in PERCENT_KINDS else d["threshold"]
         return {
             "name": d["name"],
             "kind": d["kind"],
-            "agent_id": d["agent"] or None,
-            "channel": d["channel"] or None,
-            "threshold": d["threshold"],
-            "statistic": d["statistic"] or "p95",
-            "baseline_factor": d["baseline_factor"],
-            "baseline_period": d["baseline_period"] or "day",
+            "agent_id": self.kind_value("agent") or None,
+            "channel": self.kind_value("channel") or None,
+            "threshold": threshold,
+            "statistic": self.kind_value("statistic") or "p95",
+            "baseline_factor": self.kind_value("baseline_factor"),
+            "baseline_period": self.kind_value("baseline_period") or "day",
             "window_minutes": d["window_minutes"],
             "min_conversations": d["min_conversations"],
             "cooldown_minutes": d["cooldown_minutes"],

@@ -1,7 +1,7 @@
 """Forms of the billing pages. They parse what a person typed; the rules live in
 the services, whose refusals the views show as form errors."""
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -59,6 +59,10 @@ class TimezoneForm(forms.Form):
         return name
 
 
+# The ledger's date filter accepts the days a window may span (as the metrics' windows do).
+LEDGER_FIRST_DAY, LEDGER_LAST_DAY = date(2000, 1, 1), date(2200, 12, 31)
+
+
 class LedgerFilterForm(forms.Form):
     kind = forms.ChoiceField(choices=[("", "all kinds"), *LedgerKind.choices], required=False)
     start = forms.DateField(label="From", required=False, widget=forms.DateInput(attrs={"type": "date"}))
@@ -66,6 +70,12 @@ class LedgerFilterForm(forms.Form):
 
     def clean(self):
         data = super().clean()
+        for name in ("start", "end"):
+            day = data.get(name)
+            if day is not None and not (LEDGER_FIRST_DAY <= day <= LEDGER_LAST_DAY):
+                self.add_error(
+                    name, f"pick a day between {LEDGER_FIRST_DAY:%Y-%m-%d} and {LEDGER_LAST_DAY:%Y-%m-%d}"
+                )
         if data.get("start") and data.get("end") and data["start"] > data["end"]:
             raise forms.ValidationError("'From' must not be after 'To'")
         return data

@@ -17,6 +17,7 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_POST
 
 from accounts.access import member_required
@@ -28,6 +29,7 @@ from audit.services import Actor
 from dashboard import charts
 from dashboard.selectors import timeseries
 from dashboard.windows import Window
+from thinnest_analytics import formatting
 from thinnest_analytics.pages import button_apply, form_apply
 
 from . import selectors, services
@@ -65,6 +67,7 @@ def _charts(request: HttpRequest, usage: dict) -> list[dict]:
         "Spend this month by category (USD)",
         [BREAKDOWN_LABELS.get(k, k.replace("_", " ").capitalize()) for k in breakdown],
         [float(v) for v in breakdown.values()],
+        value_format=formatting.usd_axis_format(max(breakdown.values(), default=0)),
     )
     now = timezone.now()
     trend = timeseries(
@@ -83,7 +86,10 @@ def _charts(request: HttpRequest, usage: dict) -> list[dict]:
                 for p in points
             ]
         },
-        y_format="$.4f",
+        y_title="USD",
+        y_format=formatting.usd_axis_format(
+            max((p["cost_per_conversation"] or 0 for p in points), default=0)
+        ),
     )
     return [donut, line]
 
@@ -113,9 +119,12 @@ def _billing_page(request: HttpRequest, status: int = 200, **forms) -> HttpRespo
         "timezone_form": forms.get("timezone_form") or TimezoneForm(initial={"timezone": periods.zone.key}),
     }
     if request.htmx and request.htmx.target == "ledger":
-        return render(request, "billing/page.html#ledger", context, status=status)
-    context["charts"] = _charts(request, usage)
-    return render(request, "billing/page.html", context, status=status)
+        response = render(request, "billing/page.html#ledger", context, status=status)
+    else:
+        context["charts"] = _charts(request, usage)
+        response = render(request, "billing/page.html", context, status=status)
+    patch_vary_headers(response, ["HX-Request", "HX-Target"])  # one URL, the page or its ledger
+    return response
 
 
 @member_required()
@@ -146,7 +155,7 @@ def ledger_csv(request: HttpRequest) -> HttpResponse:
                 e.pk,
                 e.created_at.isoformat(),
                 e.kind,
-                f"{e.amount_usd:.2f}",  # a number, never quoted
+                formatting.format_usd_plain(e.amount_usd),  # a number, never quoted
                 *(_csv_cell(v) for v in (e.reference, e.reason, e.plan, e.created_by)),
             ]
         )

@@ -45,6 +45,17 @@ class WindowFilter:
         return urlencode({k: v for k, v in params.items() if v != ""})
 
 
+def days_filter(first: date, last: date, *, extra: dict[str, str] | None = None) -> WindowFilter:
+    """A custom range of whole UTC days, both included (a page's own default)."""
+    window = parse_window(start=first.isoformat(), end=(last + timedelta(days=1)).isoformat())
+    return WindowFilter(window, "custom", first.isoformat(), last.isoformat(), extra=extra or {})
+
+
+def has_window(params: QueryDict) -> bool:
+    """Whether the query string chooses a window itself."""
+    return any(params.get(name) for name in ("period", "from", "to"))
+
+
 def window_filter(params: QueryDict, *, keep: tuple[str, ...] = ()) -> WindowFilter:
     """Parse ``period`` / ``from`` / ``to`` from a page's query string. A bad
     value falls back to the default window with an error to show, never a crash."""
@@ -59,8 +70,9 @@ def window_filter(params: QueryDict, *, keep: tuple[str, ...] = ()) -> WindowFil
                 raise WindowError("pick a start and an end date for a custom range") from None
             if last < first:
                 raise WindowError("the end date is before the start date")
-            window = parse_window(start=first.isoformat(), end=(last + timedelta(days=1)).isoformat())
-            return WindowFilter(window, "custom", start, end, extra=extra)
+            if last >= date.max:
+                raise WindowError(f"the end date {end} is out of range")
+            return days_filter(first, last, extra=extra)
         if period not in dict(PERIODS):
             raise WindowError(f"unknown period {period!r}; choose 24h, 7d, 30d or a custom range")
         return WindowFilter(parse_window(period=period), period, extra=extra)

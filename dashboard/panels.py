@@ -1,21 +1,44 @@
 """Turning metrics into what the pages show: formatted cards with their change
-against the previous window, and chart figures. No queries here."""
+against the previous window, and chart figures. No queries here. Every number
+is written by ``thinnest_analytics.formatting``."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
+from datetime import datetime, timedelta
+from functools import partial
+
+from thinnest_analytics import formatting as f
 
 from . import charts
 
-# How a metric is shown, and whether a rise is good (True), bad (False) or neither (None).
+# A previous window with fewer conversations than this gives no change: a rate
+# or a percentage over a handful of conversations means nothing (the same
+# bound as the version comparison's significance test).
+MIN_PREVIOUS_CONVERSATIONS = 30
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How a metric is written, how its change is expressed (relative, or in
+    percentage points for rates), and whether a rise is good (True), bad
+    (False) or neither (None)."""
+
+    format: Callable[[object], str]
+    better_up: bool | None
+    points: bool = False
+
+
 KINDS = {
-    "count": None,
-    "money": False,
-    "ms": False,
-    "rate": True,
-    "bad_rate": False,
-    "score": True,
-    "number": None,
-    "minutes": None,
+    "count": Kind(f.format_count, None),
+    "money": Kind(f.format_usd, False),
+    "unit_money": Kind(partial(f.format_usd, places=f.UNIT_USD_PLACES), False),
+    "ms": Kind(f.format_ms, False),
+    "rate": Kind(f.format_percent, True, points=True),
+    "bad_rate": Kind(f.format_percent, False, points=True),
+    "neutral_rate": Kind(f.format_percent, None, points=True),
+    "score": Kind(f.format_score, True),
+    "number": Kind(f.format_number, None),
+    "minutes": Kind(f.format_minutes, None),
 }
 
 
@@ -26,57 +49,84 @@ class Card:
     value: str
     change: str
     trend: str  # "good", "bad" or "neutral": colours the change
+    hint: str = ""  # why a change is not shown, or what it compares
+
+
+@dataclass(frozen=True)
+class Change:
+    text: str
+    trend: str  # "good", "bad" or "neutral"
     hint: str = ""
 
 
 def fmt(value, kind: str) -> str:
-    if value is None:
-        return "—"
-    if kind == "money":
-        value = Decimal(value)
-        return f"${value:,.2f}" if abs(value) >= 1 or value == 0 else f"${value:,.4f}"
-    if kind == "ms":
-        return f"{value / 1000:,.2f} s" if value >= 10_000 else f"{value:,.0f} ms"
-    if kind in ("rate", "bad_rate"):
-        return f"{value * 100:.1f}%"
-    if kind == "score":
-        return f"{value:.2f}"
-    if kind == "minutes":
-        return f"{value:,.1f} min"
-    if kind == "number":
-        return f"{value:,.1f}"
-    return f"{value:,}"
+    return KINDS[kind].format(value)
 
 
-def change(current, previous, kind: str) -> tuple[str, str]:
-    """Text and trend of the change from the previous window of equal length."""
-    if current is None or previous is None:
-        return ("no data before" if previous is None and current is not None else "—"), "neutral"
-    current, previous = float(current), float(previous)
-    if kind in ("rate", "bad_rate"):
-        delta = (current - previous) * 100
-        text = f"{delta:+.1f} pp"
-    elif previous == 0:
-        if current == 0:
-            return "no change", "neutral"
-        return "new", "neutral"
+def change(before, after, kind: str) -> Change:
+    """The change from ``before`` to ``after``: relative for amounts, in
+    percentage points for rates, coloured by whether it is better or worse for
+    this kind of metric (lower latency and cost are better)."""
+    if before is None or after is None:
+        if before is None and after is not None:
+            return Change("n/a", "neutral", "nothing to compare with")
+        return Change(f.MISSING, "neutral")
+    before, after = float(before), float(after)
+    spec = KINDS[kind]
+    if spec.points:
+        delta = after - before
+        text = f.format_point_change(delta)
+        small = abs(delta) < 0.0005
+    elif before == 0:
+        return Change("no change", "neutral") if after == 0 else Change("new", "neutral", "nothing before")
     else:
-        delta = (current - previous) / abs(previous) * 100
-        text = f"{delta:+.1f}%"
-    if abs(delta) < 0.05:
-        return "no change", "neutral"
-    good = KINDS[kind]
-    if good is None:
-        return text, "neutral"
-    return text, "good" if (delta > 0) == good else "bad"
+        delta = (after - before) / abs(before)
+        text = f.format_relative_change(delta)
+        small = abs(delta) < 0.0005
+    if small:
+        return Change("no change", "neutral")
+    if spec.better_up is None:
+        return Change(text, "neutral")
+    return Change(text, "good" if (delta > 0) == spec.better_up else "bad")
 
 
-def cards(current: dict, previous: dict, spec: list[tuple[str, str, str]]) -> list[Card]:
-    """One card per (metric key, label, kind) in ``spec``."""
+def previous_unavailable(
+    *, previous_start: datetime, data_since: datetime | None, previous_conversations: int
+) -> str | None:
+    """Why the previous window cannot be compared with, or None when it can.
+
+    Not covered: the first hour holding any of the scope's data ends after the
+    previous window starts, so that window is partly from before the data
+    began. Too little traffic: fewer than MIN_PREVIOUS_CONVERSATIONS
+    conversations started in it. (docs/metrics.md, "Changes")"""
+    if data_since is None:
+        return None  # no data at all: every value and change is empty anyway
+    if data_since + timedelta(hours=1) > previous_start:
+        return (
+            f"The data starts {data_since:%Y-%m-%d %H:00} UTC, after the previous window began "
+            f"({previous_start:%Y-%m-%d %H:%M} UTC): there is no full window to compare with."
+        )
+    if previous_conversations < MIN_PREVIOUS_CONVERSATIONS:
+        return (
+            f"Only {previous_conversations} conversation{'s' if previous_conversations != 1 else ''} "
+            f"in the previous window: at least {MIN_PREVIOUS_CONVERSATIONS} are needed for a change to mean anything."
+        )
+    return None
+
+
+def cards(
+    current: dict, previous: dict, spec: list[tuple[str, str, str]], unavailable: str | None = None
+) -> list[Card]:
+    """One card per (metric key, label, kind) in ``spec``; with ``unavailable``
+    (why the previous window cannot be compared) every change reads "n/a"."""
     out = []
     for key, label, kind in spec:
-        text, trend = change(current.get(key), previous.get(key), kind)
-        out.append(Card(key, label, fmt(current.get(key), kind), text, trend))
+        if unavailable:
+            moved = Change("n/a", "neutral", unavailable)
+        else:
+            moved = change(previous.get(key), current.get(key), kind)
+        hint = moved.hint or "Change against the previous window of the same length"
+        out.append(Card(key, label, fmt(current.get(key), kind), moved.text, moved.trend, hint))
     return out
 
 
@@ -103,7 +153,7 @@ PERFORMANCE_GROUPS = [
         "Cost",
         [
             ("total_cost_usd", "Total Cost", "money"),
-            ("cost_per_conversation", "Cost per Conversation", "money"),
+            ("cost_per_conversation", "Cost per Conversation", "unit_money"),
             ("total_input_tokens", "Input Tokens", "count"),
             ("total_output_tokens", "Output Tokens", "count"),
             ("voice_minutes", "Voice Minutes", "minutes"),
@@ -114,7 +164,7 @@ PERFORMANCE_GROUPS = [
         [
             ("success_rate", "Success Rate", "rate"),
             ("error_rate", "Error Rate", "bad_rate"),
-            ("tool_call_rate", "Tool Call Rate", "rate"),
+            ("tool_call_rate", "Tool Call Rate", "neutral_rate"),
             ("avg_evaluation_score", "Evaluation Score", "score"),
         ],
     ),
@@ -123,6 +173,14 @@ PERFORMANCE_GROUPS = [
 
 def _percent(values):
     return [None if v is None else round(v * 100, 2) for v in values]
+
+
+def _costs(points) -> dict[str, list[float]]:
+    return {
+        "LLM tokens": [float(p["llm_cost_usd"]) for p in points],
+        "Voice minutes": [float(p["voice_cost_usd"]) for p in points],
+        "Other usage": [float(p["other_cost_usd"]) for p in points],
+    }
 
 
 def overview_charts(series: dict, channels: dict) -> list[dict]:
@@ -138,29 +196,26 @@ def overview_charts(series: dict, channels: dict) -> list[dict]:
                 "Conversations": [p["total_sessions"] for p in points],
                 "Messages": [p["total_messages"] for p in points],
             },
+            y_title=f"Count per {per}",
+            y_format=f.COUNT_FORMAT,
         ),
-        charts.bars(
-            "chart-cost",
-            f"Cost per {per} by category (USD)",
-            x,
-            {
-                "LLM tokens": [float(p["llm_cost_usd"]) for p in points],
-                "Voice minutes": [float(p["voice_cost_usd"]) for p in points],
-                "Other usage": [float(p["other_cost_usd"]) for p in points],
-            },
-            y_format="$.2f",
-        ),
+        charts.usd_bars("chart-cost", f"Cost per {per} by category (USD)", x, _costs(points)),
         charts.lines(
             "chart-latency",
             "Response time p50 / p95 (ms)",
             x,
             {"p50": [p["p50_latency_ms"] for p in points], "p95": [p["p95_latency_ms"] for p in points]},
+            y_title="ms",
+            y_format=f.MS_FORMAT,
         ),
         charts.lines(
             "chart-success",
             "Success rate (%)",
             x,
             {"Success rate": _percent(p["success_rate"] for p in points)},
+            y_title="%",
+            y_format=f.PERCENT_FORMAT,
+            y_hover=f.PERCENT_HOVER_FORMAT,
         ),
         charts.donut(
             "chart-channels",
@@ -184,18 +239,10 @@ def performance_charts(series: dict) -> list[dict]:
                 "p50": [p["p50_latency_ms"] for p in points],
                 "p95": [p["p95_latency_ms"] for p in points],
             },
+            y_title="ms",
+            y_format=f.MS_FORMAT,
         ),
-        charts.bars(
-            "chart-cost",
-            "Cost (USD)",
-            x,
-            {
-                "LLM tokens": [float(p["llm_cost_usd"]) for p in points],
-                "Voice minutes": [float(p["voice_cost_usd"]) for p in points],
-                "Other usage": [float(p["other_cost_usd"]) for p in points],
-            },
-            y_format="$.3f",
-        ),
+        charts.usd_bars("chart-cost", "Cost (USD)", x, _costs(points)),
         charts.lines(
             "chart-quality",
             "Success, error and tool call rates (%)",
@@ -205,12 +252,17 @@ def performance_charts(series: dict) -> list[dict]:
                 "Error": _percent(p["error_rate"] for p in points),
                 "Tool calls": _percent(p["tool_call_rate"] for p in points),
             },
+            y_title="%",
+            y_format=f.PERCENT_FORMAT,
+            y_hover=f.PERCENT_HOVER_FORMAT,
         ),
         charts.lines(
             "chart-tokens",
             "Tokens per response",
             x,
             {"Tokens per response": [p["tokens_per_response"] for p in points]},
+            y_title="tokens",
+            y_format=f.NUMBER_FORMAT,
         ),
     ]
 
@@ -222,9 +274,9 @@ COMPARE_ROWS = [
     ("avg_response_time_ms", "Avg response time", "ms"),
     ("p50_latency_ms", "p50 latency", "ms"),
     ("p95_latency_ms", "p95 latency", "ms"),
-    ("tool_call_rate", "Tool call rate", "rate"),
+    ("tool_call_rate", "Tool call rate", "neutral_rate"),
     ("tokens_per_response", "Tokens per response", "number"),
     ("total_cost_usd", "Total cost", "money"),
-    ("cost_per_conversation", "Cost per conversation", "money"),
+    ("cost_per_conversation", "Cost per conversation", "unit_money"),
     ("avg_evaluation_score", "Evaluation score", "score"),
 ]

@@ -9,11 +9,11 @@ length, not the number of traces. Definitions follow docs/metrics.md.
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
-from django.db.models import CharField, Count, F, Q, Sum, Value
+from django.db.models import CharField, Count, F, Max, Min, Q, Sum, Value
 from django.db.models.functions import Coalesce, TruncDay, TruncHour
 from django.utils import timezone
 
@@ -25,7 +25,7 @@ from . import stats
 from .models import COUNTERS, DailyRollup, HourlyRollup
 from .rollups import LatencyBucket, day_of, hour_of
 from .sketch import Sketch, merge_into, quantile
-from .windows import Window
+from .windows import MAX_DAYS, Window
 
 Dimension = Literal["channel", "agent", "version", "hour", "day"]
 # One dimension (keys are its values), several (keys are tuples), or none (one key, None).
@@ -498,9 +498,21 @@ def agent_panels(*, organisation, agent: Agent, window: Window) -> dict:
     return {
         "current": _summary_of(agent, window, regroup(by_time, None, with_sketch=True).get(None, Totals())),
         "previous": agent_summary(organisation=organisation, agent=agent, window=window.previous()),
+        "data_since": data_since(organisation=organisation, agent=agent),
         "series": _series_of(window, size, by_time),
         "channels": _channels_of(regroup(fine, 1)),
     }
+
+
+def data_since(*, organisation, agent: Agent | None = None) -> datetime | None:
+    """The start of the first hour holding any of the organisation's (or the
+    agent's) data — traces, conversations, calls, usage — or None without data.
+    One index read of the hourly rollups; pages use it to tell whether the
+    previous window is covered by data at all."""
+    rows = HourlyRollup.objects.filter(organisation=organisation)
+    if agent is not None:
+        rows = rows.filter(agent=agent)
+    return rows.aggregate(first=Min("bucket_start"))["first"]
 
 
 def overview_panels(*, organisation, window: Window) -> dict:
@@ -516,6 +528,7 @@ def overview_panels(*, organisation, window: Window) -> dict:
     return {
         "current": _overview_of(regroup(by_time, None).get(None, Totals()), window),
         "previous": overview(organisation=organisation, window=window.previous()),
+        "data_since": data_since(organisation=organisation),
         "series": _series_of(window, size, by_time),
         "channels": _channels_of(regroup(fine, 1)),
         "agents": _agents_of(organisation, regroup(fine, 2, with_sketch=True)),
@@ -578,21 +591,61 @@ def version_comparison(*, organisation, agent: Agent, a: str, b: str, window: Wi
     }
 
 
+def version_daily_traces(*, agent: Agent, versions: list[str]) -> dict[str, dict[date, int]]:
+    """Traces per UTC day of each of ``versions``, from the daily rollups."""
+    rows = (
+        DailyRollup.objects.filter(agent=agent, deployment_version__in=versions, traces__gt=0)
+        .values("deployment_version", "bucket_start")
+        .annotate(n=Sum("traces"))
+        .order_by()
+    )
+    out: dict[str, dict[date, int]] = {version: {} for version in versions}
+    for row in rows:
+        day = row["bucket_start"].astimezone(UTC).date()
+        days = out[row["deployment_version"]]
+        days[day] = days.get(day, 0) + row["n"]
+    return out
+
+
+def comparison_days(*, agent: Agent, a: str, b: str) -> tuple[date, date] | None:
+    """Whole UTC days in which both versions have traffic, up to the last day
+    either had any. The window starts on the first day of one of the two
+    versions: the one that leaves the smaller side the most traces (a version
+    that replaced the other: from the earlier one's first day, so both runs are
+    inside; a canary running beside the other: from its own first day, so both
+    are read over the same days). None when a version has no traffic."""
+    by_day = version_daily_traces(agent=agent, versions=[a, b])
+    if not by_day[a] or not by_day[b]:
+        return None
+    last = max(max(by_day[a]), max(by_day[b]))
+
+    def smaller_side(first: date) -> int:
+        return min(sum(n for day, n in days.items() if day >= first) for days in by_day.values())
+
+    starts = sorted({min(by_day[a]), min(by_day[b])}, reverse=True)  # the later start wins a tie
+    first = max(starts, key=smaller_side)
+    return max(first, last - timedelta(days=MAX_DAYS - 1)), last
+
+
 def known_versions(*, agent: Agent) -> list[str]:
-    """Versions the agent has deployed or traces have named, newest deployment first."""
+    """Versions the agent has deployed (newest deployment first), then those only
+    traces have named (most recently seen first)."""
     deployed = list(
         Deployment.objects.filter(agent=agent)
         .order_by("-deployed_at", "-pk")
         .values_list("version", flat=True)
     )
     seen = set(deployed)
+    # Versions only traces named, most recently seen first (as deployments are).
     named = (
-        HourlyRollup.objects.filter(agent=agent)
+        DailyRollup.objects.filter(agent=agent)
         .exclude(deployment_version="")
+        .values("deployment_version")
+        .annotate(last=Max("bucket_start"), first=Min("bucket_start"))
+        .order_by("-last", "-first", "-deployment_version")
         .values_list("deployment_version", flat=True)
-        .distinct()
     )
-    return list(dict.fromkeys(deployed)) + sorted(v for v in named if v not in seen)
+    return list(dict.fromkeys(deployed)) + [v for v in named if v not in seen]
 
 
 def voice_agents(*, organisation, days: int = 30, limit: int = 3) -> list[Agent]:

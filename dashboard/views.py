@@ -7,6 +7,8 @@ import json
 
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils import timezone
+from django.utils.cache import patch_vary_headers
 
 from accounts.access import member_required
 from accounts.models import Role
@@ -16,7 +18,8 @@ from audit import selectors as audit_selectors
 from thinnest_analytics.errors import ApiError
 
 from . import panels, selectors
-from .filters import window_filter
+from .filters import days_filter, has_window, window_filter
+from .voice import voice_metrics
 
 # Sortable columns of the overview's agents table: key, label, metric.
 AGENT_COLUMNS = [
@@ -38,15 +41,22 @@ def _agent(request: HttpRequest, agent_id: str) -> Agent:
         raise Http404("no such agent") from None
 
 
-def _page(request: HttpRequest, template: str, context: dict, panel: str = "panels") -> HttpResponse:
+def _page(
+    request: HttpRequest, template: str, context: dict, panel: str = "panels", status: int = 200
+) -> HttpResponse:
     """The full page, or for HTMX only the panel. A poll whose panel data did not
     change answers 204, so HTMX leaves the panel (and its charts) alone."""
     if request.htmx:
         etag = context.get("etag")
         if etag and request.GET.get("etag") == etag:
-            return HttpResponse(status=204)
-        return render(request, f"{template}#{panel}", context)
-    return render(request, template, context)
+            response = HttpResponse(status=204)
+        else:
+            response = render(request, f"{template}#{panel}", context, status=status)
+    else:
+        response = render(request, template, context, status=status)
+    # One URL answers a page or its panel: caches (and Back in the browser) keep them apart.
+    patch_vary_headers(response, ["HX-Request"])
+    return response
 
 
 def _etag(*parts) -> str:
@@ -96,12 +106,17 @@ def overview(request: HttpRequest) -> HttpResponse:
         }
         for key, label, _ in AGENT_COLUMNS
     ]
+    unavailable = panels.previous_unavailable(
+        previous_start=window.previous().start,
+        data_since=found["data_since"],
+        previous_conversations=previous["total_conversations"],
+    )
     context = {
         "nav": "overview",
         "polls": True,
         "columns": columns,
         "filters": filters,
-        "cards": panels.cards(current, previous, panels.OVERVIEW_CARDS),
+        "cards": panels.cards(current, previous, panels.OVERVIEW_CARDS, unavailable),
         "charts": panels.overview_charts(series, channels),
         "agents": agents,
         "sort": sort,
@@ -122,6 +137,11 @@ def agent_performance(request: HttpRequest, agent_id: str) -> HttpResponse:
     organisation, window = request.organisation, filters.window
     found = selectors.agent_panels(organisation=organisation, agent=agent, window=window)
     current, previous, series, channels = (found[k] for k in ("current", "previous", "series", "channels"))
+    unavailable = panels.previous_unavailable(
+        previous_start=window.previous().start,
+        data_since=found["data_since"],
+        previous_conversations=previous["total_sessions"],
+    )
     context = {
         "nav": "agents",
         "tab": "performance",
@@ -129,7 +149,8 @@ def agent_performance(request: HttpRequest, agent_id: str) -> HttpResponse:
         "agent": agent,
         "filters": filters,
         "groups": [
-            (title, panels.cards(current, previous, spec)) for title, spec in panels.PERFORMANCE_GROUPS
+            (title, panels.cards(current, previous, spec, unavailable))
+            for title, spec in panels.PERFORMANCE_GROUPS
         ],
         "summary": current,
         "charts": panels.performance_charts(series),
@@ -137,6 +158,28 @@ def agent_performance(request: HttpRequest, agent_id: str) -> HttpResponse:
         "etag": _etag(current, previous, series, channels),
     }
     return _page(request, "dashboard/agent_performance.html", context)
+
+
+@member_required()
+def agent_voice(request: HttpRequest, agent_id: str) -> HttpResponse:
+    """The agent's Voice tab: calls live over WebSocket (the panel on top), and
+    the voice metrics of a window, which refresh every 30 s while it ends now."""
+    agent = _agent(request, agent_id)
+    filters = window_filter(request.GET)
+    metrics = voice_metrics(
+        organisation=request.organisation, agent=agent, window=filters.window, now=timezone.now()
+    )
+    context = {
+        "nav": "agents",
+        "tab": "voice",
+        "polls": True,
+        "agent": agent,
+        "filters": filters,
+        "metrics": metrics,
+        "etag": _etag(metrics),
+    }
+    status = 400 if filters.error and not request.htmx else 200  # HTMX swaps only 2xx
+    return _page(request, "dashboard/agent_voice.html", context, "panels", status=status)
 
 
 @member_required()
@@ -242,14 +285,25 @@ def audit_log(request: HttpRequest) -> HttpResponse:
 
 @member_required()
 def agent_compare(request: HttpRequest, agent_id: str) -> HttpResponse:
-    """Two versions of the agent side by side (the Deployments tab links here)."""
+    """Two versions of the agent side by side (the Deployments tab links here):
+    each change reads from A to B. Without a chosen window, the page picks
+    whole days in which both versions have traffic."""
     agent = _agent(request, agent_id)
-    filters = window_filter(request.GET, keep=("a", "b"))
     versions = selectors.known_versions(agent=agent)
     a = request.GET.get("a") or (versions[1] if len(versions) > 1 else None)
     b = request.GET.get("b") or (versions[0] if versions else None)
+    filters = window_filter(request.GET, keep=("a", "b"))
+    both = a in versions and b in versions
+    window_note = ""
+    if both and not has_window(request.GET):
+        days = selectors.comparison_days(agent=agent, a=a, b=b)
+        if days is not None:
+            filters = days_filter(*days, extra={"a": a, "b": b})
+            window_note = (
+                f"Whole days chosen to hold the traffic of both {a} and {b}; pick another range above."
+            )
     comparison = None
-    if a in versions and b in versions:
+    if both:
         comparison = selectors.version_comparison(
             organisation=request.organisation, agent=agent, a=a, b=b, window=filters.window
         )
@@ -257,12 +311,15 @@ def agent_compare(request: HttpRequest, agent_id: str) -> HttpResponse:
     if comparison:
         for key, label, kind in panels.COMPARE_ROWS:
             change = comparison["changes"][key]
+            moved = panels.change(change["a"], change["b"], kind)
             rows.append(
                 {
+                    "key": key,
                     "label": label,
                     "a": panels.fmt(change["a"], kind),
                     "b": panels.fmt(change["b"], kind),
-                    "change": panels.change(change["a"], change["b"], kind)[0],
+                    "change": moved.text,
+                    "trend": moved.trend,
                     "significance": comparison["significance"].get(key),
                 }
             )
@@ -276,5 +333,6 @@ def agent_compare(request: HttpRequest, agent_id: str) -> HttpResponse:
         "b": b,
         "comparison": comparison,
         "rows": rows,
+        "window_note": window_note,
     }
     return _page(request, "dashboard/agent_compare.html", context, "comparison")

@@ -79,7 +79,7 @@ def test_budgets_set_on_the_page_are_audited_and_measured(tenant, members, spend
         "new_monthly_usd": "2.00",
     }
     page = members["viewer"].get("/billing/").content.decode()
-    assert "$10.00" in page and "47.5 %" in page and "175.0 %" in page and "over-budget" in page
+    assert "$10.00" in page and "47.5%" in page and "175.0%" in page and "over-budget" in page
 
 
 def test_a_budget_follows_the_organisations_month(tenant, members, spend):

@@ -70,6 +70,22 @@ def test_seed_demo_builds_a_believable_organisation_and_does_not_duplicate():
     assert Client().login(username="demo", password="demo")
 
 
+@pytest.mark.django_db(transaction=True)
+def test_seed_demo_has_an_alert_rule_that_fired_in_the_outage_and_resolved_after_it():
+    from alerts.models import AlertEvent, AlertRule
+
+    _run("seed_demo", "--days", "8", "--verbosity", "0")
+    rule = AlertRule.objects.get(organisation__slug="demo")
+    history = list(AlertEvent.objects.filter(rule=rule).order_by("at").values_list("state", "value"))
+    states = [state for state, _ in history]
+    assert "firing" in states and "resolved" in states[states.index("firing") :], history
+    fired = next(value for state, value in history if state == "firing")
+    assert fired > rule.threshold
+    _run("seed_demo", "--days", "8", "--verbosity", "0")
+    assert AlertRule.objects.filter(organisation__slug="demo").count() == 1
+    assert AlertEvent.objects.filter(rule=rule).count() == len(history)  # created and replayed once
+
+
 @pytest.mark.django_db
 def test_rebuild_rollups_restores_deleted_rollups():
     from dashboard.models import DailyRollup, HourlyRollup

@@ -1,11 +1,14 @@
 """The README's first command serves the app on embedded defaults: SQLite, the
-in-memory channel layer and the filesystem Celery broker."""
+in-memory channel layer and the filesystem Celery broker. It says what it is
+doing, announces the URL only once the server answers, and stops at once, with
+a clear message, when its port is taken."""
 
 import os
 import signal
 import socket
 import sqlite3
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -27,15 +30,14 @@ def _get(url: str) -> tuple[int, bytes]:
         return r.status, r.read()
 
 
-def test_the_embedded_default_server_answers(tmp_path):
-    port = _free_port()
+def _serve(port: int, var_dir: Path) -> subprocess.Popen:
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")
     }
-    env.update(PORT=str(port), VAR_DIR=str(tmp_path), DEMO_DAYS="1")
-    proc = subprocess.Popen(
+    env.update(PORT=str(port), VAR_DIR=str(var_dir), DEMO_DAYS="1")
+    return subprocess.Popen(
         ["bash", "scripts/serve.sh"],
         cwd=ROOT,
         env=env,
@@ -43,17 +45,43 @@ def test_the_embedded_default_server_answers(tmp_path):
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+class Output:
+    """The command's output, read as it comes."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.lines: list[str] = []
+        self.changed = threading.Condition()
+        self.thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self.thread.start()
+
+    def _read(self, proc) -> None:
+        for raw in proc.stdout:
+            with self.changed:
+                self.lines.append(raw.decode(errors="replace"))
+                self.changed.notify_all()
+
+    def wait_for(self, text: str, timeout: float) -> bool:
+        with self.changed:
+            return self.changed.wait_for(lambda: any(text in line for line in self.lines), timeout)
+
+    @property
+    def text(self) -> str:
+        with self.changed:
+            return "".join(self.lines)
+
+
+def test_the_embedded_default_server_answers_once_it_announces_its_url(tmp_path):
+    port = _free_port()
+    proc = _serve(port, tmp_path)
+    output = Output(proc)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                status, body = _get(f"{base}/healthz")
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(proc.stdout.read().decode()[-3000:]) from None
-                time.sleep(0.5)
+        announced = output.wait_for(f"running at http://127.0.0.1:{port}/", timeout=300)
+        assert announced, output.text[-3000:]
+        # No retry: the URL is printed only after the server answers.
+        status, body = _get(f"{base}/healthz")
         assert status == 200 and b'"database": "sqlite"' in body
         assert (tmp_path / "db.sqlite3").exists()
         assert _get(f"{base}/login/")[0] == 200
@@ -69,6 +97,33 @@ def test_the_embedded_default_server_answers(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
-    output = proc.stdout.read().decode()
-    assert f"running at http://127.0.0.1:{port}/" in output
-    assert "log in as demo / demo" in output
+    output.thread.join(timeout=10)
+    text = output.text
+    assert "log in as demo / demo" in text
+    # It says what it is doing, in order, before the URL.
+    steps = [
+        "Preparing the database",
+        "Loading 1 day of demo data",
+        "Starting the Celery worker",
+        "Starting the server",
+    ]
+    positions = [text.index(step) for step in steps]
+    assert positions == sorted(positions) and positions[-1] < text.index("running at")
+
+
+def test_a_busy_port_stops_it_before_anything_starts_or_a_url_is_announced(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = _serve(port, tmp_path)
+        try:
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    text = out.decode()
+    assert proc.returncode != 0
+    assert f"Cannot listen on 127.0.0.1:{port}" in text and "PORT=" in text
+    assert "running at" not in text
+    assert not (tmp_path / "db.sqlite3").exists()  # it stopped before preparing anything

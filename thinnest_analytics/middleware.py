@@ -1,6 +1,9 @@
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.utils.deprecation import MiddlewareMixin
+
+from .errors import ApiError
 
 
 class RejectNulMiddleware(MiddlewareMixin):
@@ -47,3 +50,16 @@ class DatabaseUnavailableMiddleware(MiddlewareMixin):
             )
         response["Retry-After"] = "5"
         return response
+
+
+class PageErrorMiddleware(MiddlewareMixin):
+    """A refusal (``ApiError``) that escapes an HTML page — a cursor the page
+    never handed out, say — is the visitor's bad input, not a server error:
+    answer its status with a page that says what was wrong and how to go on.
+    The JSON API answers its own errors before they get here."""
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, ApiError) or request.path.startswith("/api/"):
+            return None
+        context = {"status": exception.status, "message": exception.message, "path": request.path}
+        return render(request, "page_error.html", context, status=exception.status)

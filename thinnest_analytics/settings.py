@@ -67,6 +67,7 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "accounts.middleware.CurrentOrganisationMiddleware",
     "thinnest_analytics.middleware.DatabaseUnavailableMiddleware",
+    "thinnest_analytics.middleware.PageErrorMiddleware",
 ]
 
 ROOT_URLCONF = "thinnest_analytics.urls"
@@ -86,6 +87,8 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "accounts.context_processors.organisation",
             ],
+            # {% load formatting %}: one number and money style for every page.
+            "libraries": {"formatting": "thinnest_analytics.formatting_tags"},
         },
     },
 ]

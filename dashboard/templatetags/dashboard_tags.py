@@ -2,7 +2,7 @@ import json
 
 from django import template
 
-from dashboard.panels import fmt
+from thinnest_analytics import formatting, formatting_tags
 
 register = template.Library()
 
@@ -20,14 +20,13 @@ def pretty_json(value) -> str:
 
 @register.filter
 def money(value) -> str:
-    return fmt(value, "money")
+    """One trace's, step's or conversation's cost, to a hundredth of a cent
+    (totals use ``usd`` from the ``formatting`` library, in cents)."""
+    return formatting.format_usd(value, formatting.UNIT_USD_PLACES)
 
 
-@register.filter
-def ms(value) -> str:
-    return fmt(value, "ms")
-
-
-@register.filter
-def percent(value) -> str:
-    return fmt(value, "rate")
+# The project's number style, also under the names these pages used before.
+register.filter("ms", formatting_tags.ms)
+register.filter("percent", formatting_tags.percent)
+register.filter("count", formatting_tags.count)
+register.filter("usd", formatting_tags.usd)

@@ -1,7 +1,16 @@
-// Draws every Plotly figure on the page from its json_script data, and again
-// after HTMX swaps a panel in. No inline scripts: the CSP allows only 'self'.
+// Draws every Plotly figure on the page from its json_script data: at load,
+// after HTMX swaps a panel in, and after Back/Forward restores a page. No inline
+// scripts: the CSP allows only 'self'.
+//
+// Back/Forward: base.html keeps no HTMX history snapshot (historyCacheSize 0),
+// so HTMX fetches the page again and swaps it in; nothing Plotly drew (its SVG
+// carries inline styles, which the CSP refuses) is ever put back from a copy.
+// The new page arrives with its own filter form and figure data, and is drawn
+// here like any swapped panel.
 (function () {
   "use strict";
+
+  var NARROW = "(max-width: 640px)";
 
   function themed(layout) {
     var dark = window.matchMedia && window.matchMedia("(prefers-color-scheme: dark)").matches;
@@ -16,22 +25,43 @@
     return layout;
   }
 
+  function config() {
+    var narrow = window.matchMedia && window.matchMedia(NARROW).matches;
+    return {
+      displaylogo: false,
+      responsive: true,
+      // On a phone the mode bar would sit on the legend; pinch-zoom does its job.
+      displayModeBar: narrow ? false : "hover",
+      modeBarButtonsToRemove: ["lasso2d", "select2d"],
+    };
+  }
+
   function draw(root) {
     if (!window.Plotly) return;
     (root || document).querySelectorAll("[data-chart]").forEach(function (el) {
       var data = document.getElementById(el.getAttribute("data-chart"));
       if (!data || el.dataset.drawn) return;
       var figure = JSON.parse(data.textContent);
-      window.Plotly.react(el, figure.data || [], themed(figure.layout || {}), {
-        displaylogo: false,
-        responsive: true,
-        modeBarButtonsToRemove: ["lasso2d", "select2d"],
-      });
+      window.Plotly.react(el, figure.data || [], themed(figure.layout || {}), config());
       el.dataset.drawn = "1";
     });
   }
 
+  // Plots about to leave the page are purged, so Plotly forgets them (and
+  // their resize listeners) instead of keeping detached nodes alive.
+  function purge(root) {
+    if (!window.Plotly || !root || !root.querySelectorAll) return;
+    root.querySelectorAll(".js-plotly-plot").forEach(function (el) {
+      window.Plotly.purge(el);
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () { draw(document); });
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    if (event.detail.shouldSwap !== false) purge(event.detail.target);
+  });
+  document.addEventListener("htmx:historyCacheMissLoad", function () { purge(document.body); });
   document.addEventListener("htmx:afterSettle", function (event) { draw(event.target); });
+  document.addEventListener("htmx:historyRestore", function () { draw(document); });
   window.thinnestCharts = { draw: draw };
 })();

@@ -11,35 +11,51 @@
   var SILENCE_MS = 15000; // heartbeats come every few seconds: this much silence means a dead link
   var REFUSED = { 4401: "sign in again", 4403: "not allowed", 4404: "agent not found" };
 
+  var NUMBER = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
+  var PERCENT = new Intl.NumberFormat("en-US", { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+  var SVG = "http://www.w3.org/2000/svg";
+
+  // The project's number style (thinnest_analytics/formatting.py): 1,234 ms, 91.6%.
   function show(el, value) {
     if (value === null || value === undefined) {
       el.textContent = "—";
     } else if (el.hasAttribute("data-percent")) {
-      el.textContent = (value * 100).toFixed(1) + " %";
+      el.textContent = PERCENT.format(value * 100) + "%";
     } else if (el.hasAttribute("data-unit")) {
-      el.textContent = Math.round(value).toLocaleString() + el.getAttribute("data-unit");
+      el.textContent = NUMBER.format(Math.round(value)) + el.getAttribute("data-unit");
     } else {
-      el.textContent = Number(value).toLocaleString();
+      el.textContent = NUMBER.format(value);
     }
   }
 
+  // One bar per minute in ten equal slots across the panel: the chart always
+  // spans its ten minutes, and minutes without turns stay visibly empty.
   function sparkline(root, history) {
-    var line = root.querySelector("[data-spark-line]");
+    var bars = root.querySelector("[data-spark-bars]");
     var range = root.querySelector("[data-spark-range]");
-    if (!line || !history || !history.length) return;
-    var values = history.map(function (m) { return m.avg_latency_ms; });
-    var known = values.filter(function (v) { return v !== null; });
+    if (!bars || !history || !history.length) return;
+    var known = history.map(function (m) { return m.avg_latency_ms; }).filter(function (v) { return v !== null; });
     var peak = known.length ? Math.max.apply(null, known) : 0;
-    var top = peak * 1.25; // headroom: a steady latency draws a line, not the frame's edge
-    var step = history.length > 1 ? 200 / (history.length - 1) : 0;
-    var points = [];
-    values.forEach(function (v, i) {
-      if (v === null) return; // a minute without turns leaves a gap in the data, not a zero
-      var y = top > 0 ? 38 - (v / top) * 36 : 38;
-      points.push((i * step).toFixed(1) + "," + y.toFixed(1));
+    var top = peak * 1.15; // headroom: the highest bar does not touch the frame
+    var slot = 200 / history.length;
+    while (bars.firstChild) bars.removeChild(bars.firstChild);
+    history.forEach(function (minute, i) {
+      var v = minute.avg_latency_ms;
+      if (v === null || top <= 0) return;
+      var height = Math.max(1, (v / top) * 38);
+      var bar = document.createElementNS(SVG, "rect");
+      bar.setAttribute("x", (i * slot + slot * 0.15).toFixed(2));
+      bar.setAttribute("width", (slot * 0.7).toFixed(2));
+      bar.setAttribute("y", (40 - height).toFixed(2));
+      bar.setAttribute("height", height.toFixed(2));
+      var title = document.createElementNS(SVG, "title");
+      var at = new Date(minute.minute);
+      title.textContent = at.toISOString().slice(11, 16) + " UTC: " + NUMBER.format(Math.round(v)) + " ms over " +
+        NUMBER.format(minute.turns) + " turn" + (minute.turns === 1 ? "" : "s");
+      bar.appendChild(title);
+      bars.appendChild(bar);
     });
-    line.setAttribute("points", points.join(" "));
-    if (range) range.textContent = known.length ? "(peak " + Math.round(peak) + " ms)" : "(no turns)";
+    if (range) range.textContent = known.length ? "(peak " + NUMBER.format(Math.round(peak)) + " ms)" : "(no turns)";
   }
 
   function Panel(root) {
@@ -62,6 +78,7 @@
     var socket = new WebSocket(scheme + window.location.host + this.root.getAttribute("data-ws-path"));
     this.socket = socket;
     socket.onmessage = function (event) {
+      if (!self.root.isConnected) return self.stop(); // the page moved on (Back/Forward)
       self.retries = 0;
       self.render(JSON.parse(event.data));
       self.state("live", "live");
@@ -69,6 +86,7 @@
     };
     socket.onclose = function (event) {
       clearTimeout(self.watchdog);
+      if (self.stopped) return;
       if (REFUSED[event.code]) {
         self.state("refused", REFUSED[event.code]);
         return;
@@ -77,9 +95,15 @@
       delay = delay / 2 + Math.random() * delay / 2; // jitter: restarted servers are not stampeded
       self.retries += 1;
       self.state("reconnecting", "reconnecting in " + Math.ceil(delay / 1000) + " s");
-      setTimeout(function () { self.connect(); }, delay);
+      setTimeout(function () { if (!self.stopped) self.connect(); }, delay);
     };
     this.watch();
+  };
+
+  Panel.prototype.stop = function () {
+    this.stopped = true;
+    clearTimeout(this.watchdog);
+    if (this.socket) this.socket.close();
   };
 
   Panel.prototype.watch = function () {
@@ -108,5 +132,13 @@
     init(document); // loaded after the page, e.g. with a panel swapped in by HTMX
   }
   document.addEventListener("htmx:afterSettle", function (event) { init(event.target); });
+  // Back/Forward: HTMX fetches the page again and swaps it in; the panels it
+  // replaces hang up, the new ones connect.
+  document.addEventListener("htmx:historyCacheMissLoad", function () {
+    document.querySelectorAll("[data-voice-live]").forEach(function (root) {
+      if (root.voiceLive) root.voiceLive.stop();
+    });
+  });
+  document.addEventListener("htmx:historyRestore", function () { init(document); });
   window.thinnestVoiceLive = { init: init };
 })();

@@ -1,6 +1,8 @@
-"""A believable demo organisation: four agents with 30 days of chat, voice and
-widget traffic. Every id derives from its hour, so re-running adds only the
-hours that are missing and never duplicates."""
+"""A believable demo organisation: four agents with 60 days of chat, voice and
+widget traffic (so a 30-day window has a whole previous window to compare
+with), deployments v1–v3, and an alert rule with a history of firing and
+resolving. Every id derives from its hour, so re-running adds only the hours
+that are missing and never duplicates."""
 
 import math
 import random
@@ -106,9 +108,10 @@ AGENTS = (
     ),
 )
 
+DEFAULT_DAYS = 60
 # (version, days before now it was deployed, changes, error-rate multiplier)
 DEPLOYMENTS = (
-    ("v1", 45, "Initial release", 1.0),
+    ("v1", 61, "Initial release", 1.0),
     ("v2", 16, "Updated system prompt and added tools", 0.8),
     ("v3", 5, "Switched retrieval settings", 1.6),
 )
@@ -129,12 +132,18 @@ def _version_at(at: datetime, now: datetime) -> tuple[str, float]:
     return current[0], current[3]
 
 
-def _hour_traces(agent: DemoAgent, hour: datetime, now: datetime) -> list[dict]:
+def _hour_traces(agent: DemoAgent, hour: datetime, now: datetime, outage: bool = False) -> list[dict]:
+    """The agent's traces of one hour. With ``outage``, the extra conversations
+    of the Sales Caller's CRM outage in that hour: callers who keep trying while
+    every reply fails in its tool call. They have ids of their own, so the
+    hour's usual traffic is the same with or without them."""
     stamp = hour.strftime("%Y%m%d%H")
-    rng = random.Random(f"{agent.public_id}:{stamp}")
-    short = agent.public_id.removeprefix("agent_")
+    rng = random.Random(f"{agent.public_id}:{'outage:' if outage else ''}{stamp}")
+    short = agent.public_id.removeprefix("agent_") + ("_outage" if outage else "")
     expected = agent.conversations_per_hour * _daily_curve(hour)
     conversations = max(0, round(rng.gauss(expected, math.sqrt(expected))))
+    if outage:
+        conversations = INCIDENT_CONVERSATIONS
     traces = []
     for k in range(conversations):
         channel = rng.choices([c for c, _ in agent.channels], [w for _, w in agent.channels])[0]
@@ -146,9 +155,9 @@ def _hour_traces(agent: DemoAgent, hour: datetime, now: datetime) -> list[dict]:
             question, answer = rng.choice(agent.questions)
             n = rng.randint(2, 9)
             latency = rng.lognormvariate(math.log(agent.latency_ms), 0.45)
-            failed = rng.random() < agent.error_rate * error_boost
+            failed = rng.random() < agent.error_rate * error_boost or outage
             tool_calls = []
-            if rng.random() < 0.35:
+            if rng.random() < 0.35 or outage:
                 tool = rng.choice(agent.tools)
                 tool_latency = round(rng.uniform(40, 600))
                 tool_calls.append(
@@ -162,6 +171,7 @@ def _hour_traces(agent: DemoAgent, hour: datetime, now: datetime) -> list[dict]:
                 )
             input_tokens = rng.randint(80, 1800)
             output_tokens = rng.randint(20, 400)
+            reply_ms = round(latency)
             trace = {
                 "id": f"trace_{short}_{stamp}_{k}_{turn}",
                 "agent_id": agent.public_id,
@@ -177,7 +187,7 @@ def _hour_traces(agent: DemoAgent, hour: datetime, now: datetime) -> list[dict]:
                 "model": agent.model,
                 "input_tokens": input_tokens,
                 "output_tokens": output_tokens,
-                "latency_ms": round(latency),
+                "latency_ms": reply_ms,
                 "status": "error" if failed else "success",
                 "error": (
                     "Tool call failed: upstream timed out"
@@ -187,21 +197,7 @@ def _hour_traces(agent: DemoAgent, hour: datetime, now: datetime) -> list[dict]:
                 if failed
                 else "",
                 "created_at": at.isoformat(),
-                "steps": [
-                    {
-                        "kind": "llm",
-                        "name": "chat",
-                        "model": agent.model,
-                        "started_at": at.isoformat(),
-                        "latency_ms": round(latency * 0.7),
-                        "input_tokens": input_tokens,
-                        "output_tokens": output_tokens,
-                    }
-                ]
-                + [
-                    {"kind": "tool", "name": c["name"], "latency_ms": c["latency_ms"], "error": c["error"]}
-                    for c in tool_calls
-                ],
+                "steps": _steps(agent, at, reply_ms, tool_calls, input_tokens, output_tokens, failed),
             }
             if rng.random() < 0.3:
                 trace["evaluation_score"] = (
@@ -211,6 +207,53 @@ def _hour_traces(agent: DemoAgent, hour: datetime, now: datetime) -> list[dict]:
                 traces.append(trace)
             at += timedelta(seconds=latency / 1000 + rng.uniform(5, 60))
     return traces
+
+
+def _steps(
+    agent: DemoAgent,
+    at: datetime,
+    reply_ms: int,
+    tool_calls: list[dict],
+    input_tokens: int,
+    output_tokens: int,
+    failed: bool,
+) -> list[dict]:
+    """The reply's steps, laid out inside its latency: a model call, or a model
+    call that plans, the tool call, and a model call that answers. A failed reply
+    fails in its tool call (which then runs to the end) or in its model call."""
+
+    def llm(name: str, start: int, length: int, tokens_in: int, tokens_out: int, error: str = "") -> dict:
+        return {
+            "kind": "llm",
+            "name": name,
+            "model": agent.model,
+            "started_at": (at + timedelta(milliseconds=start)).isoformat(),
+            "latency_ms": length,
+            "input_tokens": tokens_in,
+            "output_tokens": tokens_out,
+            "error": error,
+        }
+
+    if not tool_calls:
+        return [llm("chat", 0, reply_ms, input_tokens, output_tokens, "rate limited" if failed else "")]
+    call = tool_calls[0]
+    call["latency_ms"] = min(call["latency_ms"], reply_ms * 3 // 5)
+    plan = (reply_ms - call["latency_ms"]) // 3
+    planned_out = output_tokens // 4
+    if failed:  # the call hangs until the reply gives up
+        call["latency_ms"] = reply_ms - plan
+    tool = {
+        "kind": "tool",
+        "name": call["name"],
+        "started_at": (at + timedelta(milliseconds=plan)).isoformat(),
+        "latency_ms": call["latency_ms"],
+        "error": call["error"],
+    }
+    steps = [llm("plan", 0, plan, input_tokens, planned_out), tool]
+    if not failed:
+        answer_at = plan + call["latency_ms"]
+        steps.append(llm("answer", answer_at, reply_ms - answer_at, 0, output_tokens - planned_out))
+    return steps
 
 
 def _voice_calls(traces: list[dict], now: datetime) -> list[dict]:
@@ -269,11 +312,11 @@ def _voice_calls(traces: list[dict], now: datetime) -> list[dict]:
 
 
 class Command(BaseCommand):
-    help = "Load a demo organisation with 30 days of traffic (idempotent)."
+    help = f"Load a demo organisation with {DEFAULT_DAYS} days of traffic (idempotent)."
 
     def add_arguments(self, parser):
         parser.add_argument("--org", default="demo")
-        parser.add_argument("--days", type=int, default=30)
+        parser.add_argument("--days", type=int, default=DEFAULT_DAYS)
         parser.add_argument("--username", default="demo")
         parser.add_argument("--password", default="demo")
         parser.add_argument("--scale", type=float, default=1.0, help="multiply the traffic")
@@ -292,13 +335,18 @@ class Command(BaseCommand):
             self._deployments(agent, now, actor)
 
         demo = [a if scale == 1.0 else _scaled(a, scale) for a in AGENTS]
-        first_hour = (now - timedelta(days=days)).replace(minute=0, second=0, microsecond=0)
-        hours = [first_hour + timedelta(hours=h) for h in range(days * 24 + 1)]
+        # One hour more than the days asked for: the window of the last `days`
+        # days then lies wholly after the first hour of data.
+        first_hour = (now - timedelta(days=days, hours=1)).replace(minute=0, second=0, microsecond=0)
+        hours = [first_hour + timedelta(hours=h) for h in range(days * 24 + 2)]
         stored = duplicates = calls = 0
         batch: list[dict] = []
+        incident = self._incident(agents[INCIDENT_AGENT])
         for hour in tqdm(hours, desc="demo traffic", unit="h", disable=options["verbosity"] == 0):
             for agent in demo:
                 batch.extend(_hour_traces(agent, hour, now))
+                if agent.public_id == INCIDENT_AGENT and incident and incident[0] <= hour < incident[1]:
+                    batch.extend(_hour_traces(agent, hour, now, outage=True))
             if len(batch) >= 500 or hour is hours[-1]:
                 for start in range(0, len(batch), 1000):
                     result = trace_ingest(
@@ -311,11 +359,40 @@ class Command(BaseCommand):
                 calls += self._calls(organisation, _voice_calls(batch, now), actor)
                 batch = []
         events = self._billing(organisation, [h for h in hours if h + timedelta(hours=1) <= now], actor)
+        alerts = self._alert_rule(organisation, now, actor)
         self.stdout.write(
             f"Demo organisation '{organisation.slug}': {stored} traces and {calls} voice calls added, "
-            f"{duplicates} traces already present, {events} usage events added. "
-            f"Log in as {username} / {password}."
+            f"{duplicates} traces already present, {events} usage events added, "
+            f"{alerts} alert events recorded. Log in as {username} / {password}."
         )
+
+    def _incident(self, agent: Agent) -> tuple[datetime, datetime] | None:
+        """The outage's hours: from two days after v3 went out (as recorded at the
+        first run, so a later run does not move it into hours already loaded)."""
+        v3 = Deployment.objects.filter(agent=agent, version="v3").first()
+        if v3 is None:
+            return None
+        start = (v3.deployed_at + INCIDENT_AFTER).replace(minute=0, second=0, microsecond=0)
+        return start, start + INCIDENT_LENGTH
+
+    def _alert_rule(self, organisation, now: datetime, actor: Actor) -> int:
+        """An example rule on the Sales Caller's error rate, evaluated every three
+        hours over the past week of demo traffic (by the real evaluation), so the
+        Alerts page shows it firing during the outage and resolving after it.
+        Created once."""
+        from alerts.models import AlertRule
+        from alerts.services import rule_create, rule_evaluate
+
+        if AlertRule.objects.filter(organisation=organisation, name=DEMO_ALERT["name"]).exists():
+            return 0
+        rule = rule_create(organisation=organisation, data=DEMO_ALERT, actor=actor)
+        recorded = 0
+        at = now - timedelta(days=7)
+        while at <= now:
+            rule.refresh_from_db()
+            recorded += rule_evaluate(rule=rule, now=at) is not None
+            at += timedelta(hours=3)
+        return recorded
 
     def _billing(self, organisation, hours: list[datetime], actor: Actor) -> int:
         """A first top-up, a monthly budget and the booking assistant's web scraping."""
@@ -372,6 +449,26 @@ class Command(BaseCommand):
                     changes=changes,
                     deployed_at=now - timedelta(days=days_ago),
                 )
+
+
+# A CRM outage two days after v3 went out: for six hours callers keep trying
+# and every one of their replies fails in its tool call. The example alert rule
+# fires on it and resolves after it (its threshold is far above the agent's
+# usual error rate, and the outage's conversations far outnumber the usual ones).
+INCIDENT_AGENT = "agent_sales"
+INCIDENT_AFTER = timedelta(days=2)
+INCIDENT_LENGTH = timedelta(hours=6)
+INCIDENT_CONVERSATIONS = 8  # extra conversations in each hour of the outage, all failing
+DEMO_ALERT = {
+    "name": "Sales Caller error rate",
+    "kind": "error_rate",
+    "agent_id": INCIDENT_AGENT,
+    "threshold": "0.40",
+    "window_minutes": 6 * 60,
+    "min_conversations": 10,
+    "cooldown_minutes": 60,
+    "notify": [],
+}
 
 
 def _hour_scraping(hour: datetime) -> dict:
