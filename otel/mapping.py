@@ -10,7 +10,7 @@ The result depends only on the set of spans, never on the order they arrived in.
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -20,6 +20,15 @@ from django.conf import settings
 from agents.models import CostSource, StepKind
 from billing.pricing import PriceTable
 
+from .messages import (
+    DETAILS_EVENT,
+    decoded,
+    event_messages,
+    message_of,
+    tool_calls_of,
+    tool_results_of,
+    unflatten,
+)
 from .otlp import SpanIn
 
 AGENT_ID = ("gen_ai.agent.id",)
@@ -30,15 +39,19 @@ CHANNEL = ("thinnest.channel",)
 AGENT_VERSION = ("gen_ai.agent.version",)
 SERVICE_VERSION = ("service.version",)
 MODEL = ("gen_ai.response.model", "gen_ai.request.model", "llm.model_name")
+# OpenInference names the requested model only here (a JSON string), so a failed call has it nowhere else.
+INVOCATION_PARAMETERS = "llm.invocation_parameters"
 INPUT_TOKENS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
 OUTPUT_TOKENS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion")
-COST = ("gen_ai.usage.cost", "llm.cost.total")
-TOOL_NAME = ("gen_ai.tool.name", "tool.name")
+COST = ("gen_ai.usage.cost", "llm.cost.total", "operation.cost")
+TOOL_NAME = ("gen_ai.tool.name", "tool.name", "traceloop.entity.name")
 TOOL_CALL_ID = ("gen_ai.tool.call.id", "tool_call.id")
-TOOL_ARGUMENTS = ("gen_ai.tool.call.arguments", "input.value")
-TOOL_RESULT = ("gen_ai.tool.call.result", "output.value")
+TOOL_ARGUMENTS = ("gen_ai.tool.call.arguments", "tool_arguments", "traceloop.entity.input", "input.value")
+TOOL_RESULT = ("gen_ai.tool.call.result", "tool_response", "traceloop.entity.output", "output.value")
 INPUT_MESSAGES = ("gen_ai.input.messages", "llm.input_messages", "gen_ai.prompt")
 OUTPUT_MESSAGES = ("gen_ai.output.messages", "llm.output_messages", "gen_ai.completion")
+# A whole conversation on an agent span (pydantic-ai): the input when no chat span has one.
+CONVERSATION_MESSAGES = ("pydantic_ai.all_messages", "all_messages_events")
 ERROR_TYPE = "error.type"
 
 # gen_ai.operation.name values, and what other conventions call them.
@@ -77,6 +90,12 @@ CONTENT_PREFIXES = (
     "output.value",
     "llm.input_messages",
     "llm.output_messages",
+    "tool_arguments",
+    "tool_response",
+    "traceloop.entity.input",
+    "traceloop.entity.output",
+    "pydantic_ai.all_messages",
+    "all_messages_events",
 )
 PUBLIC_ID_CHARS = re.compile(r"[^A-Za-z0-9_.:@+=\-]+")
 MONEY_PLACES = Decimal("1E-10")
@@ -179,27 +198,17 @@ def _money(value: Any) -> Decimal | None:
     return amount.quantize(MONEY_PLACES)
 
 
-def _json(value: Any) -> Any:
-    """A JSON string decoded; anything else as it is. Text holding an escaped NUL
-    character stays text: decoded, it could not be stored."""
-    if isinstance(value, str) and "\\u0000" not in value:
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
+_json = decoded
 
 
-def _flattened(span: SpanIn, prefix: str) -> list[dict] | None:
-    """Messages flattened into ``<prefix>.<i>.<field>`` attributes (OpenInference's
-    ``llm.input_messages.0.message.content``, the older ``gen_ai.prompt.0.content``)."""
-    messages: dict[int, dict] = {}
-    pattern = re.compile(rf"{re.escape(prefix)}\.(\d+)\.(?:message\.)?(\w+)$")
-    for name, value in span.attributes.items():
-        match = pattern.match(name)
-        if match:
-            messages.setdefault(int(match.group(1)), {})[match.group(2)] = value
-    return [messages[i] for i in sorted(messages)] or None
+def _flattened(span: SpanIn, prefix: str) -> list | None:
+    """Messages flattened into ``<prefix>.<i>.…`` attributes (OpenInference's
+    ``llm.input_messages.0.message.tool_calls.0.tool_call.function.name``, the
+    older ``gen_ai.prompt.0.content``), every level kept."""
+    value = unflatten(span.attributes, prefix)
+    if isinstance(value, list):
+        return [message_of(item) for item in value]
+    return None
 
 
 def _messages(span: SpanIn, names: tuple[str, ...]) -> Any:
@@ -226,6 +235,8 @@ def _parts_text(message: dict, kinds: tuple[str, ...] = ("text",)) -> list[str]:
     if kinds != ("text",):
         return texts
     content = message.get("content")
+    if content in (None, "") and isinstance(message.get("contents"), list):  # OpenInference
+        content = [c.get("message_content", c) for c in message["contents"] if isinstance(c, dict)]
     if isinstance(content, str):
         texts.append(content)
     elif isinstance(content, list):
@@ -275,13 +286,11 @@ def _span_input_text(span: SpanIn) -> str:
         text = _messages_text(messages, "user", last_only=True)
         if text:
             return text
-    for event in span.events:  # the older convention: one event per message
-        if event["name"] == "gen_ai.user.message":
-            content = event["attributes"].get("content")
-            if isinstance(content, str):
-                return content
     value = span.attributes.get("input.value")
-    return _value_text(value) if value not in (None, "") else ""
+    if value not in (None, ""):
+        return _value_text(value)
+    conversation = _messages(span, CONVERSATION_MESSAGES)
+    return _messages_text(conversation, "user", last_only=True) if conversation is not None else ""
 
 
 def _span_output_text(span: SpanIn) -> str:
@@ -290,15 +299,28 @@ def _span_output_text(span: SpanIn) -> str:
         text = _messages_text(messages, "assistant", last_only=False)
         if text:
             return text
-    for event in span.events:
-        if event["name"] == "gen_ai.choice":
-            message = _json(event["attributes"].get("message"))
-            if isinstance(message, dict):
-                text = "\n".join(_parts_text(message))
-                if text:
-                    return text
     value = span.attributes.get("output.value")
     return _value_text(value) if value not in (None, "") else ""
+
+
+def with_events_read(span: SpanIn) -> SpanIn:
+    """The span with the messages its events (or the log records attached to
+    it) carry, as attributes when the span has none of its own: the
+    ``gen_ai.client.inference.operation.details`` event's messages, and the
+    older one-event-per-message ``gen_ai.*.message`` / ``gen_ai.choice``."""
+    if not span.events:
+        return span
+    attributes = dict(span.attributes)
+    for event in span.events:
+        if event.get("name") == DETAILS_EVENT:
+            for name, value in (event.get("attributes") or {}).items():
+                attributes.setdefault(name, value)
+    inputs, outputs = event_messages(span.events)
+    if inputs and _messages(span, INPUT_MESSAGES) is None and "gen_ai.input.messages" not in attributes:
+        attributes["gen_ai.input.messages"] = inputs
+    if outputs and _messages(span, OUTPUT_MESSAGES) is None and "gen_ai.output.messages" not in attributes:
+        attributes["gen_ai.output.messages"] = outputs
+    return replace(span, attributes=attributes)
 
 
 def _span_reasoning(span: SpanIn) -> str:
@@ -444,8 +466,32 @@ def _first_resource(span: SpanIn, names: tuple[str, ...]) -> Any:
     return None
 
 
+def _model(span: SpanIn) -> str:
+    """The span's model: its GenAI or OpenInference model attribute, else the
+    ``model`` of OpenInference's ``llm.invocation_parameters``."""
+    model = _first(span, MODEL)
+    if model is None:
+        parameters = _json(span.attributes.get(INVOCATION_PARAMETERS))
+        if isinstance(parameters, dict):
+            model = parameters.get("model") or parameters.get("model_name")
+    return _short(model, 200)
+
+
+def _tool_arguments(span: SpanIn) -> Any:
+    """A tool span's arguments; OpenLLMetry's ``{"args": [...], "kwargs": {...}}``
+    becomes the keyword arguments (or the positional ones when there are no others)."""
+    arguments = _json(_first(span, TOOL_ARGUMENTS))
+    if isinstance(arguments, dict) and set(arguments) == {"args", "kwargs"}:
+        args, kwargs = arguments["args"], arguments["kwargs"]
+        if not args:
+            return kwargs
+        if not kwargs:
+            return args
+    return arguments
+
+
 def _step(span: SpanIn, kind: str, operation: str, prices: PriceTable) -> dict:
-    model = _short(_first(span, MODEL), 200)
+    model = _model(span)
     input_tokens = _count(_first(span, INPUT_TOKENS)) or 0
     output_tokens = _count(_first(span, OUTPUT_TOKENS)) or 0
     cost = _money(_first(span, COST))
@@ -454,7 +500,7 @@ def _step(span: SpanIn, kind: str, operation: str, prices: PriceTable) -> dict:
         cost = prices.cost(model, input_tokens, output_tokens, span.started_at)
         cost = cost.quantize(MONEY_PLACES) if cost is not None else None
     if kind == StepKind.TOOL:
-        step_input, step_output = _json(_first(span, TOOL_ARGUMENTS)), _json(_first(span, TOOL_RESULT))
+        step_input, step_output = _tool_arguments(span), _json(_first(span, TOOL_RESULT))
     else:
         step_input = _messages(span, INPUT_MESSAGES) or _json(span.attributes.get("input.value"))
         step_output = _messages(span, OUTPUT_MESSAGES) or _json(span.attributes.get("output.value"))
@@ -500,6 +546,65 @@ def _tool_call(span: SpanIn, step: dict) -> dict:
     return call
 
 
+def _listed_messages(value: Any) -> list:
+    if isinstance(value, dict):
+        return [value]
+    return value if isinstance(value, list) else []
+
+
+def _tool_calls_merged(span_calls: list[tuple[SpanIn, dict]], llm_spans: list[SpanIn]) -> list[dict]:
+    """The trace's tool calls, each once, from every shape that describes them:
+    tool spans, and the calls LLM responses ask for (``tool_call`` parts,
+    ``tool_calls`` of a message), with their results from the tool messages of
+    the next requests (``tool_call_response`` parts, ``tool`` messages),
+    matched by call id. A call asked for in a response and run in a tool span
+    is one call: matched by id, else by name (the first tool span of that name
+    started after the request). In time order."""
+    timed = [(span.start_ns, call) for span, call in span_calls]
+    by_id = {call["id"]: call for _, call in timed if call.get("id")}
+    unmatched = [(span, call) for span, call in span_calls if not call.get("id")]
+    results: dict[str, Any] = {}
+    for span in llm_spans:
+        for message in _listed_messages(_messages(span, INPUT_MESSAGES)):
+            for call_id, result in tool_results_of(message):
+                results.setdefault(call_id, result)
+    for span in llm_spans:
+        for message in _listed_messages(_messages(span, OUTPUT_MESSAGES)):
+            for asked in tool_calls_of(message):
+                call = by_id.get(asked["id"]) if asked["id"] else None
+                if call is None:
+                    found = next(
+                        (
+                            (tool_span, c)
+                            for tool_span, c in unmatched
+                            if c["name"] == asked["name"] and tool_span.start_ns >= span.start_ns
+                        ),
+                        None,
+                    )
+                    if found is not None:
+                        unmatched.remove(found)
+                        call = found[1]
+                if call is None:
+                    call = {
+                        "name": asked["name"][:200] or "tool",
+                        "arguments": asked["arguments"],
+                        "result": None,
+                        "latency_ms": None,
+                        "error": "",
+                    }
+                    timed.append((span.end_ns, call))
+                if call.get("arguments") is None:
+                    call["arguments"] = asked["arguments"]
+                if asked["id"] and not call.get("id"):
+                    call["id"] = asked["id"][:200]
+                if call.get("id"):
+                    by_id[call["id"]] = call
+    for _, call in timed:
+        if call.get("result") is None and call.get("id") in results:
+            call["result"] = results[call["id"]]
+    return [call for _, call in sorted(timed, key=lambda pair: pair[0])]
+
+
 def _cost(top: SpanIn, llm_steps: list[dict], prices: PriceTable, model: str, tokens: tuple[int, int]):
     """(cost in USD, source): the steps' reported costs, else the price table's;
     unpriced when an LLM call with tokens has neither."""
@@ -520,7 +625,8 @@ def _cost(top: SpanIn, llm_steps: list[dict], prices: PriceTable, model: str, to
                 return None, CostSource.UNPRICED
             continue
         total += step["cost_usd"]
-    all_reported = all(s["cost_reported"] for s in llm_steps if s["cost_usd"] is not None)
+    costed = [s for s in llm_steps if s["cost_usd"] is not None]
+    all_reported = bool(costed) and all(s["cost_reported"] for s in costed)
     return total, CostSource.REPORTED if all_reported else CostSource.PRICE_TABLE
 
 
@@ -528,9 +634,10 @@ def trace_draft(spans: list[SpanIn], prices: PriceTable) -> Draft | None:
     """The trace the spans describe, or None while its local root is missing."""
     if not spans or not has_local_root(spans):
         return None
+    spans = [with_events_read(s) for s in spans]
     operations = {s.span_id: operation_of(s) for s in spans}
     top = _agent_span(spans, operations)
-    steps, tool_calls = [], []
+    steps, span_calls = [], []
     for span in sorted(spans, key=_order):
         kind = step_kind(operations[span.span_id])
         if kind is None or (span is top and kind == StepKind.OTHER):
@@ -538,16 +645,17 @@ def trace_draft(spans: list[SpanIn], prices: PriceTable) -> Draft | None:
         step = _step(span, kind, operations[span.span_id], prices)
         steps.append(step)
         if kind == StepKind.TOOL:
-            tool_calls.append(_tool_call(span, step))
+            span_calls.append((span, _tool_call(span, step)))
         if len(steps) == MAX_STEPS:
             break
     llm_steps = [s for s in steps if s["kind"] == StepKind.LLM]
+    tool_calls = _tool_calls_merged(span_calls, _spans_of(spans, llm_steps))
 
     if llm_steps:
         model = next((s["model"] for s in llm_steps if s["model"]), "")
         tokens = (sum(s["input_tokens"] for s in llm_steps), sum(s["output_tokens"] for s in llm_steps))
     else:
-        model = _short(_first(top, MODEL), 200)
+        model = _model(top)
         tokens = (_count(_first(top, INPUT_TOKENS)) or 0, _count(_first(top, OUTPUT_TOKENS)) or 0)
     cost, cost_source = _cost(top, llm_steps, prices, model, tokens)
 
