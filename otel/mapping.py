@@ -20,6 +20,7 @@ from django.conf import settings
 from agents.models import CostSource, StepKind
 from billing.pricing import PriceTable
 
+from . import voice
 from .messages import (
     DETAILS_EVENT,
     decoded,
@@ -33,7 +34,7 @@ from .otlp import SpanIn
 
 AGENT_ID = ("gen_ai.agent.id",)
 AGENT_NAME = ("gen_ai.agent.name", "agent.name")
-CONVERSATION_ID = ("gen_ai.conversation.id", "session.id")
+CONVERSATION_ID = ("gen_ai.conversation.id", "session.id", "conversation.id")
 USER_ID = ("user.id", "enduser.id")
 CHANNEL = ("thinnest.channel",)
 AGENT_VERSION = ("gen_ai.agent.version",)
@@ -451,7 +452,15 @@ def _agent(spans: list[SpanIn], top: SpanIn) -> tuple[str, str]:
     return agent_id, name or agent_id
 
 
+def trace_agent(spans: list[SpanIn]) -> tuple[str, str]:
+    """(agent id, agent name) of a trace's spans, as ``trace_draft`` finds them."""
+    operations = {s.span_id: operation_of(s) for s in spans}
+    return _agent(spans, _agent_span(spans, operations))
+
+
 def _channel(spans: list[SpanIn], top: SpanIn) -> str:
+    if voice.is_voice(spans):
+        return "voice"
     value = _in_priority(spans, top, CHANNEL)
     if value is None:
         value = _first_resource(top, CHANNEL)
@@ -674,6 +683,8 @@ def trace_draft(spans: list[SpanIn], prices: PriceTable) -> Draft | None:
 
     version = _in_priority(spans, top, AGENT_VERSION) or _first_resource(top, SERVICE_VERSION)
     session = _public_id(_in_priority(spans, top, CONVERSATION_ID), 200)
+    if voice.is_voice(spans):  # the call's conversation
+        session = voice.conversation_id_of(spans, top.trace_id)
     user = _short(_in_priority(spans, top, USER_ID) or _first_resource(top, USER_ID), 200)
     service = _short(top.resource.get("service.name"), 200)
     agent_id, agent_name = _agent(spans, top)

@@ -1,5 +1,6 @@
 """Storing OTLP spans and keeping the traces derived from them current."""
 
+import logging
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
@@ -18,14 +19,18 @@ from agents.services import (
     sessions_lock,
     sessions_refresh,
 )
+from agents.voice_services import voice_events_ingest
 from audit.services import Actor
 from billing.pricing import price_table
 from dashboard.rollups import RollupDeltas
 from thinnest_analytics.db import insert_ignore_conflicts, update_by_pk
 
-from .mapping import Draft, public_id_of, trace_draft
+from .mapping import Draft, public_id_of, trace_agent, trace_draft
 from .models import ReceivedSpan, ReceivedTrace
 from .otlp import LogIn, SpanIn
+from .voice import voice_trace
+
+logger = logging.getLogger(__name__)
 
 SPAN_FIELDS = (
     "trace_id",
@@ -214,6 +219,9 @@ def _store(
         if new:
             new_logs[trace_id] = new
 
+    for trace_id in sorted(new_spans):
+        _calls_follow(organisation, [*stored[trace_id].values(), *new_spans[trace_id]], actor)
+
     prices = price_table(organisation=organisation)
     drafts: dict[str, Draft] = {}
     for trace_id in sorted(set(new_spans) | set(new_logs)):
@@ -266,6 +274,19 @@ def _store(
         ],
     )
     result.traces = sorted(public_id_of(trace_id) for trace_id in derived)
+
+
+def _calls_follow(organisation, spans: list[SpanIn], actor: Actor) -> None:
+    """The voice call a voice framework's trace describes, brought up to date
+    from all of its spans through the call events service (re-sent events are
+    applied once), before the trace joins the call's conversation."""
+    agent_id, agent_name = trace_agent(spans)
+    call = voice_trace(spans, agent_id=agent_id, agent_name=agent_name, trace_id=spans[0].trace_id)
+    if call is None:
+        return
+    outcome = voice_events_ingest(organisation=organisation, items=call.events, actor=actor)
+    if outcome.rejected:
+        logger.info("voice events of call %s rejected: %s", call.call_id, outcome.rejected)
 
 
 @dataclass

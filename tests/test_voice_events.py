@@ -299,7 +299,6 @@ CASES = [
     ("interrupted as 0", [started()], turn(interrupted=0), ["interrupted", "boolean"]),
     ("confidence above 1", [started()], turn(transcription_confidence=1.2), ["transcription_confidence"]),
     ("confidence below 0", [started()], turn(transcription_confidence=-0.1), ["transcription_confidence"]),
-    ("confidence missing", [started()], turn(transcription_confidence=None), ["transcription_confidence"]),
     ("turn of an unknown call", [], turn(call_id="ghost"), ["unknown call 'ghost'"]),
     ("turn before the call", [started()], turn(at="2026-03-06T14:29:59Z"), ["before the call started"]),
     ("turn after the end", [started(), ended()], turn(at="2026-03-06T14:33:00Z"), ["after the call ended"]),
