@@ -134,6 +134,13 @@ class Draft:
     tool_calls: list[dict] = field(default_factory=list)
     steps: list[dict] = field(default_factory=list)
     metadata: dict = field(default_factory=dict)
+    # Results of tool calls made in another trace (each request its own trace):
+    # by call id; kept in ``metadata["tool_results"]`` for that trace to find.
+    tool_results: dict[str, Any] = field(default_factory=dict)
+
+    def calls_awaiting_results(self) -> set[str]:
+        """Ids of the tool calls whose result is not known yet."""
+        return {c["id"] for c in self.tool_calls if c.get("id") and c.get("result") is None}
 
     @property
     def public_id(self) -> str:
@@ -297,9 +304,9 @@ def _span_input_text(span: SpanIn) -> str:
 def _span_output_text(span: SpanIn) -> str:
     messages = _messages(span, OUTPUT_MESSAGES)
     if messages is not None:
-        text = _messages_text(messages, "assistant", last_only=False)
-        if text:
-            return text
+        # Messages that hold only tool calls answer no text: the raw response
+        # in output.value is no answer either.
+        return _messages_text(messages, "assistant", last_only=False)
     value = span.attributes.get("output.value")
     return _value_text(value) if value not in (None, "") else ""
 
@@ -561,14 +568,17 @@ def _listed_messages(value: Any) -> list:
     return value if isinstance(value, list) else []
 
 
-def _tool_calls_merged(span_calls: list[tuple[SpanIn, dict]], llm_spans: list[SpanIn]) -> list[dict]:
+def _tool_calls_merged(
+    span_calls: list[tuple[SpanIn, dict]], llm_spans: list[SpanIn]
+) -> tuple[list[dict], dict[str, Any]]:
     """The trace's tool calls, each once, from every shape that describes them:
     tool spans, and the calls LLM responses ask for (``tool_call`` parts,
     ``tool_calls`` of a message), with their results from the tool messages of
     the next requests (``tool_call_response`` parts, ``tool`` messages),
     matched by call id. A call asked for in a response and run in a tool span
     is one call: matched by id, else by name (the first tool span of that name
-    started after the request). In time order."""
+    started after the request). In time order; with the results whose call is
+    not in these spans (it was made in an earlier trace)."""
     timed = [(span.start_ns, call) for span, call in span_calls]
     by_id = {call["id"]: call for _, call in timed if call.get("id")}
     unmatched = [(span, call) for span, call in span_calls if not call.get("id")]
@@ -611,7 +621,8 @@ def _tool_calls_merged(span_calls: list[tuple[SpanIn, dict]], llm_spans: list[Sp
     for _, call in timed:
         if call.get("result") is None and call.get("id") in results:
             call["result"] = results[call["id"]]
-    return [call for _, call in sorted(timed, key=lambda pair: pair[0])]
+    elsewhere = {call_id: result for call_id, result in results.items() if call_id not in by_id}
+    return [call for _, call in sorted(timed, key=lambda pair: pair[0])], elsewhere
 
 
 def _cost(top: SpanIn, llm_steps: list[dict], prices: PriceTable, model: str, tokens: tuple[int, int]):
@@ -658,7 +669,7 @@ def trace_draft(spans: list[SpanIn], prices: PriceTable) -> Draft | None:
         if len(steps) == MAX_STEPS:
             break
     llm_steps = [s for s in steps if s["kind"] == StepKind.LLM]
-    tool_calls = _tool_calls_merged(span_calls, _spans_of(spans, llm_steps))
+    tool_calls, tool_results = _tool_calls_merged(span_calls, _spans_of(spans, llm_steps))
 
     if llm_steps:
         model = next((s["model"] for s in llm_steps if s["model"]), "")
@@ -693,6 +704,8 @@ def trace_draft(spans: list[SpanIn], prices: PriceTable) -> Draft | None:
         metadata["service_name"] = service
     if user:
         metadata["user_id"] = user
+    if tool_results:
+        metadata["tool_results"] = tool_results
 
     return Draft(
         trace_id=top.trace_id,
@@ -716,6 +729,7 @@ def trace_draft(spans: list[SpanIn], prices: PriceTable) -> Draft | None:
         tool_calls=tool_calls,
         steps=steps,
         metadata=metadata,
+        tool_results=tool_results,
     )
 
 

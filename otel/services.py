@@ -3,6 +3,7 @@
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -81,6 +82,8 @@ class SpansResult:
     reasons: list[str] = field(default_factory=list)
     # Public ids of the traces derived again by this call.
     traces: list[str] = field(default_factory=list)
+    # Drafts carrying results of tool calls made in other traces.
+    carried: list[Draft] = field(default_factory=list)
 
     def reject(self, count: int, reason: str) -> None:
         self.rejected += count
@@ -101,6 +104,7 @@ def logs_ingest(*, organisation, records: list[LogIn], actor: Actor) -> SpansRes
     if incoming:
         with transaction.atomic():
             _store(organisation, {}, incoming, actor, result)
+        _results_push(organisation, result.carried, actor)
     return result
 
 
@@ -122,7 +126,65 @@ def spans_ingest(*, organisation, spans: list[SpanIn], actor: Actor) -> SpansRes
     if incoming:
         with transaction.atomic():
             _store(organisation, incoming, {}, actor, result)
+        _results_push(organisation, result.carried, actor)
     return result
+
+
+# How far apart a tool call and the request carrying its result may be, when
+# each request is a trace of its own.
+RESULT_WINDOW = timedelta(hours=1)
+
+
+def _results_push(organisation, carried: list[Draft], actor: Actor) -> None:
+    """Traces that carry the results of tool calls made in earlier traces of the
+    same agent (an instrumented client without a span around its agent loop
+    makes each request a trace): derive those earlier traces again, which then
+    find their results (``_results_pull``). In a transaction of its own, as
+    the earlier traces are locked after this request's."""
+    owners = set()
+    for draft in carried:
+        candidates = Trace.objects.filter(
+            organisation=organisation,
+            agent__public_id=draft.agent_id,
+            created_at__gte=draft.created_at - RESULT_WINDOW,
+            created_at__lte=draft.created_at,
+            public_id__startswith=public_id_of(""),
+        ).exclude(public_id=draft.public_id)
+        for public_id, tool_calls in candidates.values_list("public_id", "tool_calls"):
+            waiting = {
+                c.get("id") for c in tool_calls or [] if isinstance(c, dict) and c.get("result") is None
+            }
+            if waiting & set(draft.tool_results):
+                owners.add(public_id.removeprefix(public_id_of("")))
+    if owners:
+        with transaction.atomic():
+            _store(organisation, {}, {}, actor, SpansResult(), rederive=owners)
+
+
+def _results_pull(organisation, drafts: dict[str, "Draft"]) -> None:
+    """Results for the tool calls a draft made and did not see answered: from the
+    later traces of the same agent that carried them (``metadata.tool_results``)."""
+    for draft in drafts.values():
+        waiting = draft.calls_awaiting_results()
+        if not waiting:
+            continue
+        later = Trace.objects.filter(
+            organisation=organisation,
+            agent__public_id=draft.agent_id,
+            created_at__gte=draft.created_at,
+            created_at__lte=draft.created_at + RESULT_WINDOW,
+            public_id__startswith=public_id_of(""),
+        ).exclude(public_id=draft.public_id)
+        found = {}
+        for metadata in later.order_by("created_at").values_list("metadata", flat=True):
+            for call_id, result in ((metadata or {}).get("tool_results") or {}).items():
+                if call_id in waiting:
+                    found.setdefault(call_id, result)
+        if found:
+            draft.tool_calls = [
+                {**c, "result": found[c["id"]]} if c.get("id") in found and c.get("result") is None else c
+                for c in draft.tool_calls
+            ]
 
 
 def _received_lock(organisation, trace_ids: list[str]) -> dict[str, ReceivedTrace]:
@@ -192,8 +254,9 @@ def _store(
     incoming_logs: dict[str, dict[str, LogIn]],
     actor: Actor,
     result: SpansResult,
+    rederive: set[str] = frozenset(),
 ) -> None:
-    trace_ids = sorted(set(incoming) | set(incoming_logs))
+    trace_ids = sorted(set(incoming) | set(incoming_logs) | set(rederive))
     received = _received_lock(organisation, trace_ids)
     stored = _stored_spans(organisation, trace_ids)
     limit = settings.OTEL_MAX_SPANS_PER_TRACE
@@ -224,12 +287,13 @@ def _store(
 
     prices = price_table(organisation=organisation)
     drafts: dict[str, Draft] = {}
-    for trace_id in sorted(set(new_spans) | set(new_logs)):
+    for trace_id in sorted(set(new_spans) | set(new_logs) | set(rederive)):
         spans = [*stored[trace_id].values(), *new_spans.get(trace_id, [])]
         records = [*received[trace_id].log_records, *new_logs.get(trace_id, [])]
         draft = trace_draft(with_log_records(spans, records), prices) if spans else None
         if draft is not None:
             drafts[trace_id] = draft
+    _results_pull(organisation, drafts)
 
     old = {
         row["public_id"]: row
@@ -274,6 +338,7 @@ def _store(
         ],
     )
     result.traces = sorted(public_id_of(trace_id) for trace_id in derived)
+    result.carried = [drafts[t] for t in sorted(derived) if drafts[t].tool_results]
 
 
 def _calls_follow(organisation, spans: list[SpanIn], actor: Actor) -> None:

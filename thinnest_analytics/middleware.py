@@ -68,7 +68,13 @@ class ApiJsonErrorsMiddleware(MiddlewareMixin):
             return response
         code, message = self.ANSWERS[response.status_code]
         answer = JsonResponse(
-            {"error": {"code": code, "message": f"{message}: {request.method} {request.path}", "details": None}},
+            {
+                "error": {
+                    "code": code,
+                    "message": f"{message}: {request.method} {request.path}",
+                    "details": None,
+                }
+            },
             status=response.status_code,
         )
         if response.has_header("Allow"):
