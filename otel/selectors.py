@@ -1,6 +1,6 @@
 """Reads of received OpenTelemetry data."""
 
-from thinnest_analytics.errors import not_found
+from thinnest_analytics.errors import ApiError, not_found
 
 from .mapping import public_id_of
 from .models import ReceivedSpan, ReceivedTrace
@@ -49,3 +49,13 @@ def received_spans(*, organisation, public_id: str) -> dict:
         "spans": spans,
         "log_records": [{k: v for k, v in r.items() if k != "key"} for r in received["log_records"]],
     }
+
+
+def raw_spans(*, organisation, public_id: str) -> dict | None:
+    """``received_spans`` for a trace that came over OTLP, None for any other."""
+    if not public_id.startswith(OTEL_PREFIX):
+        return None
+    try:
+        return received_spans(organisation=organisation, public_id=public_id)
+    except ApiError:
+        return None
