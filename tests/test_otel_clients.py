@@ -15,6 +15,7 @@ import urllib.parse
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -26,6 +27,7 @@ from .conftest import _tenant, post_json
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.clients]
 
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # gpt-4o-mini in the built-in price table: USD per million input and output tokens.
 PRICE_IN, PRICE_OUT = Decimal("0.15"), Decimal("0.60")
 
@@ -344,6 +346,9 @@ def test_a_pipecat_bots_conversation_is_the_call_its_own_events_would_make(live_
     assert (trace["channel"], trace["session_id"]) == ("voice", "call-pipecat-1")
     assert trace["input_tokens"] == 3 * fake_openai.PLAIN_USAGE[0]
     spans = api_get(live_server.url, bot.keys["read"], f"/traces/{trace['id']}/spans")["spans"]
+    if os.environ.get("RECORD_OTEL_FIXTURES"):  # the fast voice tests replay this call
+        FIXTURES.mkdir(exist_ok=True)
+        (FIXTURES / "pipecat_call.json").write_text(json.dumps(spans, indent=1, sort_keys=True) + "\n")
     events = voice_events_of(spans, agent_id)
     status, answer = post_json(
         f"{live_server.url}/api/voice/events", reporter.keys["ingest"], {"events": events}

@@ -191,6 +191,23 @@ def test_a_different_end_for_an_ended_call_is_rejected(ingest):
     assert "already ended at 2026-03-06T14:32:00+00:00 (completed)" in _reason(r)
 
 
+def test_an_earlier_start_sent_later_moves_the_start_of_a_call_still_going(ingest, tenant):
+    _post(ingest, started(at="2026-03-06T14:30:00Z"), turn(at="2026-03-06T14:30:05Z"))
+    r = _post(ingest, started(at="2026-03-06T14:29:00Z"), turn(at="2026-03-06T14:29:30Z"), ended())
+    assert r.status_code == 200 and r.json()["duplicates"] == [], r.content
+    call = VoiceCall.objects.get()
+    assert call.started_at == datetime(2026, 3, 6, 14, 29, tzinfo=UTC) and call.duration_s == 180
+    assert call.session.started_at == call.started_at and VoiceTurn.objects.count() == 2
+    assert _summary(tenant)["total_sessions"] == 1
+
+
+def test_an_earlier_start_for_an_ended_call_changes_nothing(ingest):
+    _post(ingest, started(), ended())
+    r = _post(ingest, started(at="2026-03-06T14:00:00Z"))
+    assert r.status_code == 200 and r.json()["duplicates"] == ["call_1:started"]
+    assert VoiceCall.objects.get().duration_s == 120
+
+
 def test_valid_events_are_kept_when_others_are_rejected(ingest):
     r = _post(ingest, started(), turn(call_id="nope"), ended())
     assert r.status_code == 207
