@@ -51,6 +51,8 @@ TOOL_ARGUMENTS = ("gen_ai.tool.call.arguments", "tool_arguments", "traceloop.ent
 TOOL_RESULT = ("gen_ai.tool.call.result", "tool_response", "traceloop.entity.output", "output.value")
 INPUT_MESSAGES = ("gen_ai.input.messages", "llm.input_messages", "gen_ai.prompt")
 OUTPUT_MESSAGES = ("gen_ai.output.messages", "llm.output_messages", "gen_ai.completion")
+# Pipecat's LLM spans: the messages (JSON) and the reply's text.
+PLAIN_INPUT, PLAIN_OUTPUT = "input", "output"
 # A whole conversation on an agent span (pydantic-ai): the input when no chat span has one.
 CONVERSATION_MESSAGES = ("pydantic_ai.all_messages", "all_messages_events")
 ERROR_TYPE = "error.type"
@@ -97,6 +99,8 @@ CONTENT_PREFIXES = (
     "traceloop.entity.output",
     "pydantic_ai.all_messages",
     "all_messages_events",
+    "input",
+    "output",
 )
 PUBLIC_ID_CHARS = re.compile(r"[^A-Za-z0-9_.:@+=\-]+")
 MONEY_PLACES = Decimal("1E-10")
@@ -297,6 +301,9 @@ def _span_input_text(span: SpanIn) -> str:
     value = span.attributes.get("input.value")
     if value not in (None, ""):
         return _value_text(value)
+    messages = _plain_messages(span, "input")
+    if messages is not None:
+        return _messages_text(messages, "user", last_only=True)
     conversation = _messages(span, CONVERSATION_MESSAGES)
     return _messages_text(conversation, "user", last_only=True) if conversation is not None else ""
 
@@ -308,7 +315,15 @@ def _span_output_text(span: SpanIn) -> str:
         # in output.value is no answer either.
         return _messages_text(messages, "assistant", last_only=False)
     value = span.attributes.get("output.value")
+    if value in (None, "") and isinstance(span.attributes.get(PLAIN_OUTPUT), str):
+        value = span.attributes[PLAIN_OUTPUT]
     return _value_text(value) if value not in (None, "") else ""
+
+
+def _plain_messages(span: SpanIn, name: str) -> list | None:
+    """Pipecat's LLM spans: the request's messages as a JSON list in ``input``."""
+    value = _json(span.attributes.get(name))
+    return value if isinstance(value, list) and all(isinstance(m, dict) for m in value) else None
 
 
 def with_events_read(span: SpanIn) -> SpanIn:
@@ -518,8 +533,14 @@ def _step(span: SpanIn, kind: str, operation: str, prices: PriceTable) -> dict:
     if kind == StepKind.TOOL:
         step_input, step_output = _tool_arguments(span), _json(_first(span, TOOL_RESULT))
     else:
-        step_input = _messages(span, INPUT_MESSAGES) or _json(span.attributes.get("input.value"))
+        step_input = (
+            _messages(span, INPUT_MESSAGES)
+            or _json(span.attributes.get("input.value"))
+            or _plain_messages(span, PLAIN_INPUT)
+        )
         step_output = _messages(span, OUTPUT_MESSAGES) or _json(span.attributes.get("output.value"))
+        if step_output is None and kind == StepKind.LLM:
+            step_output = span.attributes.get(PLAIN_OUTPUT)
     attributes = {
         name: value
         for name, value in span.attributes.items()

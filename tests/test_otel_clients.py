@@ -344,7 +344,14 @@ def test_a_pipecat_bots_conversation_is_the_call_its_own_events_would_make(live_
 
     (trace,) = traces_of(live_server.url, bot.keys["read"], agent_id)
     assert (trace["channel"], trace["session_id"]) == ("voice", "call-pipecat-1")
-    assert trace["input_tokens"] == 3 * fake_openai.PLAIN_USAGE[0]
+    assert trace["input"] == scenario.UTTERANCES[0]
+    assert trace["output"] == fake_openai.plain_answer(scenario.UTTERANCES[-1])
+    assert trace["model"] == fake_openai.MODEL and trace["status"] == "success"
+    assert (trace["input_tokens"], trace["output_tokens"]) == (3 * 21, 3 * 7)
+    assert trace["cost_usd"] == pytest.approx(cost(3 * 21, 3 * 7))
+    summary = summary_of(live_server.url, bot.keys["read"], agent_id)
+    assert summary["total_cost_usd"] == pytest.approx(cost(3 * 21, 3 * 7) + metrics["voice_cost_usd"])
+    assert summary["voice_minutes"] == pytest.approx(metrics["voice_minutes"])
     spans = api_get(live_server.url, bot.keys["read"], f"/traces/{trace['id']}/spans")["spans"]
     if os.environ.get("RECORD_OTEL_FIXTURES"):  # the fast voice tests replay this call
         FIXTURES.mkdir(exist_ok=True)

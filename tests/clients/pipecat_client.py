@@ -30,10 +30,9 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.utils.tracing.setup import setup_tracing
-from scenario import SYSTEM_PROMPT
+from scenario import SYSTEM_PROMPT, UTTERANCES
 
 CALL_ID = os.environ.get("CALL_ID", "pipecat-call-1")
-UTTERANCES = ["Hello, I need help with my order.", "Where is my parcel right now", "Actually, cancel it."]
 PLAYBACK_SECONDS = 0.6
 
 

@@ -28,3 +28,6 @@ WEATHER_TOOL = {
         },
     },
 }
+
+# The caller of the Pipecat voice bot: three utterances, the second interrupted by the third.
+UTTERANCES = ["Hello, I need help with my order.", "Where is my parcel right now", "Actually, cancel it."]

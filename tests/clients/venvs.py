@@ -8,6 +8,7 @@ file, as ``.venv/.installed``). ``python -m tests.clients.venvs [names]``
 creates them ahead of the tests (``.ci/run`` does).
 """
 
+import fcntl
 import subprocess
 import sys
 import venv
@@ -24,7 +25,16 @@ def requirements(name: str) -> Path:
 
 
 def client_python(name: str) -> Path:
-    """The Python of client venv ``name``, created and installed when missing or stale."""
+    """The Python of client venv ``name``, created and installed when missing or
+    stale. One process installs at a time (a lock file), so a test waits for
+    an install that ``.ci/run`` started beside the suite."""
+    HOME.mkdir(exist_ok=True)
+    with open(HOME / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _installed(name)
+
+
+def _installed(name: str) -> Path:
     home = HOME / name
     python = home / "bin" / "python"
     stamp = home / ".installed"
