@@ -427,8 +427,13 @@ def _order(span: SpanIn) -> tuple[int, str]:
 
 
 def _agent_span(spans: list[SpanIn], operations: dict[str, str | None]) -> SpanIn:
-    """The span that stands for the whole trace: the outermost ``invoke_agent``
-    span, else the root (the earliest span whose parent did not arrive)."""
+    """The span that stands for the whole trace: a voice framework's call span
+    (LiveKit's agent turns are ``invoke_agent`` spans inside it), else the
+    outermost ``invoke_agent`` span, else the root (the earliest span whose
+    parent did not arrive)."""
+    call = voice.call_span(spans)
+    if call is not None:
+        return call
     by_id = {s.span_id: s for s in spans}
 
     def outermost_agent(span: SpanIn) -> bool:

@@ -73,6 +73,18 @@ def is_voice(spans: list[SpanIn]) -> bool:
     )
 
 
+def call_span(spans: list[SpanIn]) -> SpanIn | None:
+    """The span of the whole call: Pipecat's ``conversation``, LiveKit's ``agent_session``."""
+    return next(
+        (
+            s
+            for s in sorted(spans, key=lambda s: (s.start_ns, s.span_id))
+            if _is_pipecat_conversation(s) or s.name == LIVEKIT_SESSION
+        ),
+        None,
+    )
+
+
 def conversation_id_of(spans: list[SpanIn], trace_id: str) -> str:
     """The call's id, which is also its conversation's: Pipecat's
     ``conversation.id``, else the trace's product id."""
@@ -139,10 +151,7 @@ def voice_trace(spans: list[SpanIn], *, agent_id: str, agent_name: str, trace_id
         return None
     ordered = sorted(spans, key=lambda s: (s.start_ns, s.span_id))
     call_id = conversation_id_of(ordered, trace_id)
-    call = next(
-        (s for s in ordered if _is_pipecat_conversation(s) or s.name == LIVEKIT_SESSION),
-        None,
-    )
+    call = call_span(ordered)
     turns = _pipecat_turns(call_id, ordered) + _livekit_turns(call_id, ordered)
     turn_spans = [
         s for s in ordered if _is_pipecat_turn(s) or s.name in (LIVEKIT_AGENT_TURN, LIVEKIT_USER_TURN)

@@ -13,7 +13,7 @@ from channels.db import database_sync_to_async
 from django.test import Client
 from django.utils import timezone
 
-from agents.models import Agent, VoiceCall, VoiceTurn
+from agents.models import Agent, Trace, VoiceCall, VoiceTurn
 from audit.services import Actor
 from otel.otlp import EPOCH
 from thinnest_analytics.asgi import application
@@ -203,6 +203,12 @@ def test_a_livekit_session_is_a_call_with_its_frameworks_latency_and_confidence(
     assert (metrics["calls_ended"], metrics["total_call_duration_s"], metrics["turns"]) == (1, 20, 2)
     assert metrics["avg_voice_latency_ms"] == 750 and metrics["interrupted_turns"] == 1
     assert metrics["transcription_accuracy"] == pytest.approx(0.86)
+    trace = Trace.objects.get()  # the session, not its first agent turn, stands for the trace
+    assert (trace.channel, trace.latency_ms, trace.session.public_id) == (
+        "voice",
+        20_000,
+        f"otel-{LIVEKIT_TRACE}",
+    )
 
 
 @pytest.mark.django_db
