@@ -114,7 +114,7 @@ def test_a_pipecat_call_moves_the_live_voice_metrics_as_its_spans_arrive(setting
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_pipecat_call_replayed_in_any_order_and_twice_is_one_call(tenant):
+def test_a_pipecat_call_replayed_in_any_order_and_twice_is_one_call(tenant, members):
     shift = _shift_to_now()
     for batch in (RECORDED[::-1][:3], RECORDED, RECORDED[3:], RECORDED):
         _post(tenant, _otlp(batch, shift))
@@ -126,6 +126,8 @@ def test_a_pipecat_call_replayed_in_any_order_and_twice_is_one_call(tenant):
     )
     assert VoiceTurn.objects.count() == 3 and VoiceTurn.objects.filter(interrupted=True).count() == 1
     assert call.session.channel == "voice" and call.session.trace_count == 1
+    page = members["viewer"].get(f"/agents/{AGENT}/voice/", {"period": "24h"}).content.decode()
+    assert "1 started, 1 ended" in page and "(1 of 3 turns)" in page  # the agent's Voice tab
 
 
 # --- LiveKit Agents -------------------------------------------------------------------------
