@@ -44,8 +44,9 @@ def _installed(name: str) -> Path:
     if not python.exists():
         venv.EnvBuilder(with_pip=True, clear=True).create(home)
     done = subprocess.run(
+        # No bytecode compiled ahead: only what a client imports is, when it does.
         [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps"]
-        + ["-r", str(wanted)],
+        + ["--no-compile", "-r", str(wanted)],
         capture_output=True,
         text=True,
         timeout=1800,
