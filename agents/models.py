@@ -330,7 +330,7 @@ class VoiceTurn(models.Model):
     at = models.DateTimeField()
     voice_latency_ms = models.IntegerField()
     interrupted = models.BooleanField()
-    transcription_confidence = models.FloatField()
+    transcription_confidence = models.FloatField(null=True, blank=True)  # None: not reported
     received_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -40,7 +40,9 @@ class CallTurn(_CallEvent):
     type: Literal["call.turn"]
     voice_latency_ms: VoiceLatencyMs
     interrupted: StrictBool
-    transcription_confidence: Confidence
+    # Not every speech-to-text reports one; a turn without it counts in
+    # latency and interruptions, not in transcription accuracy.
+    transcription_confidence: Confidence | None = None
 
     @property
     def key(self) -> str:

@@ -112,8 +112,10 @@ def voice_events_ingest(*, organisation, items: Sequence[Any], actor: Actor) -> 
     to the call id); its start counts as the conversation's start when it is
     the earliest thing known about it. Re-sent events are accepted but applied
     once: a call starts once and ends once; a turn is identified within its
-    call by ``event_id``, else by its time. A turn or end for a call that has
-    not started, or an end before the start, is rejected with the reason. When
+    call by ``event_id``, else by its time; a re-sent start with an earlier
+    time, for a call that has not ended, moves its start earlier. A turn or
+    end for a call that has not started, or an end before the start, is
+    rejected with the reason. When
     a call ends its minutes are priced (USD per minute) and rolled up in the
     hour it ended; a failed or dropped call makes its conversation failed.
     Unknown agents are registered (and audited). Subscribers of the agents'
@@ -157,6 +159,7 @@ class _EventBatch:
         self.ended_sessions: dict[int, datetime] = {}
         self.deltas = RollupDeltas()
         self.touched_agents: set[int] = set()
+        self.moved_starts: dict[int, datetime] = {}
 
     def apply(self, parsed: list[tuple[int, CallEvent]]) -> None:
         starts = [(i, e) for i, e in parsed if isinstance(e, CallStarted)]
@@ -229,8 +232,24 @@ class _EventBatch:
                 self.result.reject(
                     index, event_label(event), f"call_id '{event.call_id}' belongs to another agent"
                 )
+            elif event.at < call.started_at and call.ended_at is None:
+                self._accept(index, event)
+                self._start_move(call, event.at)
             else:
                 self._accept(index, event, duplicate=True)
+
+    def _start_move(self, call: _Call, at: datetime) -> None:
+        """A start earlier than the one known, for a call that has not ended,
+        corrects it (a client that learns the real start late: OpenTelemetry
+        spans of a call arrive as they end, its own span last), and its
+        conversation's start with it."""
+        call.started_at = at
+        self.moved_starts[call.pk] = at
+        self.touched_agents.add(call.agent_id)
+        session = self.sessions[call.session_public_id]
+        if session.started_at is None or at < session.started_at:
+            self._session_change(session)
+            session.started_at = at
 
     # --- applying -------------------------------------------------------------
 
@@ -446,6 +465,7 @@ class _EventBatch:
     # --- writing --------------------------------------------------------------
 
     def _write(self) -> None:
+        update_by_pk(VoiceCall, ["started_at"], sorted(self.moved_starts.items()))
         changed_calls = [c for c in self.calls.values() if c.changed]
         update_by_pk(
             VoiceCall,

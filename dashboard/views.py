@@ -15,6 +15,7 @@ from accounts.models import Role
 from agents import selectors as agent_selectors
 from agents.models import Agent
 from audit import selectors as audit_selectors
+from otel import selectors as otel_selectors
 from thinnest_analytics.errors import ApiError
 
 from . import panels, selectors
@@ -249,6 +250,7 @@ def trace_detail(request: HttpRequest, trace_id: str) -> HttpResponse:
         "steps": steps,
         "waterfall": agent_selectors.step_waterfall(trace, steps),
         "scores": trace.scores.order_by("created_at", "pk"),
+        "raw": otel_selectors.raw_spans(organisation=request.organisation, public_id=trace.public_id),
     }
     return render(request, "dashboard/trace.html", context)
 

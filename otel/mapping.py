@@ -10,7 +10,7 @@ The result depends only on the set of spans, never on the order they arrived in.
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -20,25 +20,41 @@ from django.conf import settings
 from agents.models import CostSource, StepKind
 from billing.pricing import PriceTable
 
+from . import voice
+from .messages import (
+    DETAILS_EVENT,
+    decoded,
+    event_messages,
+    message_of,
+    tool_calls_of,
+    tool_results_of,
+    unflatten,
+)
 from .otlp import SpanIn
 
 AGENT_ID = ("gen_ai.agent.id",)
 AGENT_NAME = ("gen_ai.agent.name", "agent.name")
-CONVERSATION_ID = ("gen_ai.conversation.id", "session.id")
+CONVERSATION_ID = ("gen_ai.conversation.id", "session.id", "conversation.id")
 USER_ID = ("user.id", "enduser.id")
 CHANNEL = ("thinnest.channel",)
 AGENT_VERSION = ("gen_ai.agent.version",)
 SERVICE_VERSION = ("service.version",)
 MODEL = ("gen_ai.response.model", "gen_ai.request.model", "llm.model_name")
+# OpenInference names the requested model only here (a JSON string), so a failed call has it nowhere else.
+INVOCATION_PARAMETERS = "llm.invocation_parameters"
 INPUT_TOKENS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
 OUTPUT_TOKENS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion")
-COST = ("gen_ai.usage.cost", "llm.cost.total")
-TOOL_NAME = ("gen_ai.tool.name", "tool.name")
+COST = ("gen_ai.usage.cost", "llm.cost.total", "operation.cost")
+TOOL_NAME = ("gen_ai.tool.name", "tool.name", "traceloop.entity.name")
 TOOL_CALL_ID = ("gen_ai.tool.call.id", "tool_call.id")
-TOOL_ARGUMENTS = ("gen_ai.tool.call.arguments", "input.value")
-TOOL_RESULT = ("gen_ai.tool.call.result", "output.value")
+TOOL_ARGUMENTS = ("gen_ai.tool.call.arguments", "tool_arguments", "traceloop.entity.input", "input.value")
+TOOL_RESULT = ("gen_ai.tool.call.result", "tool_response", "traceloop.entity.output", "output.value")
 INPUT_MESSAGES = ("gen_ai.input.messages", "llm.input_messages", "gen_ai.prompt")
 OUTPUT_MESSAGES = ("gen_ai.output.messages", "llm.output_messages", "gen_ai.completion")
+# Pipecat's LLM spans: the messages (JSON) and the reply's text.
+PLAIN_INPUT, PLAIN_OUTPUT = "input", "output"
+# A whole conversation on an agent span (pydantic-ai): the input when no chat span has one.
+CONVERSATION_MESSAGES = ("pydantic_ai.all_messages", "all_messages_events")
 ERROR_TYPE = "error.type"
 
 # gen_ai.operation.name values, and what other conventions call them.
@@ -77,6 +93,14 @@ CONTENT_PREFIXES = (
     "output.value",
     "llm.input_messages",
     "llm.output_messages",
+    "tool_arguments",
+    "tool_response",
+    "traceloop.entity.input",
+    "traceloop.entity.output",
+    "pydantic_ai.all_messages",
+    "all_messages_events",
+    "input",
+    "output",
 )
 PUBLIC_ID_CHARS = re.compile(r"[^A-Za-z0-9_.:@+=\-]+")
 MONEY_PLACES = Decimal("1E-10")
@@ -114,6 +138,13 @@ class Draft:
     tool_calls: list[dict] = field(default_factory=list)
     steps: list[dict] = field(default_factory=list)
     metadata: dict = field(default_factory=dict)
+    # Results of tool calls made in another trace (each request its own trace):
+    # by call id; kept in ``metadata["tool_results"]`` for that trace to find.
+    tool_results: dict[str, Any] = field(default_factory=dict)
+
+    def calls_awaiting_results(self) -> set[str]:
+        """Ids of the tool calls whose result is not known yet."""
+        return {c["id"] for c in self.tool_calls if c.get("id") and c.get("result") is None}
 
     @property
     def public_id(self) -> str:
@@ -179,27 +210,17 @@ def _money(value: Any) -> Decimal | None:
     return amount.quantize(MONEY_PLACES)
 
 
-def _json(value: Any) -> Any:
-    """A JSON string decoded; anything else as it is. Text holding an escaped NUL
-    character stays text: decoded, it could not be stored."""
-    if isinstance(value, str) and "\\u0000" not in value:
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
+_json = decoded
 
 
-def _flattened(span: SpanIn, prefix: str) -> list[dict] | None:
-    """Messages flattened into ``<prefix>.<i>.<field>`` attributes (OpenInference's
-    ``llm.input_messages.0.message.content``, the older ``gen_ai.prompt.0.content``)."""
-    messages: dict[int, dict] = {}
-    pattern = re.compile(rf"{re.escape(prefix)}\.(\d+)\.(?:message\.)?(\w+)$")
-    for name, value in span.attributes.items():
-        match = pattern.match(name)
-        if match:
-            messages.setdefault(int(match.group(1)), {})[match.group(2)] = value
-    return [messages[i] for i in sorted(messages)] or None
+def _flattened(span: SpanIn, prefix: str) -> list | None:
+    """Messages flattened into ``<prefix>.<i>.…`` attributes (OpenInference's
+    ``llm.input_messages.0.message.tool_calls.0.tool_call.function.name``, the
+    older ``gen_ai.prompt.0.content``), every level kept."""
+    value = unflatten(span.attributes, prefix)
+    if isinstance(value, list):
+        return [message_of(item) for item in value]
+    return None
 
 
 def _messages(span: SpanIn, names: tuple[str, ...]) -> Any:
@@ -226,6 +247,8 @@ def _parts_text(message: dict, kinds: tuple[str, ...] = ("text",)) -> list[str]:
     if kinds != ("text",):
         return texts
     content = message.get("content")
+    if content in (None, "") and isinstance(message.get("contents"), list):  # OpenInference
+        content = [c.get("message_content", c) for c in message["contents"] if isinstance(c, dict)]
     if isinstance(content, str):
         texts.append(content)
     elif isinstance(content, list):
@@ -275,30 +298,52 @@ def _span_input_text(span: SpanIn) -> str:
         text = _messages_text(messages, "user", last_only=True)
         if text:
             return text
-    for event in span.events:  # the older convention: one event per message
-        if event["name"] == "gen_ai.user.message":
-            content = event["attributes"].get("content")
-            if isinstance(content, str):
-                return content
     value = span.attributes.get("input.value")
-    return _value_text(value) if value not in (None, "") else ""
+    if value not in (None, ""):
+        return _value_text(value)
+    messages = _plain_messages(span, "input")
+    if messages is not None:
+        return _messages_text(messages, "user", last_only=True)
+    conversation = _messages(span, CONVERSATION_MESSAGES)
+    return _messages_text(conversation, "user", last_only=True) if conversation is not None else ""
 
 
 def _span_output_text(span: SpanIn) -> str:
     messages = _messages(span, OUTPUT_MESSAGES)
     if messages is not None:
-        text = _messages_text(messages, "assistant", last_only=False)
-        if text:
-            return text
-    for event in span.events:
-        if event["name"] == "gen_ai.choice":
-            message = _json(event["attributes"].get("message"))
-            if isinstance(message, dict):
-                text = "\n".join(_parts_text(message))
-                if text:
-                    return text
+        # Messages that hold only tool calls answer no text: the raw response
+        # in output.value is no answer either.
+        return _messages_text(messages, "assistant", last_only=False)
     value = span.attributes.get("output.value")
+    if value in (None, "") and isinstance(span.attributes.get(PLAIN_OUTPUT), str):
+        value = span.attributes[PLAIN_OUTPUT]
     return _value_text(value) if value not in (None, "") else ""
+
+
+def _plain_messages(span: SpanIn, name: str) -> list | None:
+    """Pipecat's LLM spans: the request's messages as a JSON list in ``input``."""
+    value = _json(span.attributes.get(name))
+    return value if isinstance(value, list) and all(isinstance(m, dict) for m in value) else None
+
+
+def with_events_read(span: SpanIn) -> SpanIn:
+    """The span with the messages its events (or the log records attached to
+    it) carry, as attributes when the span has none of its own: the
+    ``gen_ai.client.inference.operation.details`` event's messages, and the
+    older one-event-per-message ``gen_ai.*.message`` / ``gen_ai.choice``."""
+    if not span.events:
+        return span
+    attributes = dict(span.attributes)
+    for event in span.events:
+        if event.get("name") == DETAILS_EVENT:
+            for name, value in (event.get("attributes") or {}).items():
+                attributes.setdefault(name, value)
+    inputs, outputs = event_messages(span.events)
+    if inputs and _messages(span, INPUT_MESSAGES) is None and "gen_ai.input.messages" not in attributes:
+        attributes["gen_ai.input.messages"] = inputs
+    if outputs and _messages(span, OUTPUT_MESSAGES) is None and "gen_ai.output.messages" not in attributes:
+        attributes["gen_ai.output.messages"] = outputs
+    return replace(span, attributes=attributes)
 
 
 def _span_reasoning(span: SpanIn) -> str:
@@ -382,8 +427,13 @@ def _order(span: SpanIn) -> tuple[int, str]:
 
 
 def _agent_span(spans: list[SpanIn], operations: dict[str, str | None]) -> SpanIn:
-    """The span that stands for the whole trace: the outermost ``invoke_agent``
-    span, else the root (the earliest span whose parent did not arrive)."""
+    """The span that stands for the whole trace: a voice framework's call span
+    (LiveKit's agent turns are ``invoke_agent`` spans inside it), else the
+    outermost ``invoke_agent`` span, else the root (the earliest span whose
+    parent did not arrive)."""
+    call = voice.call_span(spans)
+    if call is not None:
+        return call
     by_id = {s.span_id: s for s in spans}
 
     def outermost_agent(span: SpanIn) -> bool:
@@ -429,7 +479,15 @@ def _agent(spans: list[SpanIn], top: SpanIn) -> tuple[str, str]:
     return agent_id, name or agent_id
 
 
+def trace_agent(spans: list[SpanIn]) -> tuple[str, str]:
+    """(agent id, agent name) of a trace's spans, as ``trace_draft`` finds them."""
+    operations = {s.span_id: operation_of(s) for s in spans}
+    return _agent(spans, _agent_span(spans, operations))
+
+
 def _channel(spans: list[SpanIn], top: SpanIn) -> str:
+    if voice.is_voice(spans):
+        return "voice"
     value = _in_priority(spans, top, CHANNEL)
     if value is None:
         value = _first_resource(top, CHANNEL)
@@ -444,8 +502,32 @@ def _first_resource(span: SpanIn, names: tuple[str, ...]) -> Any:
     return None
 
 
+def _model(span: SpanIn) -> str:
+    """The span's model: its GenAI or OpenInference model attribute, else the
+    ``model`` of OpenInference's ``llm.invocation_parameters``."""
+    model = _first(span, MODEL)
+    if model is None:
+        parameters = _json(span.attributes.get(INVOCATION_PARAMETERS))
+        if isinstance(parameters, dict):
+            model = parameters.get("model") or parameters.get("model_name")
+    return _short(model, 200)
+
+
+def _tool_arguments(span: SpanIn) -> Any:
+    """A tool span's arguments; OpenLLMetry's ``{"args": [...], "kwargs": {...}}``
+    becomes the keyword arguments (or the positional ones when there are no others)."""
+    arguments = _json(_first(span, TOOL_ARGUMENTS))
+    if isinstance(arguments, dict) and set(arguments) == {"args", "kwargs"}:
+        args, kwargs = arguments["args"], arguments["kwargs"]
+        if not args:
+            return kwargs
+        if not kwargs:
+            return args
+    return arguments
+
+
 def _step(span: SpanIn, kind: str, operation: str, prices: PriceTable) -> dict:
-    model = _short(_first(span, MODEL), 200)
+    model = _model(span)
     input_tokens = _count(_first(span, INPUT_TOKENS)) or 0
     output_tokens = _count(_first(span, OUTPUT_TOKENS)) or 0
     cost = _money(_first(span, COST))
@@ -454,10 +536,16 @@ def _step(span: SpanIn, kind: str, operation: str, prices: PriceTable) -> dict:
         cost = prices.cost(model, input_tokens, output_tokens, span.started_at)
         cost = cost.quantize(MONEY_PLACES) if cost is not None else None
     if kind == StepKind.TOOL:
-        step_input, step_output = _json(_first(span, TOOL_ARGUMENTS)), _json(_first(span, TOOL_RESULT))
+        step_input, step_output = _tool_arguments(span), _json(_first(span, TOOL_RESULT))
     else:
-        step_input = _messages(span, INPUT_MESSAGES) or _json(span.attributes.get("input.value"))
+        step_input = (
+            _messages(span, INPUT_MESSAGES)
+            or _json(span.attributes.get("input.value"))
+            or _plain_messages(span, PLAIN_INPUT)
+        )
         step_output = _messages(span, OUTPUT_MESSAGES) or _json(span.attributes.get("output.value"))
+        if step_output is None and kind == StepKind.LLM:
+            step_output = span.attributes.get(PLAIN_OUTPUT)
     attributes = {
         name: value
         for name, value in span.attributes.items()
@@ -500,6 +588,69 @@ def _tool_call(span: SpanIn, step: dict) -> dict:
     return call
 
 
+def _listed_messages(value: Any) -> list:
+    if isinstance(value, dict):
+        return [value]
+    return value if isinstance(value, list) else []
+
+
+def _tool_calls_merged(
+    span_calls: list[tuple[SpanIn, dict]], llm_spans: list[SpanIn]
+) -> tuple[list[dict], dict[str, Any]]:
+    """The trace's tool calls, each once, from every shape that describes them:
+    tool spans, and the calls LLM responses ask for (``tool_call`` parts,
+    ``tool_calls`` of a message), with their results from the tool messages of
+    the next requests (``tool_call_response`` parts, ``tool`` messages),
+    matched by call id. A call asked for in a response and run in a tool span
+    is one call: matched by id, else by name (the first tool span of that name
+    started after the request). In time order; with the results whose call is
+    not in these spans (it was made in an earlier trace)."""
+    timed = [(span.start_ns, call) for span, call in span_calls]
+    by_id = {call["id"]: call for _, call in timed if call.get("id")}
+    unmatched = [(span, call) for span, call in span_calls if not call.get("id")]
+    results: dict[str, Any] = {}
+    for span in llm_spans:
+        for message in _listed_messages(_messages(span, INPUT_MESSAGES)):
+            for call_id, result in tool_results_of(message):
+                results.setdefault(call_id, result)
+    for span in llm_spans:
+        for message in _listed_messages(_messages(span, OUTPUT_MESSAGES)):
+            for asked in tool_calls_of(message):
+                call = by_id.get(asked["id"]) if asked["id"] else None
+                if call is None:
+                    found = next(
+                        (
+                            (tool_span, c)
+                            for tool_span, c in unmatched
+                            if c["name"] == asked["name"] and tool_span.start_ns >= span.start_ns
+                        ),
+                        None,
+                    )
+                    if found is not None:
+                        unmatched.remove(found)
+                        call = found[1]
+                if call is None:
+                    call = {
+                        "name": asked["name"][:200] or "tool",
+                        "arguments": asked["arguments"],
+                        "result": None,
+                        "latency_ms": None,
+                        "error": "",
+                    }
+                    timed.append((span.end_ns, call))
+                if call.get("arguments") is None:
+                    call["arguments"] = asked["arguments"]
+                if asked["id"] and not call.get("id"):
+                    call["id"] = asked["id"][:200]
+                if call.get("id"):
+                    by_id[call["id"]] = call
+    for _, call in timed:
+        if call.get("result") is None and call.get("id") in results:
+            call["result"] = results[call["id"]]
+    elsewhere = {call_id: result for call_id, result in results.items() if call_id not in by_id}
+    return [call for _, call in sorted(timed, key=lambda pair: pair[0])], elsewhere
+
+
 def _cost(top: SpanIn, llm_steps: list[dict], prices: PriceTable, model: str, tokens: tuple[int, int]):
     """(cost in USD, source): the steps' reported costs, else the price table's;
     unpriced when an LLM call with tokens has neither."""
@@ -520,7 +671,8 @@ def _cost(top: SpanIn, llm_steps: list[dict], prices: PriceTable, model: str, to
                 return None, CostSource.UNPRICED
             continue
         total += step["cost_usd"]
-    all_reported = all(s["cost_reported"] for s in llm_steps if s["cost_usd"] is not None)
+    costed = [s for s in llm_steps if s["cost_usd"] is not None]
+    all_reported = bool(costed) and all(s["cost_reported"] for s in costed)
     return total, CostSource.REPORTED if all_reported else CostSource.PRICE_TABLE
 
 
@@ -528,9 +680,10 @@ def trace_draft(spans: list[SpanIn], prices: PriceTable) -> Draft | None:
     """The trace the spans describe, or None while its local root is missing."""
     if not spans or not has_local_root(spans):
         return None
+    spans = [with_events_read(s) for s in spans]
     operations = {s.span_id: operation_of(s) for s in spans}
     top = _agent_span(spans, operations)
-    steps, tool_calls = [], []
+    steps, span_calls = [], []
     for span in sorted(spans, key=_order):
         kind = step_kind(operations[span.span_id])
         if kind is None or (span is top and kind == StepKind.OTHER):
@@ -538,16 +691,17 @@ def trace_draft(spans: list[SpanIn], prices: PriceTable) -> Draft | None:
         step = _step(span, kind, operations[span.span_id], prices)
         steps.append(step)
         if kind == StepKind.TOOL:
-            tool_calls.append(_tool_call(span, step))
+            span_calls.append((span, _tool_call(span, step)))
         if len(steps) == MAX_STEPS:
             break
     llm_steps = [s for s in steps if s["kind"] == StepKind.LLM]
+    tool_calls, tool_results = _tool_calls_merged(span_calls, _spans_of(spans, llm_steps))
 
     if llm_steps:
         model = next((s["model"] for s in llm_steps if s["model"]), "")
         tokens = (sum(s["input_tokens"] for s in llm_steps), sum(s["output_tokens"] for s in llm_steps))
     else:
-        model = _short(_first(top, MODEL), 200)
+        model = _model(top)
         tokens = (_count(_first(top, INPUT_TOKENS)) or 0, _count(_first(top, OUTPUT_TOKENS)) or 0)
     cost, cost_source = _cost(top, llm_steps, prices, model, tokens)
 
@@ -566,6 +720,8 @@ def trace_draft(spans: list[SpanIn], prices: PriceTable) -> Draft | None:
 
     version = _in_priority(spans, top, AGENT_VERSION) or _first_resource(top, SERVICE_VERSION)
     session = _public_id(_in_priority(spans, top, CONVERSATION_ID), 200)
+    if voice.is_voice(spans):  # the call's conversation
+        session = voice.conversation_id_of(spans, top.trace_id)
     user = _short(_in_priority(spans, top, USER_ID) or _first_resource(top, USER_ID), 200)
     service = _short(top.resource.get("service.name"), 200)
     agent_id, agent_name = _agent(spans, top)
@@ -574,6 +730,8 @@ def trace_draft(spans: list[SpanIn], prices: PriceTable) -> Draft | None:
         metadata["service_name"] = service
     if user:
         metadata["user_id"] = user
+    if tool_results:
+        metadata["tool_results"] = tool_results
 
     return Draft(
         trace_id=top.trace_id,
@@ -597,6 +755,7 @@ def trace_draft(spans: list[SpanIn], prices: PriceTable) -> Draft | None:
         tool_calls=tool_calls,
         steps=steps,
         metadata=metadata,
+        tool_results=tool_results,
     )
 
 

@@ -17,6 +17,9 @@ class ReceivedTrace(models.Model):
     derived = models.BooleanField(default=False)
     first_received_at = models.DateTimeField(default=timezone.now)
     last_received_at = models.DateTimeField(default=timezone.now)
+    # GenAI events received as OTLP log records (``otlp.LogIn.as_stored``), in
+    # arrival order; each is read as an event of its span, whichever came first.
+    log_records = models.JSONField(default=list)
 
     class Meta:
         constraints = [

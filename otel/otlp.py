@@ -1,10 +1,12 @@
-"""Reading an OTLP/HTTP trace export: content type, compression, protobuf or
-OTLP JSON, into plain spans. Spans that cannot be used (bad ids or times) are
-counted and described, never stored; a body that cannot be read at all is a 400.
+"""Reading an OTLP/HTTP export (traces, logs or metrics): content type,
+compression, protobuf or OTLP JSON, into plain spans and log records. Spans
+that cannot be used (bad ids or times) are counted and described, never
+stored; a body that cannot be read at all is a 400.
 """
 
 import base64
 import binascii
+import hashlib
 import json
 import math
 import re
@@ -16,6 +18,14 @@ from typing import Any
 from django.conf import settings
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -59,10 +69,50 @@ class SpanIn:
 
 
 @dataclass
+class LogIn:
+    """One OTLP log record with a span to belong to (ids in lower-case hex,
+    times in Unix nanoseconds, body and attributes as JSON values). ``key``
+    identifies it, so a re-sent record is stored once."""
+
+    trace_id: str
+    span_id: str
+    event_name: str
+    time_ns: int
+    severity_text: str
+    body: Any
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    scope: str
+
+    @property
+    def key(self) -> str:
+        canonical = json.dumps(
+            [self.span_id, self.event_name, self.time_ns, self.body, self.attributes],
+            sort_keys=True,
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+    def as_stored(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "span_id": self.span_id,
+            "event_name": self.event_name,
+            "time_ns": self.time_ns,
+            "severity_text": self.severity_text,
+            "body": self.body,
+            "attributes": self.attributes,
+            "resource": self.resource,
+            "scope": self.scope,
+        }
+
+
+@dataclass
 class Decoded:
     spans: list[SpanIn]
     rejected: int
     reasons: list[str]
+    logs: list[LogIn] = field(default_factory=list)
 
 
 def content_type_of(header: str) -> str:
@@ -106,9 +156,24 @@ def too_large(limit: int) -> ApiError:
     return ApiError(413, "request_too_large", f"the decompressed body exceeds {limit:,} bytes")
 
 
-def request_parse(body: bytes, content_type: str) -> ExportTraceServiceRequest:
-    """An ``ExportTraceServiceRequest`` from protobuf bytes or OTLP JSON."""
-    message = ExportTraceServiceRequest()
+SIGNALS = {
+    "traces": (ExportTraceServiceRequest, ExportTraceServiceResponse, "resourceSpans"),
+    "logs": (ExportLogsServiceRequest, ExportLogsServiceResponse, "resourceLogs"),
+    "metrics": (ExportMetricsServiceRequest, ExportMetricsServiceResponse, "resourceMetrics"),
+}
+
+
+def request_parse(body: bytes, content_type: str, signal: str = "traces"):
+    """An OTLP export request of ``signal`` (``traces``, ``logs``, ``metrics``)
+    from protobuf bytes or OTLP JSON."""
+    message = SIGNALS[signal][0]()
+    if content_type == JSON and signal == "metrics":
+        # Kept nowhere: a JSON object is all it needs to be (exemplars' hex ids
+        # would need converting for nothing).
+        document = _json_document(body)
+        if not isinstance(document, dict):
+            raise ApiError(400, "malformed_body", "an OTLP JSON body is an object with 'resourceMetrics'")
+        return message
     if content_type == PROTOBUF:
         try:
             message.ParseFromString(body)
@@ -117,19 +182,23 @@ def request_parse(body: bytes, content_type: str) -> ExportTraceServiceRequest:
                 400, "malformed_body", f"the body is not an OTLP protobuf message: {exc}"
             ) from None
         return message
-    try:
-        document = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ApiError(400, "malformed_body", "the body is not UTF-8 encoded JSON") from None
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise ApiError(400, "malformed_body", f"the body is not valid JSON: {exc}") from None
+    document = _json_document(body)
     if not isinstance(document, dict):
-        raise ApiError(400, "malformed_body", "an OTLP JSON body is an object with 'resourceSpans'")
+        raise ApiError(400, "malformed_body", f"an OTLP JSON body is an object with '{SIGNALS[signal][2]}'")
     try:
         json_format.ParseDict(_ids_as_base64(document), message, ignore_unknown_fields=True)
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
         raise ApiError(400, "malformed_body", f"the body is not an OTLP JSON document: {exc}") from None
     return message
+
+
+def _json_document(body: bytes) -> Any:
+    try:
+        return json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ApiError(400, "malformed_body", "the body is not UTF-8 encoded JSON") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ApiError(400, "malformed_body", f"the body is not valid JSON: {exc}") from None
 
 
 def _items(parent: dict, *names: str) -> list:
@@ -142,14 +211,21 @@ def _items(parent: dict, *names: str) -> list:
 
 def _ids_as_base64(document: dict) -> dict:
     """OTLP JSON writes trace and span ids in hex where protobuf's JSON mapping
-    expects base64: convert them in place before parsing."""
-    for resource_spans in _items(document, "resourceSpans", "resource_spans"):
-        if not isinstance(resource_spans, dict):
+    expects base64: convert them in place before parsing (spans, their links,
+    log records; metric exemplars)."""
+    for resource in [
+        *_items(document, "resourceSpans", "resource_spans"),
+        *_items(document, "resourceLogs", "resource_logs"),
+    ]:
+        if not isinstance(resource, dict):
             continue
-        for scope_spans in _items(resource_spans, "scopeSpans", "scope_spans"):
-            if not isinstance(scope_spans, dict):
+        for scope in [
+            *_items(resource, "scopeSpans", "scope_spans"),
+            *_items(resource, "scopeLogs", "scope_logs"),
+        ]:
+            if not isinstance(scope, dict):
                 continue
-            for span in _items(scope_spans, "spans"):
+            for span in [*_items(scope, "spans"), *_items(scope, "logRecords", "log_records")]:
                 if not isinstance(span, dict):
                     continue
                 holders = [span, *(link for link in _items(span, "links") if isinstance(link, dict))]
@@ -166,12 +242,19 @@ def _hex_to_base64(value: Any, key: str) -> str:
     return base64.b64encode(binascii.unhexlify(value)).decode()
 
 
-def response_body(content_type: str, rejected: int, message: str) -> bytes:
-    """An ``ExportTraceServiceResponse`` in the request's encoding; partial
-    success when spans were rejected."""
-    response = ExportTraceServiceResponse()
+REJECTED_FIELD = {
+    "traces": "rejected_spans",
+    "logs": "rejected_log_records",
+    "metrics": "rejected_data_points",
+}
+
+
+def response_body(content_type: str, rejected: int, message: str, signal: str = "traces") -> bytes:
+    """The export response of ``signal`` in the request's encoding; partial
+    success when spans (or log records) were rejected."""
+    response = SIGNALS[signal][1]()
     if rejected:
-        response.partial_success.rejected_spans = rejected
+        setattr(response.partial_success, REJECTED_FIELD[signal], rejected)
         response.partial_success.error_message = message
     if content_type == PROTOBUF:
         return response.SerializeToString()
@@ -281,8 +364,64 @@ def spans_of(message: ExportTraceServiceRequest) -> Decoded:
     return Decoded(spans=spans, rejected=rejected, reasons=reasons)
 
 
-def request_decode(*, body: bytes, content_type: str, content_encoding: str) -> tuple[str, Decoded]:
-    """The request's encoding (the answer uses it too) and its spans."""
+# Log records kept: the GenAI events, which carry an LLM call's messages.
+KEPT_EVENT_PREFIX = "gen_ai."
+
+
+def logs_of(message: ExportLogsServiceRequest) -> Decoded:
+    """The log records that are GenAI events of a span (``event_name``, or the
+    older ``event.name`` attribute, starting with ``gen_ai.``; trace and span id
+    set). Other records are accepted and not kept; a GenAI event with an
+    unusable trace or span id is rejected with a reason."""
+    logs: list[LogIn] = []
+    rejected, reasons = 0, []
+    for resource_logs in message.resource_logs:
+        resource = attributes_of(resource_logs.resource.attributes)
+        for scope_logs in resource_logs.scope_logs:
+            scope = _clean(scope_logs.scope.name)[:200]
+            for record in scope_logs.log_records:
+                attributes = attributes_of(record.attributes)
+                name = _clean(record.event_name) or attributes.get("event.name")
+                if not isinstance(name, str) or not name.startswith(KEPT_EVENT_PREFIX):
+                    continue
+                if len(record.trace_id) != 16 or not any(record.trace_id):
+                    problem = "trace_id must be 16 bytes, not all zero"
+                elif len(record.span_id) != 8 or not any(record.span_id):
+                    problem = "span_id must be 8 bytes, not all zero"
+                else:
+                    problem = None
+                if problem is not None:
+                    rejected += 1
+                    if len(reasons) < 5:
+                        reasons.append(f"log record '{name[:100]}': {problem}")
+                    continue
+                logs.append(
+                    LogIn(
+                        trace_id=record.trace_id.hex(),
+                        span_id=record.span_id.hex(),
+                        event_name=name,
+                        time_ns=record.time_unix_nano or record.observed_time_unix_nano,
+                        severity_text=_clean(record.severity_text),
+                        body=any_value(record.body) if record.HasField("body") else None,
+                        attributes=attributes,
+                        resource=resource,
+                        scope=scope,
+                    )
+                )
+    return Decoded(spans=[], rejected=rejected, reasons=reasons, logs=logs)
+
+
+def request_decode(
+    *, body: bytes, content_type: str, content_encoding: str, signal: str = "traces"
+) -> tuple[str, Decoded]:
+    """The request's encoding (the answer uses it too) and its spans or log
+    records (a metrics export is read, to answer a malformed one 400, and kept
+    nowhere)."""
     encoding = content_type_of(content_type)
     raw = decompress(body, content_encoding, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
-    return encoding, spans_of(request_parse(raw, encoding))
+    message = request_parse(raw, encoding, signal)
+    if signal == "traces":
+        return encoding, spans_of(message)
+    if signal == "logs":
+        return encoding, logs_of(message)
+    return encoding, Decoded(spans=[], rejected=0, reasons=[])

@@ -1,7 +1,9 @@
 """Storing OTLP spans and keeping the traces derived from them current."""
 
+import logging
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -18,14 +20,18 @@ from agents.services import (
     sessions_lock,
     sessions_refresh,
 )
+from agents.voice_services import voice_events_ingest
 from audit.services import Actor
 from billing.pricing import price_table
 from dashboard.rollups import RollupDeltas
 from thinnest_analytics.db import insert_ignore_conflicts, update_by_pk
 
-from .mapping import Draft, public_id_of, trace_draft
+from .mapping import Draft, public_id_of, trace_agent, trace_draft
 from .models import ReceivedSpan, ReceivedTrace
-from .otlp import SpanIn
+from .otlp import LogIn, SpanIn
+from .voice import voice_trace
+
+logger = logging.getLogger(__name__)
 
 SPAN_FIELDS = (
     "trace_id",
@@ -76,11 +82,30 @@ class SpansResult:
     reasons: list[str] = field(default_factory=list)
     # Public ids of the traces derived again by this call.
     traces: list[str] = field(default_factory=list)
+    # Drafts carrying results of tool calls made in other traces.
+    carried: list[Draft] = field(default_factory=list)
 
     def reject(self, count: int, reason: str) -> None:
         self.rejected += count
         if len(self.reasons) < 5:
             self.reasons.append(reason)
+
+
+def logs_ingest(*, organisation, records: list[LogIn], actor: Actor) -> SpansResult:
+    """Keep GenAI events sent as OTLP log records with their trace, and derive
+    the trace again when its spans are there: each record is read as an event
+    of its span, so the result is the same whether the records came before,
+    with or after the spans. A re-sent record (same span, name, time, body and
+    attributes) is kept once. ``accepted``/``rejected`` count log records."""
+    result = SpansResult()
+    incoming: dict[str, dict[str, LogIn]] = defaultdict(dict)
+    for record in records:
+        incoming[record.trace_id].setdefault(record.key, record)
+    if incoming:
+        with transaction.atomic():
+            _store(organisation, {}, incoming, actor, result)
+        _results_push(organisation, result.carried, actor)
+    return result
 
 
 def spans_ingest(*, organisation, spans: list[SpanIn], actor: Actor) -> SpansResult:
@@ -100,8 +125,66 @@ def spans_ingest(*, organisation, spans: list[SpanIn], actor: Actor) -> SpansRes
         incoming[span.trace_id].setdefault(span.span_id, span)  # the first copy in a request wins
     if incoming:
         with transaction.atomic():
-            _store(organisation, incoming, actor, result)
+            _store(organisation, incoming, {}, actor, result)
+        _results_push(organisation, result.carried, actor)
     return result
+
+
+# How far apart a tool call and the request carrying its result may be, when
+# each request is a trace of its own.
+RESULT_WINDOW = timedelta(hours=1)
+
+
+def _results_push(organisation, carried: list[Draft], actor: Actor) -> None:
+    """Traces that carry the results of tool calls made in earlier traces of the
+    same agent (an instrumented client without a span around its agent loop
+    makes each request a trace): derive those earlier traces again, which then
+    find their results (``_results_pull``). In a transaction of its own, as
+    the earlier traces are locked after this request's."""
+    owners = set()
+    for draft in carried:
+        candidates = Trace.objects.filter(
+            organisation=organisation,
+            agent__public_id=draft.agent_id,
+            created_at__gte=draft.created_at - RESULT_WINDOW,
+            created_at__lte=draft.created_at,
+            public_id__startswith=public_id_of(""),
+        ).exclude(public_id=draft.public_id)
+        for public_id, tool_calls in candidates.values_list("public_id", "tool_calls"):
+            waiting = {
+                c.get("id") for c in tool_calls or [] if isinstance(c, dict) and c.get("result") is None
+            }
+            if waiting & set(draft.tool_results):
+                owners.add(public_id.removeprefix(public_id_of("")))
+    if owners:
+        with transaction.atomic():
+            _store(organisation, {}, {}, actor, SpansResult(), rederive=owners)
+
+
+def _results_pull(organisation, drafts: dict[str, "Draft"]) -> None:
+    """Results for the tool calls a draft made and did not see answered: from the
+    later traces of the same agent that carried them (``metadata.tool_results``)."""
+    for draft in drafts.values():
+        waiting = draft.calls_awaiting_results()
+        if not waiting:
+            continue
+        later = Trace.objects.filter(
+            organisation=organisation,
+            agent__public_id=draft.agent_id,
+            created_at__gte=draft.created_at,
+            created_at__lte=draft.created_at + RESULT_WINDOW,
+            public_id__startswith=public_id_of(""),
+        ).exclude(public_id=draft.public_id)
+        found = {}
+        for metadata in later.order_by("created_at").values_list("metadata", flat=True):
+            for call_id, result in ((metadata or {}).get("tool_results") or {}).items():
+                if call_id in waiting:
+                    found.setdefault(call_id, result)
+        if found:
+            draft.tool_calls = [
+                {**c, "result": found[c["id"]]} if c.get("id") in found and c.get("result") is None else c
+                for c in draft.tool_calls
+            ]
 
 
 def _received_lock(organisation, trace_ids: list[str]) -> dict[str, ReceivedTrace]:
@@ -110,8 +193,16 @@ def _received_lock(organisation, trace_ids: list[str]) -> dict[str, ReceivedTrac
     now = timezone.now()
     insert_ignore_conflicts(
         ReceivedTrace,
-        ("organisation", "trace_id", "span_count", "derived", "first_received_at", "last_received_at"),
-        [(organisation.pk, trace_id, 0, False, now, now) for trace_id in trace_ids],
+        (
+            "organisation",
+            "trace_id",
+            "span_count",
+            "derived",
+            "first_received_at",
+            "last_received_at",
+            "log_records",
+        ),
+        [(organisation.pk, trace_id, 0, False, now, now, []) for trace_id in trace_ids],
         conflict_fields=("organisation", "trace_id"),
         returning=("id",),
     )
@@ -132,13 +223,45 @@ def _stored_spans(organisation, trace_ids: list[str]) -> dict[str, dict[str, Spa
     return stored
 
 
-def _store(organisation, incoming: dict[str, dict[str, SpanIn]], actor: Actor, result: SpansResult) -> None:
-    trace_ids = sorted(incoming)
+def with_log_records(spans: list[SpanIn], records: list[dict]) -> list[SpanIn]:
+    """The spans with the log records of each appended to its events (in time
+    order, as ``{"name", "time_ns", "attributes"}`` with the body's fields
+    among the attributes), so mapping reads both forms alike."""
+    by_span: dict[str, list[dict]] = defaultdict(list)
+    for record in records:
+        body = record.get("body")
+        fields = body if isinstance(body, dict) else ({"content": body} if body is not None else {})
+        by_span[record["span_id"]].append(
+            {
+                "name": record["event_name"],
+                "time_ns": record["time_ns"],
+                "attributes": {**record["attributes"], **fields},
+            }
+        )
+    if not by_span:
+        return spans
+    return [
+        replace(s, events=[*s.events, *sorted(by_span[s.span_id], key=lambda e: e["time_ns"])])
+        if s.span_id in by_span
+        else s
+        for s in spans
+    ]
+
+
+def _store(
+    organisation,
+    incoming: dict[str, dict[str, SpanIn]],
+    incoming_logs: dict[str, dict[str, LogIn]],
+    actor: Actor,
+    result: SpansResult,
+    rederive: set[str] = frozenset(),
+) -> None:
+    trace_ids = sorted(set(incoming) | set(incoming_logs) | set(rederive))
     received = _received_lock(organisation, trace_ids)
     stored = _stored_spans(organisation, trace_ids)
     limit = settings.OTEL_MAX_SPANS_PER_TRACE
     new_spans: dict[str, list[SpanIn]] = {}
-    for trace_id in trace_ids:
+    for trace_id in sorted(incoming):
         new = [s for sid, s in incoming[trace_id].items() if sid not in stored[trace_id]]
         result.accepted += len(incoming[trace_id]) - len(new)
         room = max(0, limit - len(stored[trace_id]))
@@ -147,13 +270,30 @@ def _store(organisation, incoming: dict[str, dict[str, SpanIn]], actor: Actor, r
             new = new[:room]
         if new:
             new_spans[trace_id] = new
+    new_logs: dict[str, list[dict]] = {}
+    for trace_id in sorted(incoming_logs):
+        known = {r["key"] for r in received[trace_id].log_records}
+        new = [r.as_stored() for key, r in incoming_logs[trace_id].items() if key not in known]
+        result.accepted += len(incoming_logs[trace_id]) - len(new)
+        room = max(0, limit - len(known))
+        if len(new) > room:
+            result.reject(len(new) - room, f"trace {trace_id} holds at most {limit} log records")
+            new = new[:room]
+        if new:
+            new_logs[trace_id] = new
+
+    for trace_id in sorted(new_spans):
+        _calls_follow(organisation, [*stored[trace_id].values(), *new_spans[trace_id]], actor)
 
     prices = price_table(organisation=organisation)
     drafts: dict[str, Draft] = {}
-    for trace_id, new in new_spans.items():
-        draft = trace_draft([*stored[trace_id].values(), *new], prices)
+    for trace_id in sorted(set(new_spans) | set(new_logs) | set(rederive)):
+        spans = [*stored[trace_id].values(), *new_spans.get(trace_id, [])]
+        records = [*received[trace_id].log_records, *new_logs.get(trace_id, [])]
+        draft = trace_draft(with_log_records(spans, records), prices) if spans else None
         if draft is not None:
             drafts[trace_id] = draft
+    _results_pull(organisation, drafts)
 
     old = {
         row["public_id"]: row
@@ -161,11 +301,12 @@ def _store(organisation, incoming: dict[str, dict[str, SpanIn]], actor: Actor, r
             organisation=organisation, public_id__in=[d.public_id for d in drafts.values()]
         ).values(*OLD_TRACE_FIELDS)
     }
+    pending = _Pending(new_spans, new_logs)
     for trace_id, draft in list(drafts.items()):
         if draft.public_id in old and not received[trace_id].derived:
-            _refuse(result, new_spans, drafts, trace_id, f"the id {draft.public_id} is used by another trace")
+            _refuse(result, pending, drafts, trace_id, f"the id {draft.public_id} is used by another trace")
 
-    derived = _traces_write(organisation, drafts, old, new_spans, actor, result)
+    derived = _traces_write(organisation, drafts, old, pending, actor, result)
 
     span_rows = [
         (organisation.pk, *(getattr(s, f) for f in SPAN_FIELDS), timezone.now())
@@ -179,23 +320,55 @@ def _store(organisation, incoming: dict[str, dict[str, SpanIn]], actor: Actor, r
         conflict_fields=("organisation", "trace_id", "span_id"),
         returning=("id",),
     )
-    result.accepted += len(span_rows)
+    result.accepted += len(span_rows) + sum(len(r) for r in new_logs.values())
     now = timezone.now()
     update_by_pk(
         ReceivedTrace,
-        ["span_count", "derived", "last_received_at"],
+        ["span_count", "derived", "last_received_at", "log_records"],
         [
-            (r.pk, r.span_count + len(new_spans[r.trace_id]), r.derived or r.trace_id in derived, now)
+            (
+                r.pk,
+                r.span_count + len(new_spans.get(r.trace_id, [])),
+                r.derived or r.trace_id in derived,
+                now,
+                [*r.log_records, *new_logs.get(r.trace_id, [])],
+            )
             for r in received.values()
-            if r.trace_id in new_spans
+            if r.trace_id in new_spans or r.trace_id in new_logs
         ],
     )
     result.traces = sorted(public_id_of(trace_id) for trace_id in derived)
+    result.carried = [drafts[t] for t in sorted(derived) if drafts[t].tool_results]
 
 
-def _refuse(result: SpansResult, new_spans: dict, drafts: dict, trace_id: str, reason: str) -> None:
-    """Keep a trace as it was: its new spans are rejected, not stored."""
-    result.reject(len(new_spans.pop(trace_id)), reason)
+def _calls_follow(organisation, spans: list[SpanIn], actor: Actor) -> None:
+    """The voice call a voice framework's trace describes, brought up to date
+    from all of its spans through the call events service (re-sent events are
+    applied once), before the trace joins the call's conversation."""
+    agent_id, agent_name = trace_agent(spans)
+    call = voice_trace(spans, agent_id=agent_id, agent_name=agent_name, trace_id=spans[0].trace_id)
+    if call is None:
+        return
+    outcome = voice_events_ingest(organisation=organisation, items=call.events, actor=actor)
+    if outcome.rejected:
+        logger.info("voice events of call %s rejected: %s", call.call_id, outcome.rejected)
+
+
+@dataclass
+class _Pending:
+    """What a request brings, by trace id, until it is stored: new spans and
+    new log records. A trace that cannot be stored loses both."""
+
+    spans: dict[str, list[SpanIn]]
+    logs: dict[str, list[dict]]
+
+    def drop(self, trace_id: str) -> int:
+        return len(self.spans.pop(trace_id, [])) + len(self.logs.pop(trace_id, []))
+
+
+def _refuse(result: SpansResult, pending: _Pending, drafts: dict, trace_id: str, reason: str) -> None:
+    """Keep a trace as it was: its new spans and log records are rejected, not stored."""
+    result.reject(pending.drop(trace_id), reason)
     drafts.pop(trace_id, None)
 
 
@@ -236,7 +409,7 @@ def _add_trace(deltas: RollupDeltas, organisation_id: int, row: dict, sign: int)
 
 
 def _traces_write(
-    organisation, drafts: dict[str, Draft], old: dict, new_spans: dict, actor, result
+    organisation, drafts: dict[str, Draft], old: dict, pending: _Pending, actor, result
 ) -> set[str]:
     """Write the derived traces, their steps, conversations and rollup changes.
     Returns the ids of the traces written."""
@@ -256,8 +429,8 @@ def _traces_write(
             wanted.setdefault(row["session__public_id"], (row["agent_id"], row["channel"]))
     sessions = sessions_lock(organisation=organisation, wanted=wanted)
 
-    rows, adopted = _rows_of(organisation, drafts, old, agents, sessions, new_spans, result)
-    pk_of = _rows_store(organisation, drafts, old, rows, new_spans, result)
+    rows, adopted = _rows_of(organisation, drafts, old, agents, sessions, pending, result)
+    pk_of = _rows_store(organisation, drafts, old, rows, pending, result)
     deltas = RollupDeltas()
     moved = []
     for trace_id, row in rows.items():
@@ -275,7 +448,7 @@ def _traces_write(
     return set(rows)
 
 
-def _rows_of(organisation, drafts, old, agents, sessions, new_spans, result):
+def _rows_of(organisation, drafts, old, agents, sessions, pending, result):
     """The trace rows to write, by trace id, and the conversations adopted by
     their traces (with their state before)."""
     active_versions = dict(
@@ -300,7 +473,7 @@ def _rows_of(organisation, drafts, old, agents, sessions, new_spans, result):
             if not own:
                 _refuse(
                     result,
-                    new_spans,
+                    pending,
                     drafts,
                     trace_id,
                     f"conversation '{session.public_id}' belongs to another agent or channel",
@@ -341,7 +514,7 @@ def _rows_of(organisation, drafts, old, agents, sessions, new_spans, result):
     return rows, adopted
 
 
-def _rows_store(organisation, drafts, old, rows, new_spans, result) -> dict[str, int]:
+def _rows_store(organisation, drafts, old, rows, pending, result) -> dict[str, int]:
     """Insert new traces, update derived-again ones, rewrite their steps.
     Returns each trace's primary key by trace id."""
     pk_of = {trace_id: old[d.public_id]["id"] for trace_id, d in drafts.items() if d.public_id in old}
@@ -355,7 +528,7 @@ def _rows_store(organisation, drafts, old, rows, new_spans, result) -> dict[str,
     pk_of.update({public_id.removeprefix("otel-"): pk for pk, public_id in inserted})
     for trace_id, d in list(drafts.items()):
         if trace_id not in pk_of:  # taken meanwhile by a trace sent to /api/traces
-            _refuse(result, new_spans, drafts, trace_id, f"the id {d.public_id} is used by another trace")
+            _refuse(result, pending, drafts, trace_id, f"the id {d.public_id} is used by another trace")
             rows.pop(trace_id)
     update_by_pk(
         Trace,

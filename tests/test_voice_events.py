@@ -191,6 +191,23 @@ def test_a_different_end_for_an_ended_call_is_rejected(ingest):
     assert "already ended at 2026-03-06T14:32:00+00:00 (completed)" in _reason(r)
 
 
+def test_an_earlier_start_sent_later_moves_the_start_of_a_call_still_going(ingest, tenant):
+    _post(ingest, started(at="2026-03-06T14:30:00Z"), turn(at="2026-03-06T14:30:05Z"))
+    r = _post(ingest, started(at="2026-03-06T14:29:00Z"), turn(at="2026-03-06T14:29:30Z"), ended())
+    assert r.status_code == 200 and r.json()["duplicates"] == [], r.content
+    call = VoiceCall.objects.get()
+    assert call.started_at == datetime(2026, 3, 6, 14, 29, tzinfo=UTC) and call.duration_s == 180
+    assert call.session.started_at == call.started_at and VoiceTurn.objects.count() == 2
+    assert _summary(tenant)["total_sessions"] == 1
+
+
+def test_an_earlier_start_for_an_ended_call_changes_nothing(ingest):
+    _post(ingest, started(), ended())
+    r = _post(ingest, started(at="2026-03-06T14:00:00Z"))
+    assert r.status_code == 200 and r.json()["duplicates"] == ["call_1:started"]
+    assert VoiceCall.objects.get().duration_s == 120
+
+
 def test_valid_events_are_kept_when_others_are_rejected(ingest):
     r = _post(ingest, started(), turn(call_id="nope"), ended())
     assert r.status_code == 207
@@ -299,7 +316,6 @@ CASES = [
     ("interrupted as 0", [started()], turn(interrupted=0), ["interrupted", "boolean"]),
     ("confidence above 1", [started()], turn(transcription_confidence=1.2), ["transcription_confidence"]),
     ("confidence below 0", [started()], turn(transcription_confidence=-0.1), ["transcription_confidence"]),
-    ("confidence missing", [started()], turn(transcription_confidence=None), ["transcription_confidence"]),
     ("turn of an unknown call", [], turn(call_id="ghost"), ["unknown call 'ghost'"]),
     ("turn before the call", [started()], turn(at="2026-03-06T14:29:59Z"), ["before the call started"]),
     ("turn after the end", [started(), ended()], turn(at="2026-03-06T14:33:00Z"), ["after the call ended"]),

@@ -194,6 +194,23 @@ def test_the_endpoint_answers_a_windows_voice_metrics(tenant, reader):
     assert body["p95_voice_latency_ms"] == pytest.approx(900, rel=0.01)
 
 
+def test_a_turn_without_confidence_counts_in_latency_and_not_in_accuracy(tenant, reader):
+    r = tenant.api("ingest").post(
+        "/api/voice/events",
+        {
+            "events": [
+                voice.started(),
+                voice.turn(voice_latency_ms=700, transcription_confidence=0.8),
+                voice.turn(at="2026-03-06T14:30:30Z", voice_latency_ms=900, transcription_confidence=None),
+            ]
+        },
+    )
+    assert r.status_code == 200, r.content
+    body = reader.get("/api/agents/agent_abc123/voice", {"from": "2026-03-06", "to": "2026-03-07"}).json()
+    assert (body["turns"], body["avg_voice_latency_ms"]) == (2, 800)
+    assert body["transcription_accuracy"] == pytest.approx(0.8)
+
+
 def test_the_endpoint_answers_null_rates_for_an_empty_window(tenant, reader):
     Agent.objects.create(organisation=tenant.organisation, public_id="agent_abc123", name="Quiet")
     body = reader.get("/api/agents/agent_abc123/voice", {"period": "24h"}).json()
@@ -257,7 +274,8 @@ def test_the_openapi_description_documents_voice(reader):
     body = spec["paths"]["/api/voice/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     titles = [choice["title"] for choice in body["oneOf"]]
     assert titles == ["CallStarted", "CallTurn", "CallEnded", "VoiceEventBatch"]
-    assert body["oneOf"][1]["properties"]["transcription_confidence"]["maximum"] == 1
+    confidence = body["oneOf"][1]["properties"]["transcription_confidence"]["anyOf"]
+    assert confidence == [{"type": "number", "minimum": 0, "maximum": 1}, {"type": "null"}]
     assert "VoiceMetricsOut" in spec["components"]["schemas"]
 
 

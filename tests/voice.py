@@ -91,6 +91,7 @@ class VoiceWorld:
         ended = [c for c in calls if c.end is not None and start <= c.end < end]
         turns = [t for c in calls for t in c.turns.values() if start <= t["_at"] < end]
         latencies = [round(t["voice_latency_ms"]) for t in turns]
+        confidences = [t["transcription_confidence"] for t in turns if "transcription_confidence" in t]
         seconds = sum((c.seconds for c in ended), Decimal(0))
         return {
             "calls_ended": len(ended),
@@ -104,9 +105,7 @@ class VoiceWorld:
             "avg_voice_latency_ms": sum(latencies) / len(latencies) if latencies else None,
             "p50_voice_latency_ms": _quantile(latencies, 0.5),
             "p95_voice_latency_ms": _quantile(latencies, 0.95),
-            "transcription_accuracy": sum(t["transcription_confidence"] for t in turns) / len(turns)
-            if turns
-            else None,
+            "transcription_accuracy": sum(confidences) / len(confidences) if confidences else None,
             "interruption_rate": sum(t["interrupted"] for t in turns) / len(turns) if turns else None,
         }
 

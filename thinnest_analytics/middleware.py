@@ -63,3 +63,36 @@ class PageErrorMiddleware(MiddlewareMixin):
             return None
         context = {"status": exception.status, "message": exception.message, "path": request.path}
         return render(request, "page_error.html", context, status=exception.status)
+
+
+class ApiJsonErrorsMiddleware(MiddlewareMixin):
+    """Under ``/api/`` an unknown path (404) or a method a path does not take
+    (405) answers the API's JSON error shape, never Django's HTML page: OTLP
+    exporters and scripts read the body."""
+
+    ANSWERS = {
+        404: ("not_found", "no API endpoint at this path"),
+        405: ("method_not_allowed", "this API endpoint does not take this method"),
+    }
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        if (
+            response.status_code not in self.ANSWERS
+            or not request.path.startswith("/api/")
+            or response.get("Content-Type", "").startswith("application/json")
+        ):
+            return response
+        code, message = self.ANSWERS[response.status_code]
+        answer = JsonResponse(
+            {
+                "error": {
+                    "code": code,
+                    "message": f"{message}: {request.method} {request.path}",
+                    "details": None,
+                }
+            },
+            status=response.status_code,
+        )
+        if response.has_header("Allow"):
+            answer["Allow"] = response["Allow"]
+        return answer
