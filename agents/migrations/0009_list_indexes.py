@@ -1,0 +1,94 @@
+"""Indexes for the Traces and Conversations lists: sorting by latency and cost
+(keyset on value and id), and text search. On PostgreSQL they are built
+CONCURRENTLY, so ingestion goes on while they are built on a large table, and
+the text search gets a trigram (pg_trgm) GIN index; SQLite searches with LIKE."""
+
+import django.db.models.functions.comparison
+from django.db import migrations, models
+
+# The text a search looks in; agents.search.SearchText renders the same expression,
+# so PostgreSQL uses this index for "… ILIKE '%term%'".
+TRIGRAM_INDEX = (
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS trace_search_trgm ON agents_trace "
+    "USING gin ((input || E'\\n' || output || E'\\n' || error) gin_trgm_ops)"
+)
+
+INDEXES = [
+    (
+        "session",
+        models.Index(models.F("organisation"), models.F("cost_usd"), models.F("id"), name="session_org_cost_id"),
+    ),
+    (
+        "session",
+        models.Index(
+            models.F("organisation"),
+            django.db.models.functions.comparison.Coalesce(models.F("latency_avg_ms"), models.Value(-1.0)),
+            models.F("id"),
+            name="session_org_latency_id",
+        ),
+    ),
+    (
+        "trace",
+        models.Index(
+            models.F("organisation"),
+            django.db.models.functions.comparison.Coalesce(models.F("latency_ms"), models.Value(-1)),
+            models.F("id"),
+            name="trace_org_latency_id",
+        ),
+    ),
+    (
+        "trace",
+        models.Index(
+            models.F("organisation"),
+            django.db.models.functions.comparison.Coalesce(
+                models.F("cost_usd"),
+                models.Value(-1),
+                output_field=models.DecimalField(decimal_places=10, max_digits=20),
+            ),
+            models.F("id"),
+            name="trace_org_cost_id",
+        ),
+    ),
+]
+
+
+def create(apps, schema_editor):
+    postgres = schema_editor.connection.vendor == "postgresql"
+    for model_name, index in INDEXES:
+        model = apps.get_model("agents", model_name)
+        if postgres:
+            schema_editor.add_index(model, index, concurrently=True)
+        else:
+            schema_editor.add_index(model, index)
+    if postgres:
+        schema_editor.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+        schema_editor.execute(TRIGRAM_INDEX)
+
+
+def drop(apps, schema_editor):
+    postgres = schema_editor.connection.vendor == "postgresql"
+    for model_name, index in INDEXES:
+        model = apps.get_model("agents", model_name)
+        if postgres:
+            schema_editor.remove_index(model, index, concurrently=True)
+        else:
+            schema_editor.remove_index(model, index)
+    if postgres:
+        schema_editor.execute("DROP INDEX CONCURRENTLY IF EXISTS trace_search_trgm")
+
+
+class Migration(migrations.Migration):
+    atomic = False
+
+    dependencies = [
+        ("agents", "0008_conversation_totals"),
+    ]
+
+    operations = [
+        migrations.SeparateDatabaseAndState(
+            state_operations=[
+                migrations.AddIndex(model_name=model_name, index=index) for model_name, index in INDEXES
+            ],
+            database_operations=[migrations.RunPython(create, drop, atomic=False)],
+        ),
+    ]
