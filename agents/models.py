@@ -1,3 +1,4 @@
+from datetime import timedelta
 from decimal import Decimal
 
 from django.db import models
@@ -164,6 +165,14 @@ class Session(models.Model):
     @property
     def failed(self) -> bool:
         return self.error_count > 0
+
+    @property
+    def duration(self) -> timedelta | None:
+        """From its start to its last trace or event (to its end, for a call that ended)."""
+        end = self.ended_at or self.last_activity_at
+        if self.started_at is None or end is None:
+            return None
+        return max(end - self.started_at, timedelta(0))
 
     @property
     def status(self) -> str:

@@ -1,10 +1,11 @@
 """Turning metrics into what the pages show: formatted cards with their change
 against the previous window, and chart figures. No queries here."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from . import charts
+from . import charts, drill
 
 # How a metric is shown, and whether a rise is good (True), bad (False) or neither (None).
 KINDS = {
@@ -27,6 +28,7 @@ class Card:
     change: str
     trend: str  # "good", "bad" or "neutral": colours the change
     hint: str = ""
+    href: str = ""  # the list behind the number (dashboard.drill)
 
 
 def fmt(value, kind: str) -> str:
@@ -71,12 +73,15 @@ def change(current, previous, kind: str) -> tuple[str, str]:
     return text, "good" if (delta > 0) == good else "bad"
 
 
-def cards(current: dict, previous: dict, spec: list[tuple[str, str, str]]) -> list[Card]:
-    """One card per (metric key, label, kind) in ``spec``."""
+def cards(
+    current: dict, previous: dict, spec: list[tuple[str, str, str]], link: Callable[[str], str] | None = None
+) -> list[Card]:
+    """One card per (metric key, label, kind) in ``spec``; ``link`` gives the
+    address each card opens."""
     out = []
     for key, label, kind in spec:
         text, trend = change(current.get(key), previous.get(key), kind)
-        out.append(Card(key, label, fmt(current.get(key), kind), text, trend))
+        out.append(Card(key, label, fmt(current.get(key), kind), text, trend, href=link(key) if link else ""))
     return out
 
 
@@ -126,11 +131,16 @@ def _percent(values):
 
 
 def overview_charts(series: dict, channels: dict) -> list[dict]:
+    """The Overview's figures; each point, bar and slice opens the list behind it."""
     points = series["points"]
     x = [p["bucket_start"] for p in points]
     per = "hour" if series["bucket"] == "hour" else "day"
+
+    def to(metric: str, **filters) -> list[str]:
+        return drill.bucket_urls(series, metric, **filters)
+
     return [
-        charts.lines(
+        charts.bars(
             "chart-volume",
             f"Conversations and messages per {per}",
             x,
@@ -138,6 +148,8 @@ def overview_charts(series: dict, channels: dict) -> list[dict]:
                 "Conversations": [p["total_sessions"] for p in points],
                 "Messages": [p["total_messages"] for p in points],
             },
+            stacked=False,
+            links={"Conversations": to("total_sessions"), "Messages": to("total_messages")},
         ),
         charts.bars(
             "chart-cost",
@@ -149,31 +161,47 @@ def overview_charts(series: dict, channels: dict) -> list[dict]:
                 "Other usage": [float(p["other_cost_usd"]) for p in points],
             },
             y_format="$.2f",
+            links={
+                "LLM tokens": to("llm_cost_usd"),
+                "Voice minutes": to("voice_cost_usd"),
+                "Other usage": to("other_cost_usd"),
+            },
         ),
         charts.lines(
             "chart-latency",
             "Response time p50 / p95 (ms)",
             x,
             {"p50": [p["p50_latency_ms"] for p in points], "p95": [p["p95_latency_ms"] for p in points]},
+            links={"p50": to("p50_latency_ms"), "p95": to("p95_latency_ms")},
         ),
         charts.lines(
             "chart-success",
             "Success rate (%)",
             x,
             {"Success rate": _percent(p["success_rate"] for p in points)},
+            links={"Success rate": to("success_rate")},
         ),
         charts.donut(
             "chart-channels",
             "Conversations by channel",
             [name.title() for name in channels],
             [c["total_sessions"] for c in channels.values()],
+            links=[
+                drill.metric_url("total_sessions", series["from"], series["to"], channel=name)
+                for name in channels
+            ],
         ),
     ]
 
 
-def performance_charts(series: dict) -> list[dict]:
+def performance_charts(series: dict, agent: str | None = None) -> list[dict]:
+    """An agent's figures; each point and bar opens the agent's list behind it."""
     points = series["points"]
     x = [p["bucket_start"] for p in points]
+
+    def to(metric: str) -> list[str]:
+        return drill.bucket_urls(series, metric, agent=agent)
+
     return [
         charts.lines(
             "chart-latency",
@@ -184,6 +212,7 @@ def performance_charts(series: dict) -> list[dict]:
                 "p50": [p["p50_latency_ms"] for p in points],
                 "p95": [p["p95_latency_ms"] for p in points],
             },
+            links={name: to("avg_response_time_ms") for name in ("Average", "p50", "p95")},
         ),
         charts.bars(
             "chart-cost",
@@ -195,6 +224,11 @@ def performance_charts(series: dict) -> list[dict]:
                 "Other usage": [float(p["other_cost_usd"]) for p in points],
             },
             y_format="$.3f",
+            links={
+                "LLM tokens": to("llm_cost_usd"),
+                "Voice minutes": to("voice_cost_usd"),
+                "Other usage": to("other_cost_usd"),
+            },
         ),
         charts.lines(
             "chart-quality",
@@ -205,12 +239,18 @@ def performance_charts(series: dict) -> list[dict]:
                 "Error": _percent(p["error_rate"] for p in points),
                 "Tool calls": _percent(p["tool_call_rate"] for p in points),
             },
+            links={
+                "Success": to("success_rate"),
+                "Error": to("error_rate"),
+                "Tool calls": to("tool_call_rate"),
+            },
         ),
         charts.lines(
             "chart-tokens",
             "Tokens per response",
             x,
             {"Tokens per response": [p["tokens_per_response"] for p in points]},
+            links={"Tokens per response": to("tokens_per_response")},
         ),
     ]
 

@@ -1,5 +1,6 @@
 // Draws every Plotly figure on the page from its json_script data, and again
-// after HTMX swaps a panel in. No inline scripts: the CSP allows only 'self'.
+// after HTMX swaps a panel in; a click on a point that carries an address (its
+// customdata) opens that list. No inline scripts: the CSP allows only 'self'.
 (function () {
   "use strict";
 
@@ -28,7 +29,21 @@
         modeBarButtonsToRemove: ["lasso2d", "select2d"],
       });
       el.dataset.drawn = "1";
+      if ((figure.data || []).some(function (trace) { return trace.customdata; })) {
+        el.classList.add("clickable");
+        el.on("plotly_click", follow);
+      }
     });
+  }
+
+  // A point, bar or slice carries the address of the list behind it.
+  function follow(event) {
+    var point = event && event.points && event.points[0];
+    var url = point && point.customdata;
+    if (Array.isArray(url)) url = url[0]; // a pie slice reports its points' data as a list
+    if (typeof url === "string" && url.charAt(0) === "/" && url.charAt(1) !== "/") {
+      window.location.assign(url);
+    }
   }
 
   document.addEventListener("DOMContentLoaded", function () { draw(document); });
