@@ -233,8 +233,8 @@ class Trace(models.Model):
             models.Index(fields=["organisation", "created_at", "id"], name="trace_org_time_id"),
             models.Index(fields=["session", "created_at"], name="trace_session_time"),
             # The Traces list sorted by latency or cost (keyset on value, id). A
-            # trigram index for its text search is created on PostgreSQL only
-            # (migration 0008; see SEARCH_SQL).
+            # full-text index for its search is created on PostgreSQL only
+            # (migration 0009; see agents.search).
             models.Index(F("organisation"), SORT_KEYS["latency_ms"], F("id"), name="trace_org_latency_id"),
             models.Index(F("organisation"), SORT_KEYS["cost_usd"], F("id"), name="trace_org_cost_id"),
         ]

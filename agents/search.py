@@ -1,29 +1,30 @@
-"""Text search in traces: their input, output and error, case-insensitive.
+"""Text search in traces: every word typed must appear in the trace's input,
+output or error (whole words, any case, punctuation ignored).
 
-On PostgreSQL the search is ``… ILIKE '%term%'`` over the same expression a
-trigram (pg_trgm) GIN index is built on (migration 0009, ``trace_search_trgm``),
-so it reads the index instead of every trace of the window; a term needs
-MIN_TERM characters for the index to apply. SQLite, the embedded first-run
-default, scans with LIKE (case-insensitive for ASCII letters)."""
+On PostgreSQL this is full-text search: ``to_tsvector('simple', …) @@
+plainto_tsquery('simple', …)`` over the same expression a GIN index is built on
+(migration 0009, ``trace_search_fts``), so a search reads the index's entries
+for its words instead of the window's traces. The ``simple`` configuration
+keeps every word as written (no stemming, no stop words), whatever the
+language. Only the first SEARCHED_CHARS characters of a trace are indexed,
+which keeps each entry under PostgreSQL's 1 MB limit for a tsvector. SQLite,
+the embedded first-run default, looks for each word with LIKE (anywhere in the
+text, case-insensitive for ASCII letters)."""
 
-from django.db.models import BooleanField, F, Func, TextField, Value
+import re
 
-MIN_TERM = 3
+from django.db.models import BooleanField, Func, Value
+
+SEARCHED_CHARS = 100_000
+# The indexed expression, as migration 0009 creates it.
+SEARCH_VECTOR_SQL = (
+    f"to_tsvector('simple'::regconfig, left(input || ' ' || output || ' ' || error, {SEARCHED_CHARS}))"
+)
 
 
-class SearchText(Func):
-    """A trace's input, output and error joined by newlines (a term typed in a
-    search box holds no newline, so it never matches across two of them)."""
-
-    arg_joiner = " || E'\\n' || "
-    template = "(%(expressions)s)"
-    output_field = TextField()
-
-    def __init__(self, prefix: str = "") -> None:
-        super().__init__(F(f"{prefix}input"), F(f"{prefix}output"), F(f"{prefix}error"))
-
-    def as_sqlite(self, compiler, connection, **extra):
-        return self.as_sql(compiler, connection, arg_joiner=" || char(10) || ", **extra)
+def search_words(text: str) -> list[str]:
+    """The words of a search, as both databases read them."""
+    return re.findall(r"\w+", text)
 
 
 def like_escape(term: str) -> str:
@@ -31,17 +32,28 @@ def like_escape(term: str) -> str:
     return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-class TextContains(Func):
-    """True where ``expression`` contains ``term``, ignoring case."""
+class TextMatches(Func):
+    """A filter on traces (``filter(TextMatches(text))``): every word of ``text``
+    is in the trace's input, output or error."""
 
     output_field = BooleanField()
-    template = "%(expressions)s"
-    arg_joiner = " ILIKE "
 
-    def __init__(self, expression, term: str) -> None:
-        super().__init__(expression, Value(f"%{like_escape(term)}%"))
+    def __init__(self, text: str) -> None:
+        self.text = text
+        super().__init__(Value(text))
 
-    def as_sqlite(self, compiler, connection, **extra):
-        return self.as_sql(
-            compiler, connection, arg_joiner=" LIKE ", template="%(expressions)s ESCAPE '\\'", **extra
-        )
+    def _columns(self, compiler) -> dict[str, str]:
+        table = compiler.quote_name(compiler.query.get_initial_alias())
+        return {c: f'{table}."{c}"' for c in ("input", "output", "error")}
+
+    def as_postgresql(self, compiler, connection, **extra):
+        columns = self._columns(compiler)
+        vector = re.sub(r"\b(input|output|error)\b", lambda m: columns[m.group(1)], SEARCH_VECTOR_SQL)
+        return f"{vector} @@ plainto_tsquery('simple'::regconfig, %s)", [self.text]
+
+    def as_sql(self, compiler, connection, **extra):
+        # SQLite: each word anywhere in the joined text.
+        joined = " || char(10) || ".join(self._columns(compiler).values())
+        words = search_words(self.text) or [""]
+        sql = " AND ".join(f"({joined}) LIKE %s ESCAPE '\\'" for _ in words)
+        return f"({sql})", [f"%{like_escape(w)}%" for w in words]

@@ -27,7 +27,7 @@ from django.utils.dateparse import parse_datetime
 
 from agents.models import SORT_KEYS, Agent, Channel, Session, Trace, TraceStatus
 from agents.retention import retention_horizon
-from agents.search import MIN_TERM, SearchText, TextContains
+from agents.search import TextMatches, search_words
 from thinnest_analytics.cursors import cursor_decode, cursor_encode
 from thinnest_analytics.errors import ApiError
 
@@ -182,10 +182,10 @@ def list_filters(params: QueryDict, *, organisation, kind: Kind) -> ListFilters:
                 f.min_cost_usd = None
                 f.errors.append(f"cost ≥ must be an amount in USD such as 0.01, not '{raw}'")
     if text := _text(params, "q"):
-        if len(text) >= MIN_TERM:
+        if search_words(text):
             f.text = text
         else:
-            f.errors.append(f"type at least {MIN_TERM} characters to search")
+            f.errors.append("type a word to search for")
     sort = params.get("sort") or DEFAULT_SORT
     if sort.lstrip("-") in ORDERS[kind] and sort.count("-") <= 1:
         f.sort = sort
@@ -282,11 +282,48 @@ def _count(qs: QuerySet) -> tuple[int, bool]:
     return min(n, COUNT_LIMIT), n > COUNT_LIMIT
 
 
+def _search_page(matching: QuerySet, rows: QuerySet, f: ListFilters, limit: int) -> ListPage:
+    """A text search. Its matches, up to COUNT_LIMIT, come from the search index
+    (sort value and id only) and are counted and paged here, so a rare word
+    reads only its own rows. More matches than that are a common word: the list
+    is then read in its sort order like any other, finding its rows at once."""
+    order = ORDERS[f.kind][f.sort_key]
+    hits = list(
+        matching.annotate(sort_value=order.expression).values_list("sort_value", "pk")[: COUNT_LIMIT + 1]
+    )
+    if len(hits) > COUNT_LIMIT:
+        page = _keyset_page(rows, f, limit)
+        page.total, page.capped = COUNT_LIMIT, True
+        return page
+    hits.sort(reverse=f.descending)
+    start = 0
+    if token := f.before or f.after:
+        mark = _untoken(token, f.sort_key, order)
+        if f.after:  # the rows after the mark, in the list's order
+            start = len(hits) - sum(1 for hit in hits if (hit < mark if f.descending else hit > mark))
+        else:  # the page before the mark; at the top, the first page, full
+            start = max(0, sum(1 for hit in hits if (hit > mark if f.descending else hit < mark)) - limit)
+    chosen = hits[start : start + limit]
+    by_pk = {
+        row.pk: row
+        for row in rows.filter(pk__in=[pk for _, pk in chosen]).annotate(sort_value=order.expression)
+    }
+    page = ListPage(rows=[by_pk[pk] for _, pk in chosen if pk in by_pk], total=len(hits), first=start == 0)
+    if page.rows:
+        if start + limit < len(hits):
+            page.older = _token(f.sort_key, order, page.rows[-1])
+        if start > 0:
+            page.newer = _token(f.sort_key, order, page.rows[0])
+    return page
+
+
 def _page(
     matching: QuerySet, rows: QuerySet, f: ListFilters, limit: int, counted: tuple[int, bool] | None
 ) -> ListPage:
     """The page of ``rows`` (``matching``, with what a row shows) and the count:
     ``counted`` when the rollups gave it, else the matching rows counted."""
+    if f.text:
+        return _search_page(matching, rows, f, limit)
     total, capped = counted if counted is not None else _count(matching)
     if total == 0 and not (f.after or f.before):
         return ListPage(rows=[], total=0)
@@ -319,7 +356,7 @@ def trace_list(*, organisation, window: Window, filters: ListFilters, limit: int
     if f.min_cost_usd is not None:
         qs = qs.alias(cost_key=SORT_KEYS["cost_usd"]).filter(cost_key__gte=f.min_cost_usd)
     if f.text:
-        qs = qs.filter(TextContains(SearchText(), f.text))
+        qs = qs.filter(TextMatches(f.text))
 
     totals = _rollup_totals(organisation=organisation, window=window, f=f)
     counted = None
@@ -359,7 +396,7 @@ def conversation_list(
         qs = qs.filter(
             Exists(
                 Trace.objects.filter(session=OuterRef("pk"), created_at__gte=window.start).filter(
-                    TextContains(SearchText(), f.text)
+                    TextMatches(f.text)
                 )
             )
         )

@@ -101,7 +101,8 @@ FILTERS = [
     ("cost_min=0.0001", lambda t: (_cost(t) or -1) >= Decimal("0.0001")),
     ("q=order+%231001", lambda t: "order #1001" in t["input"].lower()),
     ("q=crm", lambda t: "crm" in t["error"].lower()),
-    ("q=100%25", lambda t: "100%" in t["output"]),
+    ("q=sure", lambda t: "sure" in t["output"]),
+    ("q=answer+17", lambda t: t["id"] == "t17"),  # every word, in the input or the output
     (
         "agent=agent_a&status=error&version=v1",
         lambda t: t["agent_id"] == "agent_a" and t["status"] == "error" and t["deployment_version"] == "v1",
@@ -132,8 +133,25 @@ def test_traces_sort_with_ties_broken_by_id_across_pages(viewer, sort):
     assert total == len(ITEMS)
 
 
-def test_newer_pages_lead_back_to_the_first(viewer):
-    first = viewer.get("/traces/?period=24h&sort=-latency").content.decode()
+@pytest.mark.parametrize("sort", ["-latency", "cost", "-time"])
+@pytest.mark.parametrize("limit", [10_000, 5], ids=["matches-counted", "too-many-to-count"])
+def test_a_search_pages_through_its_matches_in_order(viewer, monkeypatch, sort, limit):
+    monkeypatch.setattr(lists, "COUNT_LIMIT", limit)
+    total, ids, _ = _listed(viewer, f"/traces/?period=24h&q=question&sort={sort}")
+    pks = _pks()
+    name, descending = sort.lstrip("-"), sort.startswith("-")
+    key = (
+        (lambda t: (t["created_at"], pks[t["id"]]))
+        if name == "time"
+        else (lambda t: (_key(t, name), pks[t["id"]]))
+    )
+    assert ids == [t["id"] for t in sorted(ITEMS, key=key, reverse=descending)]
+    assert total == min(len(ITEMS), limit)
+
+
+@pytest.mark.parametrize("search", ["", "&q=question"])
+def test_newer_pages_lead_back_to_the_first(viewer, search):
+    first = viewer.get(f"/traces/?period=24h&sort=-latency{search}").content.decode()
     older = re.search(r'rel="next" href="\?([^"]+)"', first).group(1).replace("&amp;", "&")
     second = viewer.get(f"/traces/?{older}").content.decode()
     assert "Newest" in second
@@ -177,7 +195,7 @@ def test_an_exact_range_counts_only_its_instants(viewer):
         ("channel=fax", "unknown channel"),
         ("agent=agent_nobody", "no agent"),
         ("sort=size", "unknown sort order"),
-        ("q=ab", "at least 3 characters"),
+        ("q=%21%21%21", "type a word"),
         ("cursor=abc", "first page"),
         ("before=%25%25", "first page"),
         ("cursor=WyJ0aW1lIiwgIm5vdCBhIHRpbWUiLCAxXQ", "first page"),

@@ -1,16 +1,16 @@
 """Indexes for the Traces and Conversations lists: sorting by latency and cost
 (keyset on value and id), and text search. On PostgreSQL they are built
 CONCURRENTLY, so ingestion goes on while they are built on a large table, and
-the text search gets a trigram (pg_trgm) GIN index; SQLite searches with LIKE."""
+the text search gets a full-text GIN index; SQLite searches with LIKE."""
 
 import django.db.models.functions.comparison
 from django.db import migrations, models
 
-# The text a search looks in; agents.search.SearchText renders the same expression,
-# so PostgreSQL uses this index for "… ILIKE '%term%'".
-TRIGRAM_INDEX = (
-    "CREATE INDEX CONCURRENTLY IF NOT EXISTS trace_search_trgm ON agents_trace "
-    "USING gin ((input || E'\\n' || output || E'\\n' || error) gin_trgm_ops)"
+# The words a search looks for (agents.search.SEARCH_VECTOR_SQL renders the same
+# expression, so PostgreSQL answers "… @@ plainto_tsquery(…)" from this index).
+SEARCH_INDEX = (
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS trace_search_fts ON agents_trace USING gin "
+    "((to_tsvector('simple'::regconfig, left(input || ' ' || output || ' ' || error, 100000))))"
 )
 
 INDEXES = [
@@ -61,8 +61,7 @@ def create(apps, schema_editor):
         else:
             schema_editor.add_index(model, index)
     if postgres:
-        schema_editor.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
-        schema_editor.execute(TRIGRAM_INDEX)
+        schema_editor.execute(SEARCH_INDEX)
 
 
 def drop(apps, schema_editor):
@@ -74,7 +73,7 @@ def drop(apps, schema_editor):
         else:
             schema_editor.remove_index(model, index)
     if postgres:
-        schema_editor.execute("DROP INDEX CONCURRENTLY IF EXISTS trace_search_trgm")
+        schema_editor.execute("DROP INDEX CONCURRENTLY IF EXISTS trace_search_fts")
 
 
 class Migration(migrations.Migration):
