@@ -21,7 +21,20 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
-from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import (
+    DecimalField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    Field,
+    FloatField,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+)
 from django.http import QueryDict
 from django.utils.dateparse import parse_datetime
 
@@ -37,6 +50,12 @@ from .windows import Window
 
 PAGE_SIZE = 25
 COUNT_LIMIT = 10_000
+# A search with more matches than this is a common word: its list is read in
+# the list's order (matches are dense there), and its count shown as "more than".
+SEARCH_LIMIT = 2_000
+# A window with at most this many matching rows (known from the rollups) is
+# read by time and sorted in memory; a longer one is read from the sort index.
+SORT_IN_MEMORY = 20_000
 MAX_TERM = 200
 CONVERSATION_STATUSES = ("success", "failed")
 
@@ -51,6 +70,7 @@ class Order:
     expression: Any
     dump: Callable[[Any], Any]
     load: Callable[[Any], Any]
+    field: Field | None = None  # the value's type, for the expression in another form
 
 
 def _load_time(value) -> datetime:
@@ -72,18 +92,21 @@ def _load_float(value) -> float:
     return float(value)
 
 
-TIME = Order(None, lambda at: at.isoformat(), _load_time)
-MONEY = Order(None, str, lambda value: Decimal(str(value)))
+def _load_money(value) -> Decimal:
+    return Decimal(str(value))
+
+
+MONEY = DecimalField(max_digits=20, decimal_places=10)
 ORDERS: dict[Kind, dict[str, Order]] = {
     "traces": {
-        "time": Order(F("created_at"), TIME.dump, TIME.load),
-        "latency": Order(SORT_KEYS["latency_ms"], int, _load_int),
-        "cost": Order(SORT_KEYS["cost_usd"], MONEY.dump, MONEY.load),
+        "time": Order(F("created_at"), datetime.isoformat, _load_time),
+        "latency": Order(SORT_KEYS["latency_ms"], int, _load_int, IntegerField()),
+        "cost": Order(SORT_KEYS["cost_usd"], str, _load_money, MONEY),
     },
     "conversations": {
-        "time": Order(F("started_at"), TIME.dump, TIME.load),
-        "latency": Order(SORT_KEYS["latency_avg_ms"], float, _load_float),
-        "cost": Order(F("cost_usd"), MONEY.dump, MONEY.load),
+        "time": Order(F("started_at"), datetime.isoformat, _load_time),
+        "latency": Order(SORT_KEYS["latency_avg_ms"], float, _load_float, FloatField()),
+        "cost": Order(F("cost_usd"), str, _load_money, MONEY),
     },
 }
 DEFAULT_SORT = "-time"
@@ -229,9 +252,16 @@ def _untoken(token: str, order_key: str, order: Order) -> tuple[Any, int]:
         raise ApiError(400, "invalid_cursor", "cursor is not one this list returned") from None
 
 
-def _keyset_page(qs: QuerySet, f: ListFilters, limit: int) -> ListPage:
+def _keyset_page(qs: QuerySet, f: ListFilters, limit: int, few: bool = False) -> ListPage:
+    """The page after (or before) the page link's row. ``few``: the filters
+    match few rows (SORT_IN_MEMORY), which are better read through the time
+    index and sorted than found by walking the whole sort index."""
     order = ORDERS[f.kind][f.sort_key]
-    qs = qs.annotate(sort_value=order.expression)
+    expression = order.expression
+    if few and f.sort_key != "time":
+        # The same values, in a form the sort index does not serve.
+        expression = ExpressionWrapper(expression + Value(0), output_field=order.field)
+    qs = qs.annotate(sort_value=expression)
     token = f.before or f.after
     backwards = f.before is not None
     # Travel towards smaller values for a descending list read forwards, or an
@@ -252,7 +282,7 @@ def _keyset_page(qs: QuerySet, f: ListFilters, limit: int) -> ListPage:
     rows = rows[:limit]
     if backwards:
         if not more:  # back at the top: the first page, full
-            return _keyset_page(qs, replace(f, before=None), limit)
+            return _keyset_page(qs, replace(f, before=None), limit, few)
         rows.reverse()
     page = ListPage(rows=rows, total=0, first=not token)
     if rows:
@@ -269,7 +299,10 @@ def _rollup_totals(*, organisation, window: Window, f: ListFilters) -> Totals | 
     if not f.by_rollup_keys or (horizon is not None and hour_of(window.start) < horizon):
         return None
     totals = Totals()
-    by_key = collect(organisation=organisation, window=window, agent=f.agent, group=("channel", "version"))
+    facts = ("traces",) if f.kind == "traces" else ("conversations",)
+    by_key = collect(
+        organisation=organisation, window=window, agent=f.agent, group=("channel", "version"), facts=facts
+    )
     for (channel, version), t in by_key.items():
         if (f.channel is None or channel == f.channel) and (f.version is None or version == f.version):
             totals.merge(t, with_sketch=False)
@@ -283,17 +316,17 @@ def _count(qs: QuerySet) -> tuple[int, bool]:
 
 
 def _search_page(matching: QuerySet, rows: QuerySet, f: ListFilters, limit: int) -> ListPage:
-    """A text search. Its matches, up to COUNT_LIMIT, come from the search index
+    """A text search. Its matches, up to SEARCH_LIMIT, come from the search index
     (sort value and id only) and are counted and paged here, so a rare word
     reads only its own rows. More matches than that are a common word: the list
     is then read in its sort order like any other, finding its rows at once."""
     order = ORDERS[f.kind][f.sort_key]
     hits = list(
-        matching.annotate(sort_value=order.expression).values_list("sort_value", "pk")[: COUNT_LIMIT + 1]
+        matching.annotate(sort_value=order.expression).values_list("sort_value", "pk")[: SEARCH_LIMIT + 1]
     )
-    if len(hits) > COUNT_LIMIT:
+    if len(hits) > SEARCH_LIMIT:
         page = _keyset_page(rows, f, limit)
-        page.total, page.capped = COUNT_LIMIT, True
+        page.total, page.capped = SEARCH_LIMIT, True
         return page
     hits.sort(reverse=f.descending)
     start = 0
@@ -327,7 +360,7 @@ def _page(
     total, capped = counted if counted is not None else _count(matching)
     if total == 0 and not (f.after or f.before):
         return ListPage(rows=[], total=0)
-    page = _keyset_page(rows, f, limit)
+    page = _keyset_page(rows, f, limit, few=counted is not None and total <= SORT_IN_MEMORY)
     page.total, page.capped = total, capped
     return page
 
@@ -392,14 +425,27 @@ def conversation_list(
     if f.version is not None:
         qs = qs.filter(deployment_version=f.version)
     if f.text:
-        # A conversation's traces are never older than its start.
-        qs = qs.filter(
-            Exists(
-                Trace.objects.filter(session=OuterRef("pk"), created_at__gte=window.start).filter(
-                    TextMatches(f.text)
+        # The matching traces come from the search index (a conversation's
+        # traces are never older than its start); past SEARCH_LIMIT of them the
+        # word is common, and each conversation is checked as the list is read.
+        traces = Trace.objects.filter(organisation=organisation, created_at__gte=window.start)
+        if f.agent:
+            traces = traces.filter(agent=f.agent)
+        if f.channel:
+            traces = traces.filter(channel=f.channel)
+        found = list(
+            traces.filter(TextMatches(f.text)).values_list("session_id", flat=True)[: SEARCH_LIMIT + 1]
+        )
+        if len(found) <= SEARCH_LIMIT:
+            qs = qs.filter(pk__in=set(found))
+        else:
+            qs = qs.filter(
+                Exists(
+                    Trace.objects.filter(session=OuterRef("pk"), created_at__gte=window.start).filter(
+                        TextMatches(f.text)
+                    )
                 )
             )
-        )
 
     totals = _rollup_totals(organisation=organisation, window=window, f=f)
     counted = None

@@ -119,8 +119,14 @@ def test_each_trace_filter_lists_exactly_the_matching_traces(viewer, query, keep
     assert total == len(want)
 
 
+# A list of few rows is sorted in memory; a long one is read from the sort index.
+READS = pytest.mark.parametrize("in_memory", [20_000, 0], ids=["sorted-in-memory", "sort-index"])
+
+
+@READS
 @pytest.mark.parametrize("sort", ["-latency", "latency", "-cost", "cost", "-time", "time"])
-def test_traces_sort_with_ties_broken_by_id_across_pages(viewer, sort):
+def test_traces_sort_with_ties_broken_by_id_across_pages(viewer, monkeypatch, sort, in_memory):
+    monkeypatch.setattr(lists, "SORT_IN_MEMORY", in_memory)
     total, ids, _ = _listed(viewer, f"/traces/?period=24h&sort={sort}")
     pks = _pks()
     name, descending = sort.lstrip("-"), sort.startswith("-")
@@ -136,7 +142,7 @@ def test_traces_sort_with_ties_broken_by_id_across_pages(viewer, sort):
 @pytest.mark.parametrize("sort", ["-latency", "cost", "-time"])
 @pytest.mark.parametrize("limit", [10_000, 5], ids=["matches-counted", "too-many-to-count"])
 def test_a_search_pages_through_its_matches_in_order(viewer, monkeypatch, sort, limit):
-    monkeypatch.setattr(lists, "COUNT_LIMIT", limit)
+    monkeypatch.setattr(lists, "SEARCH_LIMIT", limit)
     total, ids, _ = _listed(viewer, f"/traces/?period=24h&q=question&sort={sort}")
     pks = _pks()
     name, descending = sort.lstrip("-"), sort.startswith("-")
@@ -227,8 +233,10 @@ def test_conversations_show_turns_duration_latency_and_cost(viewer):
     assert cells[3].startswith("$")
 
 
+@READS
 @pytest.mark.parametrize("sort", ["-cost", "cost", "-latency", "latency"])
-def test_conversations_sort_by_cost_and_latency_across_pages(viewer, sort):
+def test_conversations_sort_by_cost_and_latency_across_pages(viewer, monkeypatch, sort, in_memory):
+    monkeypatch.setattr(lists, "SORT_IN_MEMORY", in_memory)
     total, ids, _ = _listed(viewer, f"/conversations/?period=24h&sort={sort}")
     column = {"cost": "cost_usd", "latency": "latency_avg_ms"}[sort.lstrip("-")]
     rows = Session.objects.values_list("public_id", column, "pk")
