@@ -307,7 +307,7 @@ PAGES = [
     "/traces/?{month}&sort=-cost",
     "/traces/?{hour}&sort=-latency",
     # Filters the rollups do not know: counted from the rows (up to 10,000).
-    "/traces/?period=30d&model=gpt-4o-mini&latency_min=2000",
+    "/traces/?period=30d&model=gpt-4o-mini&latency_min=1500",
     "/traces/?period=30d&q=order+%2342424",
     "/traces/?period=30d&q=order",
     "/conversations/?period=30d&q=order+%2342424",

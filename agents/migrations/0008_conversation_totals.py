@@ -10,31 +10,31 @@ from django.db import migrations, models, transaction
 
 BATCH = 20_000
 
-# Sums of each conversation's traces and the cost of its ended call, for the
-# conversations whose id is in [lo, hi).
-BACKFILL = """
-UPDATE agents_session SET
-    input_tokens = coalesce(t.input_tokens, 0),
-    output_tokens = coalesce(t.output_tokens, 0),
-    latency_count = coalesce(t.latency_count, 0),
-    latency_sum_ms = coalesce(t.latency_sum_ms, 0),
-    llm_cost_usd = coalesce(t.llm_cost_usd, 0),
-    unpriced_traces = coalesce(t.unpriced_traces, 0),
-    voice_cost_usd = coalesce((
-        SELECT c.cost_usd FROM agents_voicecall c
-        WHERE c.session_id = agents_session.id AND c.ended_at IS NOT NULL
-    ), 0)
-FROM (
-    SELECT s.id AS session_id, sum(tr.input_tokens) AS input_tokens, sum(tr.output_tokens) AS output_tokens,
-        count(tr.latency_ms) AS latency_count, sum(tr.latency_ms) AS latency_sum_ms,
-        sum(tr.cost_usd) AS llm_cost_usd,
-        sum(CASE WHEN tr.id IS NOT NULL AND tr.cost_usd IS NULL THEN 1 ELSE 0 END) AS unpriced_traces
-    FROM agents_session s LEFT JOIN agents_trace tr ON tr.session_id = s.id
-    WHERE s.id >= %s AND s.id < %s
-    GROUP BY s.id
-) AS t
-WHERE agents_session.id = t.session_id
-"""
+# Sums of each conversation's traces, and the cost of its ended call, for the
+# conversations whose id is in [lo, hi). Both read by conversation id through
+# an index (traces by trace_session_time, calls by their unique conversation).
+BACKFILL = [
+    """
+    UPDATE agents_session SET
+        input_tokens = t.input_tokens, output_tokens = t.output_tokens,
+        latency_count = t.latency_count, latency_sum_ms = t.latency_sum_ms,
+        llm_cost_usd = t.llm_cost_usd, unpriced_traces = t.unpriced_traces
+    FROM (
+        SELECT session_id, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+            count(latency_ms) AS latency_count, coalesce(sum(latency_ms), 0) AS latency_sum_ms,
+            coalesce(sum(cost_usd), 0) AS llm_cost_usd,
+            sum(CASE WHEN cost_usd IS NULL THEN 1 ELSE 0 END) AS unpriced_traces
+        FROM agents_trace WHERE session_id >= %s AND session_id < %s GROUP BY session_id
+    ) AS t
+    WHERE agents_session.id = t.session_id
+    """,
+    """
+    UPDATE agents_session SET voice_cost_usd = c.cost_usd
+    FROM agents_voicecall AS c
+    WHERE c.session_id = agents_session.id AND c.ended_at IS NOT NULL AND c.cost_usd IS NOT NULL
+        AND c.session_id >= %s AND c.session_id < %s
+    """,
+]
 
 
 def backfill(apps, schema_editor):
@@ -46,7 +46,8 @@ def backfill(apps, schema_editor):
         return
     for lo in range(first, last + 1, BATCH):
         with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-            cursor.execute(BACKFILL, [lo, lo + BATCH])
+            for statement in BACKFILL:
+                cursor.execute(statement, [lo, lo + BATCH])
 
 
 class Migration(migrations.Migration):
