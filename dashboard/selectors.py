@@ -23,6 +23,7 @@ from billing.models import UsageEvent
 
 from . import stats
 from .models import COUNTERS, DailyRollup, HourlyRollup
+from .readcache import rollup_reads
 from .rollups import LatencyBucket, day_of, hour_of
 from .sketch import Sketch, merge_into, quantile
 from .windows import Window
@@ -210,29 +211,48 @@ def collect(
             }
         )
 
-    def totals(row) -> Totals:
+    def key_of(row):
         if not dimensions:
-            return out[None]
+            return None
         key = tuple(_normalise_key(d, row[n]) for n, d in zip(names, dimensions, strict=True))
-        return out[key if isinstance(group, tuple) else key[0]]
+        return key if isinstance(group, tuple) else key[0]
+
+    def totals(row) -> Totals:
+        return out[key_of(row)]
 
     # Whole days and hours from rollups.
     for model, ranges in ((DailyRollup, plan.daily), (HourlyRollup, plan.hourly)):
         if not ranges:
             continue
-        rows = grouped(model.objects.filter(_ranges("bucket_start", ranges), **scope), 0, "")
-        if with_sketch:
-            # Every row's sketch is read anyway, so its counters come along and are summed here.
-            rows = rows.values(*names, "agent_id", *COUNTERS, "latency_sketch")
-        else:
-            rows = rows.values(*names, "agent_id").annotate(**{n: Sum(n) for n in COUNTERS})
-        for row in rows.order_by():
-            t = totals(row)
-            t.add(row)
-            if row["traces"]:
-                t.agents.add(row["agent_id"])
+
+        def read(model=model, ranges=ranges) -> dict[object, Totals]:
+            part: dict[object, Totals] = defaultdict(Totals)
+            rows = grouped(model.objects.filter(_ranges("bucket_start", ranges), **scope), 0, "")
             if with_sketch:
-                merge_into(t.latency_sketch, row["latency_sketch"])
+                # Every row's sketch is read anyway, so its counters come along and are summed here.
+                rows = rows.values(*names, "agent_id", *COUNTERS, "latency_sketch")
+            else:
+                rows = rows.values(*names, "agent_id").annotate(**{n: Sum(n) for n in COUNTERS})
+            for row in rows.order_by():
+                t = part[key_of(row)]
+                t.add(row)
+                if row["traces"]:
+                    t.agents.add(row["agent_id"])
+                if with_sketch:
+                    merge_into(t.latency_sketch, row["latency_sketch"])
+            return part
+
+        rows_read = model.objects.filter(_ranges("bucket_start", ranges), **scope)
+        cache_key = (
+            model.__name__,
+            organisation.pk,
+            agent.pk if agent else None,
+            dimensions,
+            with_sketch,
+            tuple(ranges),
+        )
+        for key, part in rollup_reads.get(cache_key, rows_read, read).items():
+            out[key].merge(part, with_sketch=with_sketch)
 
     if not plan.raw:
         return out
