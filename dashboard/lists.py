@@ -12,9 +12,11 @@ channel, version, status) and the window is inside retention, the count is read
 from the rollups — the very numbers the Overview and an agent's Performance tab
 show, so a click on a number lands on a list of exactly that many rows, and it
 costs the same at 10 million traces as at a thousand. Otherwise (model, latency
-or cost thresholds, text) the matching rows are counted, up to COUNT_LIMIT.
+or cost thresholds) the matching rows are counted, up to COUNT_LIMIT; a text
+search counts its matches in the search index, up to SEARCH_LIMIT.
 """
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -87,13 +89,16 @@ def _load_int(value) -> int:
 
 
 def _load_float(value) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
         raise ValueError(value)
     return float(value)
 
 
 def _load_money(value) -> Decimal:
-    return Decimal(str(value))
+    amount = Decimal(str(value))
+    if not amount.is_finite():
+        raise ValueError(value)
+    return amount
 
 
 MONEY = DecimalField(max_digits=20, decimal_places=10)
