@@ -176,6 +176,19 @@ def load(*, slug: str, traces: int, progress: bool = True) -> tuple[object, list
             cursor.execute(
                 "SELECT setval(pg_get_serial_sequence('agents_session', 'id'), (SELECT max(id) FROM agents_session))"
             )
+            # Building the traces' secondary indexes once, after the rows, is
+            # several times quicker than keeping them up to date row by row.
+            cursor.execute(
+                """
+                SELECT i.relname, pg_get_indexdef(x.indexrelid) FROM pg_index x
+                JOIN pg_class i ON i.oid = x.indexrelid
+                WHERE x.indrelid = 'agents_trace'::regclass AND NOT x.indisunique AND NOT x.indisprimary
+                  AND i.relname <> 'trace_org_time_id'
+                """
+            )
+            deferred = cursor.fetchall()
+            for name, _ in deferred:
+                cursor.execute(f'DROP INDEX "{name}"')
             for lo in tqdm(steps, desc=f"{slug}: traces", disable=not progress):
                 hi = min(traces, lo + chunk)
                 cursor.execute(
@@ -196,6 +209,9 @@ def load(*, slug: str, traces: int, progress: bool = True) -> tuple[object, list
                     """,
                     {"org": organisation.pk, "base": base, "lo": lo, "hi": hi, "start": start},
                 )
+            cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
+            for _, definition in tqdm(deferred, desc=f"{slug}: indexes", disable=not progress):
+                cursor.execute(definition)
             cursor.execute(
                 """
                 INSERT INTO agents_score (organisation_id, trace_id, agent_id, channel, deployment_version,
