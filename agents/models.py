@@ -1,7 +1,22 @@
+from datetime import timedelta
+from decimal import Decimal
+
 from django.db import models
+from django.db.models import Case, F, FloatField, Value, When
+from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
 MONEY = {"max_digits": 20, "decimal_places": 10}
+
+
+# Sort keys of the lists: a missing value sorts as -1, below every real one, so
+# keyset pagination compares plain values. Queries and indexes use these same
+# expressions, so the indexes serve the ORDER BY.
+SORT_KEYS = {
+    "latency_ms": Coalesce(F("latency_ms"), Value(-1)),
+    "cost_usd": Coalesce(F("cost_usd"), Value(-1), output_field=models.DecimalField(**MONEY)),
+    "latency_avg_ms": Coalesce(F("latency_avg_ms"), Value(-1.0)),
+}
 
 
 class Channel(models.TextChoices):
@@ -105,6 +120,32 @@ class Session(models.Model):
     ended_at = models.DateTimeField(null=True, blank=True)
     trace_count = models.IntegerField(default=0)
     error_count = models.IntegerField(default=0)
+    # Sums over the conversation's traces, kept current with the counts above.
+    input_tokens = models.BigIntegerField(default=0, db_default=0)
+    output_tokens = models.BigIntegerField(default=0, db_default=0)
+    latency_count = models.IntegerField(default=0, db_default=0)  # traces with a latency
+    latency_sum_ms = models.BigIntegerField(default=0, db_default=0)
+    llm_cost_usd = models.DecimalField(
+        **MONEY, default=Decimal(0), db_default=Decimal(0)
+    )  # priced traces only
+    unpriced_traces = models.IntegerField(default=0, db_default=0)
+    # The call's minutes, priced when the call ended.
+    voice_cost_usd = models.DecimalField(**MONEY, default=Decimal(0), db_default=Decimal(0))
+    # What the Conversations list shows and sorts by, kept by the database.
+    cost_usd = models.GeneratedField(
+        expression=F("llm_cost_usd") + F("voice_cost_usd"),
+        output_field=models.DecimalField(**MONEY),
+        db_persist=True,
+    )
+    latency_avg_ms = models.GeneratedField(
+        expression=Case(
+            When(latency_count__gt=0, then=Cast("latency_sum_ms", FloatField()) / F("latency_count")),
+            default=None,
+            output_field=FloatField(),
+        ),
+        output_field=FloatField(null=True),
+        db_persist=True,
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -114,11 +155,24 @@ class Session(models.Model):
         indexes = [
             models.Index(fields=["agent", "started_at"], name="session_agent_start"),
             models.Index(fields=["organisation", "started_at", "id"], name="session_org_start_id"),
+            # The Conversations list sorted by cost or average latency (keyset on value, id).
+            models.Index(F("organisation"), F("cost_usd"), F("id"), name="session_org_cost_id"),
+            models.Index(
+                F("organisation"), SORT_KEYS["latency_avg_ms"], F("id"), name="session_org_latency_id"
+            ),
         ]
 
     @property
     def failed(self) -> bool:
         return self.error_count > 0
+
+    @property
+    def duration(self) -> timedelta | None:
+        """From its start to its last trace or event (to its end, for a call that ended)."""
+        end = self.ended_at or self.last_activity_at
+        if self.started_at is None or end is None:
+            return None
+        return max(end - self.started_at, timedelta(0))
 
     @property
     def status(self) -> str:
@@ -178,6 +232,11 @@ class Trace(models.Model):
             models.Index(fields=["agent", "created_at", "id"], name="trace_agent_time"),
             models.Index(fields=["organisation", "created_at", "id"], name="trace_org_time_id"),
             models.Index(fields=["session", "created_at"], name="trace_session_time"),
+            # The Traces list sorted by latency or cost (keyset on value, id). A
+            # full-text index for its search is created on PostgreSQL only
+            # (migration 0010; see agents.search).
+            models.Index(F("organisation"), SORT_KEYS["latency_ms"], F("id"), name="trace_org_latency_id"),
+            models.Index(F("organisation"), SORT_KEYS["cost_usd"], F("id"), name="trace_org_cost_id"),
         ]
 
     def __str__(self) -> str:

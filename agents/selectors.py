@@ -1,15 +1,16 @@
 """Reads for agents, conversations and traces."""
 
 from datetime import datetime
+from decimal import Decimal
 
-from django.db.models import Exists, OuterRef, Q, Subquery
+from django.db.models import Q
 from django.utils.dateparse import parse_datetime
 
 from thinnest_analytics.cursors import cursor_decode, cursor_encode, invalid_cursor
 from thinnest_analytics.errors import ApiError, not_found
 
 from .config import agent_fields, change_details, config_complete, config_masked, config_of
-from .models import Agent, Deployment, DeploymentStatus, Session, Trace
+from .models import Agent, Deployment, DeploymentStatus, Session, Trace, VoiceCall
 
 
 def agent_get(*, organisation, public_id: str) -> Agent:
@@ -18,6 +19,11 @@ def agent_get(*, organisation, public_id: str) -> Agent:
     if agent is None:
         raise not_found(f"agent '{public_id}'")
     return agent
+
+
+def agent_list_for_filter(*, organisation) -> list[Agent]:
+    """The organisation's agents by name, for a filter's choices."""
+    return list(Agent.objects.filter(organisation=organisation).only("public_id", "name").order_by("name"))
 
 
 def agent_list(*, organisation) -> list[dict]:
@@ -184,112 +190,33 @@ def rollback_preview(*, agent: Agent, deployment: Deployment) -> dict:
 
 # --- dashboard pages ------------------------------------------------------------
 
-PAGE_SIZE = 25
-
-
-def _page_of(rows: list, limit: int, key) -> tuple[list, str | None]:
-    """Rows of one page and the cursor of the next (None on the last page)."""
-    if len(rows) <= limit:
-        return rows, None
-    last = rows[limit - 1]
-    return rows[:limit], cursor_encode(*key(last))
-
-
-# The lists below fetch their agents and conversations in a second query rather
-# than a join: a page is then one ordered index scan whatever the planner believes
-# about the newest rows (statistics lag behind a table that grows by the second,
-# and a join planned for "2 rows" sorts the whole window).
-
-
-def _keyset(qs, column: str, cursor: str | None):
-    """Rows strictly after the cursor in (column DESC, id DESC) order."""
-    if not cursor:
-        return qs
-    values = cursor_decode(cursor)
-    try:
-        at, pk = parse_datetime(values[0]), int(values[1])
-    except (ValueError, TypeError, IndexError):
-        raise invalid_cursor() from None
-    if at is None:
-        raise invalid_cursor()
-    return qs.filter(Q(**{f"{column}__lt": at}) | Q(**{column: at, "pk__lt": pk}))
-
-
-def conversation_page(
-    *,
-    organisation,
-    window,
-    agent_id: str | None = None,
-    channel: str | None = None,
-    status: str | None = None,
-    text: str | None = None,
-    cursor: str | None = None,
-    limit: int = PAGE_SIZE,
-) -> dict:
-    """Conversations that started in the window, newest first. ``status`` is
-    success or failed; ``text`` searches the inputs and outputs of their traces."""
-    qs = Session.objects.filter(
-        organisation=organisation, started_at__gte=window.start, started_at__lt=window.end
-    ).prefetch_related("agent")
-    if agent_id:
-        qs = qs.filter(agent__public_id=agent_id)
-    if channel:
-        qs = qs.filter(channel=channel)
-    if status == "failed":
-        qs = qs.filter(error_count__gt=0)
-    elif status == "success":
-        qs = qs.filter(error_count=0)
-    if text:
-        qs = qs.filter(
-            Exists(
-                Trace.objects.filter(session=OuterRef("pk")).filter(
-                    Q(input__icontains=text) | Q(output__icontains=text)
-                )
-            )
-        )
-    first_input = (
-        Trace.objects.filter(session=OuterRef("pk"))
-        .exclude(input="")
-        .order_by("created_at", "pk")
-        .values("input")[:1]
-    )
-    qs = _keyset(qs, "started_at", cursor).annotate(first_input=Subquery(first_input))
-    rows = list(qs.order_by("-started_at", "-pk")[: limit + 1])
-    items, next_cursor = _page_of(rows, limit, lambda s: (s.started_at.isoformat(), s.pk))
-    return {"conversations": items, "next_cursor": next_cursor}
-
 
 def conversation_get(*, organisation, public_id: str) -> dict:
-    """A conversation with its turns in order, like a transcript."""
+    """A conversation with its turns in order, like a transcript, and its totals
+    summed from those turns and its call: turns, input and output tokens, mean
+    response time (ms), cost (USD: priced turns plus the call's minutes; turns
+    without a price are counted, not guessed) and duration."""
     session = (
         Session.objects.select_related("agent").filter(organisation=organisation, public_id=public_id).first()
     )
     if session is None:
         raise not_found(f"conversation '{public_id}'")
     turns = list(Trace.objects.filter(session=session).order_by("created_at", "pk").prefetch_related("steps"))
-    return {"conversation": session, "turns": turns}
-
-
-def trace_list_page(
-    *,
-    organisation,
-    window,
-    agent_id: str | None = None,
-    status: str | None = None,
-    cursor: str | None = None,
-    limit: int = PAGE_SIZE,
-) -> dict:
-    qs = Trace.objects.filter(
-        organisation=organisation, created_at__gte=window.start, created_at__lt=window.end
-    )
-    if agent_id:
-        qs = qs.filter(agent__public_id=agent_id)
-    if status in ("success", "error"):
-        qs = qs.filter(status=status)
-    qs = _keyset(qs, "created_at", cursor).prefetch_related("agent", "session")
-    rows = list(qs.order_by("-created_at", "-pk")[: limit + 1])
-    items, next_cursor = _page_of(rows, limit, lambda t: (t.created_at.isoformat(), t.pk))
-    return {"traces": items, "next_cursor": next_cursor}
+    call = VoiceCall.objects.filter(session=session).only("cost_usd", "ended_at").first()
+    latencies = [t.latency_ms for t in turns if t.latency_ms is not None]
+    voice_cost = call.cost_usd if call is not None and call.ended_at is not None else None
+    totals = {
+        "turns": len(turns),
+        "input_tokens": sum(t.input_tokens for t in turns),
+        "output_tokens": sum(t.output_tokens for t in turns),
+        "avg_latency_ms": sum(latencies) / len(latencies) if latencies else None,
+        "llm_cost_usd": sum((t.cost_usd for t in turns if t.cost_usd is not None), Decimal(0)),
+        "voice_cost_usd": voice_cost or Decimal(0),
+        "unpriced_turns": sum(1 for t in turns if t.cost_usd is None),
+        "duration": session.duration,
+    }
+    totals["cost_usd"] = totals["llm_cost_usd"] + totals["voice_cost_usd"]
+    return {"conversation": session, "turns": turns, "totals": totals}
 
 
 def step_waterfall(trace: Trace, steps: list) -> dict:

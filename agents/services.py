@@ -10,7 +10,8 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Max, Min, OuterRef, Q, Subquery
+from django.db.models import Count, Max, Min, OuterRef, Q, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from pydantic import ValidationError
 
@@ -248,6 +249,12 @@ class LockedSession:
     last_activity_at: datetime | None
     trace_count: int
     error_count: int
+    input_tokens: int
+    output_tokens: int
+    latency_count: int
+    latency_sum_ms: int
+    llm_cost_usd: Decimal
+    unpriced_traces: int
 
 
 LOCKED_SESSION_FIELDS = [
@@ -261,6 +268,12 @@ LOCKED_SESSION_FIELDS = [
     "last_activity_at",
     "trace_count",
     "error_count",
+    "input_tokens",
+    "output_tokens",
+    "latency_count",
+    "latency_sum_ms",
+    "llm_cost_usd",
+    "unpriced_traces",
 ]
 
 
@@ -500,6 +513,12 @@ SESSION_FACTS = (
     "last_activity_at",
     "trace_count",
     "error_count",
+    "input_tokens",
+    "output_tokens",
+    "latency_count",
+    "latency_sum_ms",
+    "llm_cost_usd",
+    "unpriced_traces",
 )
 
 
@@ -527,17 +546,36 @@ def _sessions_apply(
             session.last_activity_at = latest
         session.trace_count += len(rows)
         session.error_count += sum(1 for r in rows if r.status == "error")
+        session.input_tokens += sum(r.input_tokens for r in rows)
+        session.output_tokens += sum(r.output_tokens for r in rows)
+        latencies = [r.latency_ms for r in rows if r.latency_ms is not None]
+        session.latency_count += len(latencies)
+        session.latency_sum_ms += sum(latencies)
+        session.llm_cost_usd += sum((r.cost_usd for r in rows if r.cost_usd is not None), Decimal(0))
+        session.unpriced_traces += sum(1 for r in rows if r.cost_usd is None)
         changed.append(session)
         transitions.append((before, SessionState.of(session)))
     update_by_pk(Session, SESSION_FACTS, [(s.pk, *(getattr(s, f) for f in SESSION_FACTS)) for s in changed])
     return transitions
 
 
+# Sums of a conversation's traces, named as on Session.
+TRACE_SUMS = (
+    "input_tokens",
+    "output_tokens",
+    "latency_count",
+    "latency_sum_ms",
+    "llm_cost_usd",
+    "unpriced_traces",
+)
+EMPTY_FACTS = {"traces": 0, "errors": 0, "first": None, "last": None} | dict.fromkeys(TRACE_SUMS, 0)
+
+
 def sessions_refresh(*, sessions: Sequence[LockedSession]) -> list[tuple[SessionState, SessionState]]:
     """Recount locked conversations from their stored traces, after traces moved
     into or out of them or changed (a trace derived again from more of its spans):
-    first and last trace, trace and error counts, and the version of the earliest
-    trace. A conversation that a call started before its first trace keeps that
+    first and last trace, trace and error counts, token, latency and cost sums,
+    and the version of the earliest trace. A conversation that a call started before its first trace keeps that
     start. Returns each conversation's state before and after."""
     pks = [s.pk for s in sessions]
     facts = {
@@ -549,6 +587,12 @@ def sessions_refresh(*, sessions: Sequence[LockedSession]) -> list[tuple[Session
             errors=Count("id", filter=Q(status="error")),
             first=Min("created_at"),
             last=Max("created_at"),
+            input_tokens=Coalesce(Sum("input_tokens"), 0),
+            output_tokens=Coalesce(Sum("output_tokens"), 0),
+            latency_count=Count("latency_ms"),
+            latency_sum_ms=Coalesce(Sum("latency_ms"), 0),
+            llm_cost_usd=Coalesce(Sum("cost_usd"), Decimal(0)),
+            unpriced_traces=Count("id", filter=Q(cost_usd__isnull=True)),
         )
         .order_by()
     }
@@ -561,12 +605,14 @@ def sessions_refresh(*, sessions: Sequence[LockedSession]) -> list[tuple[Session
     transitions = []
     for session in sessions:
         before = SessionState.of(session)
-        row = facts.get(session.pk, {"traces": 0, "errors": 0, "first": None, "last": None})
+        row = facts.get(session.pk, EMPTY_FACTS)
         call_start = session.started_at
         if session.started_at is not None and session.first_trace_at is not None:
             call_start = session.started_at if session.started_at < session.first_trace_at else None
         session.first_trace_at, session.last_activity_at = row["first"], row["last"]
         session.trace_count, session.error_count = row["traces"], row["errors"]
+        for name in TRACE_SUMS:
+            setattr(session, name, row[name])
         if row["first"] is not None and (call_start is None or row["first"] < call_start):
             session.started_at, session.deployment_version = row["first"], versions.get(session.pk) or ""
         else:
@@ -574,6 +620,26 @@ def sessions_refresh(*, sessions: Sequence[LockedSession]) -> list[tuple[Session
         transitions.append((before, SessionState.of(session)))
     update_by_pk(Session, SESSION_FACTS, [(s.pk, *(getattr(s, f) for f in SESSION_FACTS)) for s in sessions])
     return transitions
+
+
+def sessions_costs_shift(*, changes: dict[int, tuple[Decimal, int]]) -> None:
+    """Add LLM cost (USD) and unpriced-trace deltas to conversations, by primary
+    key, after their traces were priced again. Rows are locked in id order, as
+    ingestion locks them."""
+    changes = {pk: change for pk, change in changes.items() if any(change)}
+    if not changes:
+        return
+    current = (
+        Session.objects.select_for_update()
+        .filter(pk__in=list(changes))
+        .order_by("id")
+        .values_list("pk", "llm_cost_usd", "unpriced_traces")
+    )
+    update_by_pk(
+        Session,
+        ["llm_cost_usd", "unpriced_traces"],
+        [(pk, cost + changes[pk][0], unpriced + changes[pk][1]) for pk, cost, unpriced in current],
+    )
 
 
 # --- agents: configuration, tools, archive ------------------------------------

@@ -156,7 +156,7 @@ class _EventBatch:
         self.calls: dict[str, _Call] = {}
         self.sessions: dict[str, LockedSession] = {}
         self.states_before: dict[int, SessionState] = {}
-        self.ended_sessions: dict[int, datetime] = {}
+        self.ended_sessions: dict[int, tuple[datetime, Decimal]] = {}  # pk → (ended at, call cost)
         self.deltas = RollupDeltas()
         self.touched_agents: set[int] = set()
         self.moved_starts: dict[int, datetime] = {}
@@ -460,7 +460,7 @@ class _EventBatch:
             session.error_count += 1
         if session.last_activity_at is None or ended_at > session.last_activity_at:
             session.last_activity_at = ended_at
-        self.ended_sessions[session.pk] = ended_at
+        self.ended_sessions[session.pk] = (ended_at, call.cost_usd)
 
     # --- writing --------------------------------------------------------------
 
@@ -479,7 +479,11 @@ class _EventBatch:
             SESSION_UPDATE_FIELDS,
             [(s.pk, *(getattr(s, f) for f in SESSION_UPDATE_FIELDS)) for s in changed_sessions],
         )
-        update_by_pk(Session, ["ended_at"], sorted(self.ended_sessions.items()))
+        update_by_pk(
+            Session,
+            ["ended_at", "voice_cost_usd"],
+            [(pk, *ended) for pk, ended in sorted(self.ended_sessions.items())],
+        )
         transitions = [(self.states_before[s.pk], SessionState.of(s)) for s in changed_sessions]
         conversation_moves(self.deltas, self.organisation.pk, transitions)
         self.deltas.apply()
@@ -534,7 +538,7 @@ def _call_close_stale(pk: int, cutoff: datetime, stale_after: timedelta) -> int:
         return 0  # another worker closed it, or an event arrived meanwhile
     before = SessionState.of(session)
     session.error_count += 1
-    fields = {"error_count": session.error_count, "ended_at": ended_at}
+    fields = {"error_count": session.error_count, "ended_at": ended_at, "voice_cost_usd": cost}
     if session.last_activity_at is None or ended_at > session.last_activity_at:
         fields["last_activity_at"] = ended_at
     Session.objects.filter(pk=session.pk).update(**fields)

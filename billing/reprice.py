@@ -11,6 +11,7 @@ from django.db import transaction
 
 from accounts.models import Organisation
 from agents.models import Agent, CostSource, Trace, TraceStep
+from agents.services import sessions_costs_shift
 from audit.services import Actor, audit_record
 from dashboard.models import DailyRollup
 from dashboard.rebuild import rollups_rebuild
@@ -22,7 +23,16 @@ from .pricing import PriceTable, price_table, trace_cost
 # Stored costs have 10 decimal places (NUMERIC(20,10)); PostgreSQL rounds half away from zero.
 COST_QUANTUM = Decimal("1e-10")
 CHUNK = 5000
-TRACE_COLUMNS = ("pk", "model", "input_tokens", "output_tokens", "created_at", "cost_usd", "cost_source")
+TRACE_COLUMNS = (
+    "pk",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "created_at",
+    "cost_usd",
+    "cost_source",
+    "session_id",
+)
 STEP_COLUMNS = (
     "trace_id",
     "kind",
@@ -51,7 +61,7 @@ def _days(start: datetime, end: datetime) -> list[datetime]:
 
 
 def _new_cost(prices: PriceTable, row: tuple, steps: Iterable[TraceStep]) -> tuple[Decimal | None, str]:
-    _, model, input_tokens, output_tokens, created_at, _, _ = row
+    _, model, input_tokens, output_tokens, created_at, _, _, _ = row
     cost, source = trace_cost(
         prices,
         model=model,
@@ -81,14 +91,22 @@ def _reprice_chunk(prices: PriceTable, rows: list[tuple], change: _DayChange) ->
         for step in stored.only(*STEP_COLUMNS):
             steps[step.trace_id].append(step)
     changed = []
+    # Per conversation: (LLM cost, unpriced traces) to add.
+    conversations: dict[int, tuple[Decimal, int]] = defaultdict(lambda: (Decimal(0), 0))
     for row in rows:
         cost, source = _new_cost(prices, row, steps.get(row[0], ()))
-        old_cost, old_source = row[5], row[6]
+        old_cost, old_source, session_id = row[5], row[6], row[7]
         if (cost, source) != (old_cost, old_source):
             changed.append((row[0], cost, source))
             change.cost_before_usd += old_cost or 0
             change.cost_after_usd += cost or 0
+            shift, unpriced = conversations[session_id]
+            conversations[session_id] = (
+                shift + (cost or 0) - (old_cost or 0),
+                unpriced + (cost is None) - (old_cost is None),
+            )
     update_by_pk(Trace, ["cost_usd", "cost_source"], changed)
+    sessions_costs_shift(changes=conversations)
     change.traces += len(changed)
 
 

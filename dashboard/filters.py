@@ -1,8 +1,11 @@
 """The time range filter every analytics page shares: Last 24 hours, Last 7 days,
-Last 30 days, or a custom range of whole UTC days (both days included)."""
+Last 30 days, or a custom range of whole UTC days (both days included). A link
+from a number to the list behind it carries the exact window it was counted in
+(``period=range&start=…&end=…``, instants in ISO 8601), so the list counts the
+same rows even while new ones arrive."""
 
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlencode
 
 from django.http import QueryDict
@@ -16,6 +19,17 @@ PERIODS = [
     ("custom", "Custom range"),
 ]
 DEFAULT_PERIOD = "24h"
+RANGE = "range"
+
+
+def instant(at: datetime) -> str:
+    """An instant as it travels in a link: ISO 8601 in UTC."""
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def range_params(start: datetime, end: datetime) -> dict[str, str]:
+    """The query parameters of the exact window ``[start, end)``."""
+    return {"period": RANGE, "start": instant(start), "end": instant(end)}
 
 
 @dataclass
@@ -29,13 +43,23 @@ class WindowFilter:
 
     @property
     def choices(self) -> list[tuple[str, str]]:
+        if self.period == RANGE:
+            return [*PERIODS, (RANGE, "The range of the number clicked")]
         return PERIODS
+
+    @property
+    def range(self) -> dict[str, str]:
+        """``start`` and ``end`` of an exact window, for hidden form fields."""
+        if self.period != RANGE:
+            return {}
+        return {"start": instant(self.window.start), "end": instant(self.window.end)}
 
     def query(self, **changes: str | None) -> str:
         """The query string of this filter (plus extras), with ``changes`` applied."""
         params: dict[str, str] = {"period": self.period}
         if self.period == "custom":
             params.update({"from": self.start, "to": self.end})
+        params.update(self.range)
         params.update(self.extra)
         for key, value in changes.items():
             if value is None or value == "":
@@ -62,6 +86,11 @@ def window_filter(params: QueryDict, *, keep: tuple[str, ...] = ()) -> WindowFil
     extra = {k: params[k] for k in keep if params.get(k)}
     period = params.get("period") or DEFAULT_PERIOD
     try:
+        if period == RANGE:
+            start, end = params.get("start", ""), params.get("end", "")
+            if not start or not end:
+                raise WindowError("a range needs a start and an end time")
+            return WindowFilter(parse_window(start=start, end=end), RANGE, extra=extra)
         if period == "custom":
             start, end = params.get("from", ""), params.get("to", "")
             try:

@@ -9,7 +9,7 @@ from functools import partial
 
 from thinnest_analytics import formatting as f
 
-from . import charts
+from . import charts, drill
 
 # A previous window with fewer conversations than this gives no change: a rate
 # or a percentage over a handful of conversations means nothing (the same
@@ -50,6 +50,7 @@ class Card:
     change: str
     trend: str  # "good", "bad" or "neutral": colours the change
     hint: str = ""  # why a change is not shown, or what it compares
+    href: str = ""  # the list behind the number (dashboard.drill)
 
 
 @dataclass(frozen=True)
@@ -115,10 +116,15 @@ def previous_unavailable(
 
 
 def cards(
-    current: dict, previous: dict, spec: list[tuple[str, str, str]], unavailable: str | None = None
+    current: dict,
+    previous: dict,
+    spec: list[tuple[str, str, str]],
+    unavailable: str | None = None,
+    link: Callable[[str], str] | None = None,
 ) -> list[Card]:
     """One card per (metric key, label, kind) in ``spec``; with ``unavailable``
-    (why the previous window cannot be compared) every change reads "n/a"."""
+    (why the previous window cannot be compared) every change reads "n/a";
+    ``link`` gives the address each card opens."""
     out = []
     for key, label, kind in spec:
         if unavailable:
@@ -126,7 +132,8 @@ def cards(
         else:
             moved = change(previous.get(key), current.get(key), kind)
         hint = moved.hint or "Change against the previous window of the same length"
-        out.append(Card(key, label, fmt(current.get(key), kind), moved.text, moved.trend, hint))
+        href = link(key) if link else ""
+        out.append(Card(key, label, fmt(current.get(key), kind), moved.text, moved.trend, hint, href))
     return out
 
 
@@ -184,11 +191,16 @@ def _costs(points) -> dict[str, list[float]]:
 
 
 def overview_charts(series: dict, channels: dict) -> list[dict]:
+    """The Overview's figures; each point, bar and slice opens the list behind it."""
     points = series["points"]
     x = [p["bucket_start"] for p in points]
     per = "hour" if series["bucket"] == "hour" else "day"
+
+    def to(metric: str, **filters) -> list[str]:
+        return drill.bucket_urls(series, metric, **filters)
+
     return [
-        charts.lines(
+        charts.bars(
             "chart-volume",
             f"Conversations and messages per {per}",
             x,
@@ -198,8 +210,20 @@ def overview_charts(series: dict, channels: dict) -> list[dict]:
             },
             y_title=f"Count per {per}",
             y_format=f.COUNT_FORMAT,
+            stacked=False,
+            links={"Conversations": to("total_sessions"), "Messages": to("total_messages")},
         ),
-        charts.usd_bars("chart-cost", f"Cost per {per} by category (USD)", x, _costs(points)),
+        charts.usd_bars(
+            "chart-cost",
+            f"Cost per {per} by category (USD)",
+            x,
+            _costs(points),
+            links={
+                "LLM tokens": to("llm_cost_usd"),
+                "Voice minutes": to("voice_cost_usd"),
+                "Other usage": to("other_cost_usd"),
+            },
+        ),
         charts.lines(
             "chart-latency",
             "Response time p50 / p95 (ms)",
@@ -207,6 +231,7 @@ def overview_charts(series: dict, channels: dict) -> list[dict]:
             {"p50": [p["p50_latency_ms"] for p in points], "p95": [p["p95_latency_ms"] for p in points]},
             y_title="ms",
             y_format=f.MS_FORMAT,
+            links={"p50": to("p50_latency_ms"), "p95": to("p95_latency_ms")},
         ),
         charts.lines(
             "chart-success",
@@ -216,19 +241,29 @@ def overview_charts(series: dict, channels: dict) -> list[dict]:
             y_title="%",
             y_format=f.PERCENT_FORMAT,
             y_hover=f.PERCENT_HOVER_FORMAT,
+            links={"Success rate": to("success_rate")},
         ),
         charts.donut(
             "chart-channels",
             "Conversations by channel",
             [name.title() for name in channels],
             [c["total_sessions"] for c in channels.values()],
+            links=[
+                drill.metric_url("total_sessions", series["from"], series["to"], channel=name)
+                for name in channels
+            ],
         ),
     ]
 
 
-def performance_charts(series: dict) -> list[dict]:
+def performance_charts(series: dict, agent: str | None = None) -> list[dict]:
+    """An agent's figures; each point and bar opens the agent's list behind it."""
     points = series["points"]
     x = [p["bucket_start"] for p in points]
+
+    def to(metric: str) -> list[str]:
+        return drill.bucket_urls(series, metric, agent=agent)
+
     return [
         charts.lines(
             "chart-latency",
@@ -241,8 +276,19 @@ def performance_charts(series: dict) -> list[dict]:
             },
             y_title="ms",
             y_format=f.MS_FORMAT,
+            links={name: to("avg_response_time_ms") for name in ("Average", "p50", "p95")},
         ),
-        charts.usd_bars("chart-cost", "Cost (USD)", x, _costs(points)),
+        charts.usd_bars(
+            "chart-cost",
+            "Cost (USD)",
+            x,
+            _costs(points),
+            links={
+                "LLM tokens": to("llm_cost_usd"),
+                "Voice minutes": to("voice_cost_usd"),
+                "Other usage": to("other_cost_usd"),
+            },
+        ),
         charts.lines(
             "chart-quality",
             "Success, error and tool call rates (%)",
@@ -255,6 +301,11 @@ def performance_charts(series: dict) -> list[dict]:
             y_title="%",
             y_format=f.PERCENT_FORMAT,
             y_hover=f.PERCENT_HOVER_FORMAT,
+            links={
+                "Success": to("success_rate"),
+                "Error": to("error_rate"),
+                "Tool calls": to("tool_call_rate"),
+            },
         ),
         charts.lines(
             "chart-tokens",
@@ -263,6 +314,7 @@ def performance_charts(series: dict) -> list[dict]:
             {"Tokens per response": [p["tokens_per_response"] for p in points]},
             y_title="tokens",
             y_format=f.NUMBER_FORMAT,
+            links={"Tokens per response": to("tokens_per_response")},
         ),
     ]
 

@@ -23,6 +23,7 @@ from billing.models import UsageEvent
 
 from . import stats
 from .models import COUNTERS, DailyRollup, HourlyRollup
+from .readcache import rollup_reads
 from .rollups import LatencyBucket, day_of, hour_of
 from .sketch import Sketch, merge_into, quantile
 from .windows import MAX_DAYS, Window
@@ -172,6 +173,9 @@ def _count_if(condition: Q) -> Count:
     return Count("id", filter=condition)
 
 
+FACTS = ("traces", "conversations", "scores", "usage", "voice")
+
+
 def collect(
     *,
     organisation,
@@ -179,10 +183,13 @@ def collect(
     agent: Agent | None = None,
     group: Group = None,
     with_sketch: bool = False,
+    facts: tuple[str, ...] = FACTS,
 ) -> dict[object, Totals]:
     """Totals for ``window`` per ``group`` key: one key, None, when ungrouped; a
     dimension's values; tuples of values when grouped by several dimensions (see
-    ``regroup``). Edges older than the retention horizon are read in whole hours."""
+    ``regroup``). Edges older than the retention horizon are read in whole hours.
+    ``facts`` limits the raw rows read at the edges to those kinds (of FACTS);
+    the others' counters are then incomplete."""
     dimensions = _dimensions(group)
     # Ungrouped, every row is in one group: a constant column "g".
     names = [f"g{i}" for i in range(len(dimensions))] or ["g"]
@@ -204,29 +211,48 @@ def collect(
             }
         )
 
-    def totals(row) -> Totals:
+    def key_of(row):
         if not dimensions:
-            return out[None]
+            return None
         key = tuple(_normalise_key(d, row[n]) for n, d in zip(names, dimensions, strict=True))
-        return out[key if isinstance(group, tuple) else key[0]]
+        return key if isinstance(group, tuple) else key[0]
+
+    def totals(row) -> Totals:
+        return out[key_of(row)]
 
     # Whole days and hours from rollups.
     for model, ranges in ((DailyRollup, plan.daily), (HourlyRollup, plan.hourly)):
         if not ranges:
             continue
-        rows = grouped(model.objects.filter(_ranges("bucket_start", ranges), **scope), 0, "")
-        if with_sketch:
-            # Every row's sketch is read anyway, so its counters come along and are summed here.
-            rows = rows.values(*names, "agent_id", *COUNTERS, "latency_sketch")
-        else:
-            rows = rows.values(*names, "agent_id").annotate(**{n: Sum(n) for n in COUNTERS})
-        for row in rows.order_by():
-            t = totals(row)
-            t.add(row)
-            if row["traces"]:
-                t.agents.add(row["agent_id"])
+
+        def read(model=model, ranges=ranges) -> dict[object, Totals]:
+            part: dict[object, Totals] = defaultdict(Totals)
+            rows = grouped(model.objects.filter(_ranges("bucket_start", ranges), **scope), 0, "")
             if with_sketch:
-                merge_into(t.latency_sketch, row["latency_sketch"])
+                # Every row's sketch is read anyway, so its counters come along and are summed here.
+                rows = rows.values(*names, "agent_id", *COUNTERS, "latency_sketch")
+            else:
+                rows = rows.values(*names, "agent_id").annotate(**{n: Sum(n) for n in COUNTERS})
+            for row in rows.order_by():
+                t = part[key_of(row)]
+                t.add(row)
+                if row["traces"]:
+                    t.agents.add(row["agent_id"])
+                if with_sketch:
+                    merge_into(t.latency_sketch, row["latency_sketch"])
+            return part
+
+        rows_read = model.objects.filter(_ranges("bucket_start", ranges), **scope)
+        cache_key = (
+            model.__name__,
+            organisation.pk,
+            agent.pk if agent else None,
+            dimensions,
+            with_sketch,
+            tuple(ranges),
+        )
+        for key, part in rollup_reads.get(cache_key, rows_read, read).items():
+            out[key].merge(part, with_sketch=with_sketch)
 
     if not plan.raw:
         return out
@@ -234,21 +260,25 @@ def collect(
     # Partial hours at the edges from raw rows.
     traces = Trace.objects.filter(_ranges("created_at", plan.raw), **scope)
     aggregates = (
-        grouped(traces, 1, "created_at")
-        .values(*names, "agent_id")
-        .annotate(
-            traces=Count("id"),
-            messages=_count_if(~Q(input="")) + _count_if(~Q(output="")),
-            input_tokens=Sum("input_tokens"),
-            output_tokens=Sum("output_tokens"),
-            latency_count=Count("latency_ms"),
-            latency_sum_ms=Coalesce(Sum("latency_ms"), 0),
-            tool_call_traces=_count_if(Q(tool_call_count__gt=0)),
-            error_traces=_count_if(Q(status="error")),
-            llm_cost_usd=Sum("cost_usd"),
-            unpriced_traces=_count_if(Q(cost_usd__isnull=True)),
+        Trace.objects.none()
+        if "traces" not in facts
+        else (
+            grouped(traces, 1, "created_at")
+            .values(*names, "agent_id")
+            .annotate(
+                traces=Count("id"),
+                messages=_count_if(~Q(input="")) + _count_if(~Q(output="")),
+                input_tokens=Sum("input_tokens"),
+                output_tokens=Sum("output_tokens"),
+                latency_count=Count("latency_ms"),
+                latency_sum_ms=Coalesce(Sum("latency_ms"), 0),
+                tool_call_traces=_count_if(Q(tool_call_count__gt=0)),
+                error_traces=_count_if(Q(status="error")),
+                llm_cost_usd=Sum("cost_usd"),
+                unpriced_traces=_count_if(Q(cost_usd__isnull=True)),
+            )
+            .order_by()
         )
-        .order_by()
     )
     for row in aggregates:
         t = totals(row)
@@ -256,19 +286,29 @@ def collect(
         t.agents.add(row["agent_id"])
 
     conversations = (
-        grouped(Session.objects.filter(_ranges("started_at", plan.raw), **scope), 2, "started_at")
-        .values(*names)
-        .annotate(conversations=Count("id"), failed_conversations=_count_if(Q(error_count__gt=0)))
-        .order_by()
+        Session.objects.none()
+        if "conversations" not in facts
+        else (
+            grouped(Session.objects.filter(_ranges("started_at", plan.raw), **scope), 2, "started_at")
+            .values(*names)
+            .annotate(conversations=Count("id"), failed_conversations=_count_if(Q(error_count__gt=0)))
+            .order_by()
+        )
     )
     for row in conversations:
         totals(row).add(row)
 
     scores = (
-        grouped(Score.objects.filter(_ranges("trace_created_at", plan.raw), **scope), 3, "trace_created_at")
-        .values(*names)
-        .annotate(score_count=Count("id"), score_sum=Sum("value"))
-        .order_by()
+        Score.objects.none()
+        if "scores" not in facts
+        else (
+            grouped(
+                Score.objects.filter(_ranges("trace_created_at", plan.raw), **scope), 3, "trace_created_at"
+            )
+            .values(*names)
+            .annotate(score_count=Count("id"), score_sum=Sum("value"))
+            .order_by()
+        )
     )
     for row in scores:
         totals(row).add(row)
@@ -276,37 +316,45 @@ def collect(
     # Usage events (billing: scraping and other categories) in the partial hours.
     # Their rollup rows have no channel (""), so neither do they here.
     usage = (
-        grouped(
-            UsageEvent.objects.filter(_ranges("at", plan.raw), **scope),
-            1,
-            "at",
-            {"channel": Value("", output_field=CharField())},
+        UsageEvent.objects.none()
+        if "usage" not in facts
+        else (
+            grouped(
+                UsageEvent.objects.filter(_ranges("at", plan.raw), **scope),
+                1,
+                "at",
+                {"channel": Value("", output_field=CharField())},
+            )
+            .values(*names)
+            .annotate(other_cost_usd=Sum("cost_usd"))
+            .order_by()
         )
-        .values(*names)
-        .annotate(other_cost_usd=Sum("cost_usd"))
-        .order_by()
     )
     for row in usage:
         totals(row).add(row)
 
     # Voice calls ended in the partial hours: minutes and cost count where a call ended.
     calls = (
-        grouped(
-            VoiceCall.objects.filter(_ranges("ended_at", plan.raw), **scope),
-            2,
-            "ended_at",
-            {"channel": Value("voice", output_field=CharField())},
+        VoiceCall.objects.none()
+        if "voice" not in facts
+        else (
+            grouped(
+                VoiceCall.objects.filter(_ranges("ended_at", plan.raw), **scope),
+                2,
+                "ended_at",
+                {"channel": Value("voice", output_field=CharField())},
+            )
+            .values(*names)
+            .annotate(
+                voice_calls_ended=Count("id"), voice_seconds=Sum("duration_s"), voice_cost_usd=Sum("cost_usd")
+            )
+            .order_by()
         )
-        .values(*names)
-        .annotate(
-            voice_calls_ended=Count("id"), voice_seconds=Sum("duration_s"), voice_cost_usd=Sum("cost_usd")
-        )
-        .order_by()
     )
     for row in calls:
         totals(row).add(row)
 
-    if with_sketch:
+    if with_sketch and "traces" in facts:
         buckets = (
             grouped(traces.filter(latency_ms__isnull=False), 1, "created_at")
             .annotate(b=LatencyBucket("latency_ms"))

@@ -52,8 +52,9 @@ def merge_into(acc: Sketch, other: Mapping[str, int] | None) -> Sketch:
     if not acc:
         acc.update(other)
         return acc
+    get = acc.get  # called for every bucket: looked up once
     for key, count in other.items():
-        total = acc.get(key, 0) + count
+        total = get(key, 0) + count
         if total:
             acc[key] = total
         else:

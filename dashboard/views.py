@@ -13,13 +13,13 @@ from django.utils.cache import patch_vary_headers
 from accounts.access import member_required
 from accounts.models import Role
 from agents import selectors as agent_selectors
-from agents.models import Agent
+from agents.models import Agent, Channel
 from audit import selectors as audit_selectors
 from otel import selectors as otel_selectors
 from thinnest_analytics.errors import ApiError
 
-from . import panels, selectors
-from .filters import days_filter, has_window, window_filter
+from . import drill, lists, panels, selectors
+from .filters import WindowFilter, days_filter, has_window, window_filter
 from .voice import voice_metrics
 
 # Sortable columns of the overview's agents table: key, label, metric.
@@ -33,6 +33,9 @@ AGENT_COLUMNS = [
     ("success", "Success", "success_rate"),
 ]
 AGENT_SORTS = {key: metric for key, _, metric in AGENT_COLUMNS}
+# The numbers of an agents-table row and of a channel row that open their lists.
+AGENT_LINKS = [metric for _, _, metric in AGENT_COLUMNS[1:]]
+CHANNEL_LINKS = ["total_sessions", "total_messages", "success_rate", "avg_response_time_ms", "total_cost_usd"]
 
 
 def _agent(request: HttpRequest, agent_id: str) -> Agent:
@@ -117,9 +120,13 @@ def overview(request: HttpRequest) -> HttpResponse:
         "polls": True,
         "columns": columns,
         "filters": filters,
-        "cards": panels.cards(current, previous, panels.OVERVIEW_CARDS, unavailable),
+        "cards": panels.cards(
+            current, previous, panels.OVERVIEW_CARDS, unavailable, drill.card_links(window)
+        ),
         "charts": panels.overview_charts(series, channels),
-        "agents": agents,
+        "agents": [
+            {**row, "links": drill.row_links(window, AGENT_LINKS, agent=row["agent_id"])} for row in agents
+        ],
         "sort": sort,
         "has_agents": Agent.objects.filter(organisation=organisation).exists(),
         "voice_agents": selectors.voice_agents(organisation=organisation),
@@ -150,12 +157,24 @@ def agent_performance(request: HttpRequest, agent_id: str) -> HttpResponse:
         "agent": agent,
         "filters": filters,
         "groups": [
-            (title, panels.cards(current, previous, spec, unavailable))
+            (
+                title,
+                panels.cards(
+                    current, previous, spec, unavailable, drill.card_links(window, agent=agent.public_id)
+                ),
+            )
             for title, spec in panels.PERFORMANCE_GROUPS
         ],
         "summary": current,
-        "charts": panels.performance_charts(series),
-        "channels": channels,
+        "charts": panels.performance_charts(series, agent=agent.public_id),
+        "channels": [
+            {
+                "name": name,
+                **row,
+                "links": drill.row_links(window, CHANNEL_LINKS, agent=agent.public_id, channel=name),
+            }
+            for name, row in channels.items()
+        ],
         "etag": _etag(current, previous, series, channels),
     }
     return _page(request, "dashboard/agent_performance.html", context)
@@ -183,27 +202,56 @@ def agent_voice(request: HttpRequest, agent_id: str) -> HttpResponse:
     return _page(request, "dashboard/agent_voice.html", context, "panels", status=status)
 
 
+def _list_page(
+    request: HttpRequest, kind: lists.Kind
+) -> tuple[WindowFilter, lists.ListFilters, lists.ListPage]:
+    """The window, the list's filters and its page. A page link this list did
+    not make (or of another sort order) shows the first page with a message."""
+    filters = window_filter(request.GET)
+    found = lists.list_filters(request.GET, organisation=request.organisation, kind=kind)
+    read = lists.trace_list if kind == "traces" else lists.conversation_list
+    try:
+        page = read(organisation=request.organisation, window=filters.window, filters=found)
+    except ApiError:
+        found.errors.append("that page link does not belong to this list; showing its first page")
+        found.after = found.before = None
+        page = read(organisation=request.organisation, window=filters.window, filters=found)
+    filters.extra = found.params()
+    return filters, found, page
+
+
+def _sort_columns(filters: WindowFilter, found: lists.ListFilters) -> dict[str, dict]:
+    """Per sortable column: the link that sorts by it (descending first, then
+    toggling) and its aria-sort state."""
+    columns = {}
+    for key in lists.ORDERS[found.kind]:
+        current = found.sort_key == key
+        sort = key if current and found.descending else f"-{key}"
+        columns[key] = {
+            "query": filters.query(sort=None if sort == lists.DEFAULT_SORT else sort),
+            "aria": ("descending" if found.descending else "ascending") if current else "",
+        }
+    return columns
+
+
+def _list_context(request: HttpRequest, kind: lists.Kind) -> dict:
+    filters, found, page = _list_page(request, kind)
+    return {
+        "nav": kind,
+        "filters": filters,
+        "found": found,
+        "page": page,
+        "sorts": _sort_columns(filters, found),
+        "agents": agent_selectors.agent_list_for_filter(organisation=request.organisation),
+        "channels": Channel.values,
+    }
+
+
 @member_required()
 def conversations(request: HttpRequest) -> HttpResponse:
-    """Conversations in the window, filterable by agent, channel, status and text."""
-    filters = window_filter(request.GET, keep=("agent", "channel", "status", "q"))
-    page = agent_selectors.conversation_page(
-        organisation=request.organisation,
-        window=filters.window,
-        agent_id=request.GET.get("agent") or None,
-        channel=request.GET.get("channel") or None,
-        status=request.GET.get("status") or None,
-        text=request.GET.get("q", "").strip() or None,
-        cursor=request.GET.get("cursor") or None,
-    )
-    context = {
-        "nav": "conversations",
-        "filters": filters,
-        "page": page,
-        "agents": Agent.objects.filter(organisation=request.organisation).order_by("name"),
-        "channels": ["chat", "voice", "widget"],
-    }
-    return _page(request, "dashboard/conversations.html", context, "results")
+    """Conversations that started in the window: filters, sorting by time, latency
+    or cost, newer and older pages, and how many match."""
+    return _page(request, "dashboard/conversations.html", _list_context(request, "conversations"), "results")
 
 
 @member_required()
@@ -219,22 +267,9 @@ def conversation_detail(request: HttpRequest, session_id: str) -> HttpResponse:
 
 @member_required()
 def traces(request: HttpRequest) -> HttpResponse:
-    """Traces in the window, newest first, filterable by agent and status."""
-    filters = window_filter(request.GET, keep=("agent", "status"))
-    page = agent_selectors.trace_list_page(
-        organisation=request.organisation,
-        window=filters.window,
-        agent_id=request.GET.get("agent") or None,
-        status=request.GET.get("status") or None,
-        cursor=request.GET.get("cursor") or None,
-    )
-    context = {
-        "nav": "traces",
-        "filters": filters,
-        "page": page,
-        "agents": Agent.objects.filter(organisation=request.organisation).order_by("name"),
-    }
-    return _page(request, "dashboard/traces.html", context, "results")
+    """Traces in the window: filters, sorting by time, latency or cost, newer and
+    older pages, and how many match."""
+    return _page(request, "dashboard/traces.html", _list_context(request, "traces"), "results")
 
 
 @member_required()

@@ -1,6 +1,7 @@
 """The dashboard in Chromium against Daphne, as `make run` serves it (HTTP and
 WebSocket on one port), so pages with live voice panels run whole: every page
-keeps a clean console, and the Voice tab refreshes its window under the same
+keeps a clean console, a chart bar and a card open their lists with Back and
+Forward in between, and the Voice tab refreshes its window under the same
 time range filter as every page, its latency bars spanning the live panel."""
 
 import os
@@ -136,6 +137,65 @@ def test_every_page_keeps_a_clean_console(server, signed_in, organisation):
         if page.locator("[data-voice-live]").count():
             page.wait_for_selector('[data-voice-live][data-state="live"]')
         assert complaints(page) == [], path
+
+
+def _drawn(page) -> None:
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-chart]')].every(e => e._fullLayout && e.querySelector('.main-svg'))"
+    )
+
+
+def test_a_clicked_bar_opens_its_list_and_back_and_forward_keep_a_clean_console(
+    server, signed_in, organisation
+):
+    ingest(
+        organisation,
+        conversations(
+            agent_id="agent_sales",
+            first=ago(hours=20),
+            last=ago(minutes=5),
+            count=30,
+            prefix="a",
+            channel="voice",
+        )
+        + conversations(
+            agent_id="agent_chat", first=ago(hours=20), last=ago(minutes=5), count=20, prefix="c"
+        ),
+    )
+    _calls(organisation, [voice.started(call_id="live", agent_id="agent_sales", at=_iso(ago(minutes=2)))])
+    page = signed_in()
+    page.goto(f"{server}/")
+    _drawn(page)
+    page.wait_for_selector('[data-voice-live][data-state="live"]')
+    # The busiest hour's bar of the Conversations series (side-by-side bars).
+    volume = "document.querySelector('[data-chart=chart-volume]')"
+    index, clicked = page.evaluate(
+        f"() => {{ const y = {volume}.data[0].y; const i = y.indexOf(Math.max(...y)); return [i, y[i]]; }}"
+    )
+    assert clicked > 0
+    bar = page.locator("[data-chart=chart-volume] g.trace.bars").nth(0).locator("g.point path").nth(index)
+    box = bar.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_url("**/conversations/?period=range&start=*")
+    listed = page.url
+    assert int(page.locator("#results [data-total]").get_attribute("data-total")) == clicked
+
+    page.go_back()
+    page.wait_for_url(f"{server}/")
+    _drawn(page)
+    page.wait_for_selector('[data-voice-live][data-state="live"]')
+    page.go_forward()
+    page.wait_for_url(listed)
+    page.go_back()
+    page.wait_for_url(f"{server}/")
+    _drawn(page)
+    card = page.locator('[data-metric="total_conversations"]')
+    counted = int(card.locator(".metric-value").inner_text().replace(",", ""))
+    assert counted == 51  # 50 conversations of traces and the live call's
+    card.click()
+    page.wait_for_url("**/conversations/?period=range&start=*")
+    assert int(page.locator("#results [data-total]").get_attribute("data-total")) == counted
+    assert complaints(page) == []
 
 
 def test_the_voice_tab_refreshes_its_window_under_the_shared_range_filter(server, signed_in, organisation):

@@ -104,7 +104,12 @@ def test_overview_shows_six_cards_with_changes_and_five_charts(members, traffic)
         body,
     )
     assert re.search(r'data-metric="success_rate">.*?<div class="metric-value">50.0%<', body, re.S)
-    assert "no data before" in body or "new" in body  # nothing in the previous window
+    # Nothing in the previous window: each change reads "n/a" and says why.
+    changes = re.findall(r'<div class="metric-change (\w+)" title="([^"]*)">([^<]*)<', body)
+    assert len(changes) == 6
+    assert all(
+        trend == "neutral" and text == "n/a" and "previous window" in hint for trend, hint, text in changes
+    )
 
 
 def test_the_window_filter_changes_the_numbers(members, traffic):

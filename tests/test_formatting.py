@@ -1,5 +1,6 @@
 """The one number and money style (thinnest_analytics.formatting)."""
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -44,6 +45,14 @@ def test_counts_durations_and_rates_read_alike_everywhere():
     assert f.format_tokens(1738, 217) == "1,738 in · 217 out"
     assert f.format_minutes(1234.56) == "1,234.6 min"
     assert f.format_count(None) == f.format_ms(None) == f.format_percent(None) == "—"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(42.4, "42 s"), (185, "3 min 05 s"), (7380, "2 h 03 min"), (None, "—")],
+)
+def test_a_conversation_length_reads_in_seconds_minutes_or_hours(seconds, text):
+    assert f.format_duration(None if seconds is None else timedelta(seconds=seconds)) == text
 
 
 @pytest.mark.parametrize(

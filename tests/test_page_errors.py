@@ -3,19 +3,36 @@ and a way on, never a server error or Django's bare defaults."""
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AnonymousUser
 from django.test import Client, RequestFactory
 from django.views.defaults import server_error
+
+from thinnest_analytics.errors import ApiError
+from thinnest_analytics.middleware import PageErrorMiddleware
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.mark.parametrize("path", ["/traces/?cursor=abc", "/conversations/?cursor=abc"])
-def test_a_cursor_the_page_never_handed_out_is_a_page_with_the_message(members, path):
+def test_a_cursor_the_list_never_handed_out_shows_its_first_page_with_the_message(members, path):
     r = members["viewer"].get(path)
+    assert r.status_code == 200
+    body = r.content.decode()
+    assert 'class="topbar"' in body and 'role="alert"' in body
+    assert "does not belong to this list; showing its first page" in body
+    assert 'class="list-total"' in body
+
+
+def test_a_refusal_that_escapes_a_page_is_a_page_with_its_status_and_message(members):
+    request = RequestFactory().get("/somewhere/?cursor=abc")
+    request.user = AnonymousUser()
+    r = PageErrorMiddleware(lambda request: None).process_exception(
+        request, ApiError(400, "invalid_cursor", "cursor is not one this page returned")
+    )
     assert r.status_code == 400
     body = r.content.decode()
-    assert "cursor is not one" in body.lower() and 'class="topbar"' in body
-    assert "Start again without the filters" in body
+    assert "Cursor is not one this page returned." in body
+    assert 'href="/somewhere/"' in body and "Start again without the filters" in body
 
 
 def test_a_billing_date_out_of_range_is_a_message_on_the_page(members):

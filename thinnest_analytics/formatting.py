@@ -93,6 +93,18 @@ def format_seconds(value, places: int = 1) -> str:
     return f"{float(value):,.{places}f} s"
 
 
+def format_duration(value) -> str:
+    """A conversation's length (a ``timedelta``): ``42 s``, ``3 min 05 s``, ``2 h 03 min``."""
+    if value is None:
+        return MISSING
+    seconds = round(value.total_seconds())
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600:,} h {seconds % 3600 // 60:02d} min"
+
+
 def format_minutes(value) -> str:
     if _is_missing(value):
         return MISSING

@@ -41,6 +41,11 @@ def seconds(value) -> str:
 
 
 @register.filter
+def duration(value) -> str:
+    return formatting.format_duration(value)
+
+
+@register.filter
 def minutes(value) -> str:
     return formatting.format_minutes(value)
 

@@ -1,6 +1,7 @@
 // Draws every Plotly figure on the page from its json_script data: at load,
-// after HTMX swaps a panel in, and after Back/Forward restores a page. No inline
-// scripts: the CSP allows only 'self'.
+// after HTMX swaps a panel in, and after Back/Forward restores a page. A click
+// on a point, bar or slice that carries an address (its customdata) opens that
+// list. No inline scripts: the CSP allows only 'self'.
 //
 // Back/Forward: base.html keeps no HTMX history snapshot (historyCacheSize 0),
 // so HTMX fetches the page again and swaps it in; nothing Plotly drew (its SVG
@@ -44,7 +45,21 @@
       var figure = JSON.parse(data.textContent);
       window.Plotly.react(el, figure.data || [], themed(figure.layout || {}), config());
       el.dataset.drawn = "1";
+      if ((figure.data || []).some(function (trace) { return trace.customdata; })) {
+        el.classList.add("clickable");
+        el.on("plotly_click", follow);
+      }
     });
+  }
+
+  // A point, bar or slice carries the address of the list behind it.
+  function follow(event) {
+    var point = event && event.points && event.points[0];
+    var url = point && point.customdata;
+    if (Array.isArray(url)) url = url[0]; // a pie slice reports its points' data as a list
+    if (typeof url === "string" && url.charAt(0) === "/" && url.charAt(1) !== "/") {
+      window.location.assign(url);
+    }
   }
 
   // Plots about to leave the page are purged, so Plotly forgets them (and
