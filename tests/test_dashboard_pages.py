@@ -7,6 +7,8 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from dashboard import charts
+
 from .conftest import trace
 
 NOW = timezone.now()
@@ -283,3 +285,20 @@ def test_the_overview_carries_a_live_voice_panel_for_voice_agents(members, inges
     assert 'data-ws-path="/api/voice/metrics/agent_caller/ws"' in body
     # The panel sits outside the polled panels, so polling never replaces its socket.
     assert body.index("data-voice-live") < body.index('<div id="panels"')
+
+
+def test_the_donut_leaves_out_empty_slices_and_each_slice_keeps_its_list():
+    figure = charts.donut(
+        "chart-channels",
+        "Conversations by channel",
+        ["Voice", "Chat", "Widget"],
+        [5, 0, 3],
+        links=[
+            "/conversations/?channel=voice",
+            "/conversations/?channel=chat",
+            "/conversations/?channel=widget",
+        ],
+    )["figure"]
+    pie = figure["data"][0]
+    assert pie["labels"] == ["Voice", "Widget"] and pie["values"] == [5, 3]
+    assert pie["customdata"] == ["/conversations/?channel=voice", "/conversations/?channel=widget"]
