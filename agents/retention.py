@@ -6,16 +6,15 @@ engine reads windows older than the horizon from rollups, in whole hours)."""
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q, Value
 from django.db.models.functions import Concat
-from django.utils import timezone
 
 from accounts.models import Organisation
 from audit.services import Actor, audit_record
+from metrics.windows import retention_horizon
 from otel.mapping import public_id_of
 from otel.models import ReceivedSpan, ReceivedTrace
 from thinnest_analytics.db import delete_in
@@ -24,15 +23,6 @@ from .models import Score, Session, Trace, TraceStep
 
 BATCH_SIZE = 5_000
 OTEL_PREFIX = public_id_of("")
-
-
-def retention_horizon(*, days: int | None = None, now: datetime | None = None) -> datetime | None:
-    """Raw rows created before this instant may be deleted; None when raw rows
-    are kept forever (``RETENTION_DAYS=0``)."""
-    days = settings.RETENTION_DAYS if days is None else days
-    if days <= 0:
-        return None
-    return (now or timezone.now()) - timedelta(days=days)
 
 
 @dataclass

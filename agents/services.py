@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from audit.redaction import changed_paths
 from audit.services import Actor, audit_record, audit_record_many
 from billing.pricing import PriceTable, money, price_table, trace_cost
-from dashboard.rollups import RollupDeltas
+from metrics.rollups import RollupDeltas
 from thinnest_analytics.db import insert_ignore_conflicts, update_by_pk
 from thinnest_analytics.errors import ApiError, not_found
 

@@ -7,8 +7,8 @@ from ninja import Query, Router, Schema
 
 from accounts.auth import ingest_key, read_key
 from audit.services import Actor
-from dashboard.api import WindowOut, WindowParams, window_from
 from dashboard.voice import voice_metrics
+from metrics.schemas import WindowOut, WindowParams, window_from
 from thinnest_analytics.db import in_worker_thread, on_worker_thread
 
 from . import selectors

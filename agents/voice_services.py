@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from audit.services import Actor, audit_record
 from billing.pricing import voice_cost, voice_price_per_minute, voice_seconds
-from dashboard.rollups import RollupDeltas
+from metrics.rollups import RollupDeltas
 from thinnest_analytics.db import insert_ignore_conflicts, update_by_pk
 
 from .live import voice_changed_on_commit

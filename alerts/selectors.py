@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from billing.selectors import balance, budget_status
 from dashboard import selectors as metrics
-from dashboard.windows import Window
+from metrics.windows import Window
 
 from .models import AlertEvent, AlertRule, Kind, Notification
 

@@ -381,7 +381,7 @@ def bench_percentiles(*, size_label: str, traces: int, windows: int) -> dict:
     from django.db import connection
 
     from dashboard import selectors
-    from dashboard.windows import Window
+    from metrics.windows import Window
 
     from .datasets import load
 

@@ -12,7 +12,7 @@ from accounts.services import organisation_get_or_create
 from agents.models import Agent, Session, Trace
 from agents.services import agents_resolve
 from audit.services import Actor
-from dashboard.rebuild import rollups_rebuild
+from metrics.rebuild import rollups_rebuild
 
 AGENTS = 10
 TRACES_PER_CONVERSATION = 4

@@ -5,7 +5,7 @@ class BillingConfig(AppConfig):
     name = "billing"
 
     def ready(self) -> None:
-        from dashboard.rebuild import REBUILD_HOOKS
+        from metrics.rebuild import REBUILD_HOOKS
 
         from .services import usage_rebuild_day
 

@@ -13,9 +13,9 @@ from accounts.models import Organisation
 from agents.models import Agent, CostSource, Trace, TraceStep
 from agents.services import sessions_costs_shift
 from audit.services import Actor, audit_record
-from dashboard.models import DailyRollup
-from dashboard.rebuild import rollups_rebuild
-from dashboard.rollups import day_of
+from metrics.models import DailyRollup
+from metrics.rebuild import rollups_rebuild
+from metrics.rollups import day_of
 from thinnest_analytics.db import update_by_pk
 
 from .pricing import PriceTable, price_table, trace_cost

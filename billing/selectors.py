@@ -2,7 +2,7 @@
 breakdown, top agents by cost, budgets, the ledger and unpriced traces.
 
 Usage is the metrics engine's cost — ``llm_cost_usd + voice_cost_usd +
-other_cost_usd`` of the rollups, read through ``dashboard.selectors.collect`` —
+other_cost_usd`` of the rollups, read through ``metrics.selectors.collect`` —
 so billing and the dashboard always show the same numbers. Money is Decimal (USD).
 """
 
@@ -18,9 +18,9 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agents.models import Agent, CostSource, Trace
-from dashboard.models import DailyRollup
-from dashboard.selectors import Totals, _plan, _ranges, collect
-from dashboard.windows import Window
+from metrics.models import DailyRollup
+from metrics.selectors import Totals, collect, ranges_q, window_plan
+from metrics.windows import Window
 
 from .models import Budget, LedgerEntry, Subscription, UsageEvent, UsageRollup
 
@@ -126,13 +126,13 @@ def balance(*, organisation) -> Decimal:
 def category_costs(*, organisation, window: Window) -> dict[str, Decimal]:
     """Usage events' cost per category in ``[start, end)``, USD: whole hours from
     the per-category rollup, the partial hours at the edges from the events."""
-    plan = _plan(window, use_daily=False)
+    plan = window_plan(window, use_daily=False)
     out: dict[str, Decimal] = defaultdict(Decimal)
     sources = ((UsageRollup, "bucket_start", plan.hourly), (UsageEvent, "at", plan.raw))
     for model, column, ranges in sources:
         if not ranges:
             continue
-        rows = model.objects.filter(_ranges(column, ranges), organisation=organisation)
+        rows = model.objects.filter(ranges_q(column, ranges), organisation=organisation)
         for row in rows.values("category").annotate(cost=Sum("cost_usd")).order_by():
             out[row["category"]] += row["cost"]
     return dict(out)

@@ -21,7 +21,7 @@ from agents.models import Agent, Deployment, DeploymentStatus
 from agents.schemas import NUL_MESSAGE, nul_paths, validation_reason
 from agents.services import IngestResult, agents_resolve
 from audit.services import Actor, audit_record
-from dashboard.rollups import RollupDeltas, hour_of
+from metrics.rollups import RollupDeltas, hour_of
 from thinnest_analytics.db import insert_ignore_conflicts, upsert_add
 from thinnest_analytics.errors import ApiError
 
@@ -148,7 +148,7 @@ def _usage_rollups_add(by_category: dict[tuple, list]) -> None:
 
 
 def usage_rebuild_day(deltas: RollupDeltas, day: datetime, end: datetime, scope: dict) -> None:
-    """``dashboard.rebuild`` hook: add the day's usage events to the rebuilt
+    """``metrics.rebuild`` hook: add the day's usage events to the rebuilt
     rollups and recompute the day's per-category rollup from the events."""
     events = UsageEvent.objects.filter(at__gte=day, at__lt=end, **scope).annotate(
         hour=TruncHour("at", tzinfo=UTC)

@@ -27,8 +27,8 @@ from agents.models import Agent
 from audit.admin import _csv_cell
 from audit.services import Actor
 from dashboard import charts
-from dashboard.selectors import timeseries
-from dashboard.windows import Window
+from metrics.selectors import timeseries
+from metrics.windows import Window
 from thinnest_analytics import formatting
 from thinnest_analytics.pages import button_apply, form_apply
 

@@ -12,8 +12,9 @@ from urllib.parse import quote
 
 from django.urls import reverse
 
+from metrics.windows import Window
+
 from .filters import RANGE, instant
-from .windows import Window
 
 # metric → (list, filters)
 TARGETS: dict[str, tuple[str, dict[str, str]]] = {

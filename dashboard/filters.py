@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 from django.http import QueryDict
 
-from .windows import Window, WindowError, parse_window
+from metrics.windows import Window, WindowError, parse_window
 
 PERIODS = [
     ("24h", "Last 24 hours"),

@@ -41,14 +41,13 @@ from django.http import QueryDict
 from django.utils.dateparse import parse_datetime
 
 from agents.models import SORT_KEYS, Agent, Channel, Session, Trace, TraceStatus
-from agents.retention import retention_horizon
 from agents.search import TextMatches, search_words
+from metrics.rollups import hour_of
+from metrics.windows import Window, retention_horizon
 from thinnest_analytics.cursors import cursor_decode, cursor_encode
 from thinnest_analytics.errors import ApiError
 
-from .rollups import hour_of
 from .selectors import Totals, collect
-from .windows import Window
 
 PAGE_SIZE = 25
 COUNT_LIMIT = 10_000

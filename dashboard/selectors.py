@@ -1,430 +1,34 @@
-"""The metrics engine: every number the dashboard and the analytics API show.
-
-A window ``[start, end)`` is read in pieces: whole UTC days from daily rollups,
-whole hours from hourly rollups, and only the partial hours at its edges from raw
-rows. Counts and sums are therefore exact, and query cost follows the window's
-length, not the number of traces. Definitions follow docs/metrics.md.
+"""The dashboard's selectors: the numbers each page and analytics endpoint
+shows, read through the metrics engine (``metrics.selectors``) and shaped for
+the page or answer. Definitions follow docs/metrics.md.
 """
 
-from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
-from typing import Literal
 
-from django.db.models import CharField, Count, F, Max, Min, Q, Sum, Value
-from django.db.models.functions import Coalesce, TruncDay, TruncHour
+from django.db.models import Max, Min, Sum
 from django.utils import timezone
 
-from agents.models import Agent, Deployment, Score, Session, Trace, VoiceCall
-from agents.retention import retention_horizon
-from billing.models import UsageEvent
+from agents.models import Agent, Deployment
+from metrics.models import DailyRollup, HourlyRollup
+from metrics.rollups import day_of
+from metrics.selectors import (
+    CHANNELS,
+    Totals,
+    bucket_size,
+    collect,
+    metrics,
+    regroup,
+    series_of,
+    window_fields,
+)
+from metrics.selectors import timeseries as timeseries  # the charts' series: a dashboard selector too
+from metrics.windows import MAX_DAYS, Window
 
 from . import stats
-from .models import COUNTERS, DailyRollup, HourlyRollup
-from .readcache import rollup_reads
-from .rollups import LatencyBucket, day_of, hour_of
-from .sketch import Sketch, merge_into, quantile
-from .windows import MAX_DAYS, Window
-
-Dimension = Literal["channel", "agent", "version", "hour", "day"]
-# One dimension (keys are its values), several (keys are tuples), or none (one key, None).
-Group = Dimension | tuple[Dimension, ...] | None
-CHANNELS = ("voice", "chat", "widget")
-
-
-@dataclass
-class Totals:
-    """Additive facts for a window (or one group within it)."""
-
-    traces: int = 0
-    messages: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    latency_count: int = 0
-    latency_sum_ms: int = 0
-    tool_call_traces: int = 0
-    error_traces: int = 0
-    llm_cost_usd: Decimal = Decimal(0)
-    unpriced_traces: int = 0
-    score_count: int = 0
-    score_sum: Decimal = Decimal(0)
-    conversations: int = 0
-    failed_conversations: int = 0
-    voice_calls_ended: int = 0
-    voice_seconds: Decimal = Decimal(0)
-    voice_cost_usd: Decimal = Decimal(0)
-    other_cost_usd: Decimal = Decimal(0)
-    latency_sketch: Sketch = field(default_factory=dict)
-    agents: set[int] = field(default_factory=set)
-
-    # Both run once per rollup row or group; they work on __dict__ for speed.
-    def add(self, values: dict) -> None:
-        mine = self.__dict__
-        for name in COUNTERS:
-            value = values.get(name)
-            if value:
-                mine[name] += value
-
-    def merge(self, other: "Totals", *, with_sketch: bool = True) -> None:
-        """Add another group's totals to these (counters, agents, and the sketch if asked)."""
-        mine, theirs = self.__dict__, other.__dict__
-        for name in COUNTERS:
-            mine[name] += theirs[name]
-        self.agents |= other.agents
-        if with_sketch:
-            merge_into(self.latency_sketch, other.latency_sketch)
-
-    @property
-    def total_cost_usd(self) -> Decimal:
-        return self.llm_cost_usd + self.voice_cost_usd + self.other_cost_usd
-
-
-# --- window plan --------------------------------------------------------------
-
-
-def _ceil(at: datetime, floor: Callable[[datetime], datetime], step: timedelta) -> datetime:
-    floored = floor(at)
-    return floored if floored == at else floored + step
-
-
-@dataclass(frozen=True)
-class _Plan:
-    raw: list[tuple[datetime, datetime]]
-    hourly: list[tuple[datetime, datetime]]
-    daily: list[tuple[datetime, datetime]]
-
-
-def _plan(window: Window, use_daily: bool = True) -> _Plan:
-    """Split a window into raw edges, whole hours and whole days."""
-    start, end = window.start.astimezone(UTC), window.end.astimezone(UTC)
-    h0, h1 = _ceil(start, hour_of, timedelta(hours=1)), hour_of(end)
-    if h0 >= h1:
-        return _Plan(raw=[(start, end)], hourly=[], daily=[])
-    raw = [r for r in ((start, h0), (h1, end)) if r[0] < r[1]]
-    d0, d1 = _ceil(h0, day_of, timedelta(days=1)), day_of(h1)
-    if not use_daily or d0 >= d1:
-        return _Plan(raw=raw, hourly=[(h0, h1)], daily=[])
-    hourly = [r for r in ((h0, d0), (d1, h1)) if r[0] < r[1]]
-    return _Plan(raw=raw, hourly=hourly, daily=[(d0, d1)])
-
-
-def _whole_hours_before(window: Window, horizon: datetime | None) -> Window:
-    """Raw rows older than the retention horizon may be gone (the rollups keep
-    their facts): an end of the window in an hour that began before the horizon
-    is widened to that whole hour, so it is read from the hourly rollups."""
-    if horizon is None:
-        return window
-    start, end = window.start.astimezone(UTC), window.end.astimezone(UTC)
-    if hour_of(start) < horizon:
-        start = hour_of(start)
-    if hour_of(end) < horizon:
-        end = _ceil(end, hour_of, timedelta(hours=1))
-    return Window(start, end, window.period)
-
-
-def _ranges(column: str, ranges: list[tuple[datetime, datetime]]) -> Q:
-    q = Q()
-    for a, b in ranges:
-        q |= Q(**{f"{column}__gte": a, f"{column}__lt": b})
-    return q
-
-
-# --- grouping -----------------------------------------------------------------
-
-# For each group: the column on rollups, traces, conversations and scores.
-_GROUP_COLUMNS = {
-    "channel": ("channel", "channel", "channel", "trace__channel"),
-    "agent": ("agent_id", "agent_id", "agent_id", "trace__agent_id"),
-    "version": (
-        "deployment_version",
-        "deployment_version",
-        "deployment_version",
-        "trace__deployment_version",
-    ),
-}
-
-
-def _group_expr(dimension: Dimension, kind: int, time_column: str):
-    """The expression to group by in one source (0 rollups, 1 traces, 2 conversations, 3 scores)."""
-    if dimension in _GROUP_COLUMNS:
-        return F(_GROUP_COLUMNS[dimension][kind])
-    if dimension == "hour":
-        return TruncHour(time_column, tzinfo=UTC) if kind else F("bucket_start")
-    return TruncDay(time_column, tzinfo=UTC) if kind else F("bucket_start")
-
-
-def _dimensions(group: Group) -> tuple[Dimension, ...]:
-    if group is None:
-        return ()
-    return group if isinstance(group, tuple) else (group,)
-
-
-def _normalise_key(dimension: Dimension, key):
-    if dimension == "day" and isinstance(key, datetime):
-        return day_of(key.astimezone(UTC))
-    if dimension == "hour" and isinstance(key, datetime):
-        return key.astimezone(UTC)
-    return key
-
-
-def _count_if(condition: Q) -> Count:
-    return Count("id", filter=condition)
-
-
-FACTS = ("traces", "conversations", "scores", "usage", "voice")
-
-
-def collect(
-    *,
-    organisation,
-    window: Window,
-    agent: Agent | None = None,
-    group: Group = None,
-    with_sketch: bool = False,
-    facts: tuple[str, ...] = FACTS,
-) -> dict[object, Totals]:
-    """Totals for ``window`` per ``group`` key: one key, None, when ungrouped; a
-    dimension's values; tuples of values when grouped by several dimensions (see
-    ``regroup``). Edges older than the retention horizon are read in whole hours.
-    ``facts`` limits the raw rows read at the edges to those kinds (of FACTS);
-    the others' counters are then incomplete."""
-    dimensions = _dimensions(group)
-    # Ungrouped, every row is in one group: a constant column "g".
-    names = [f"g{i}" for i in range(len(dimensions))] or ["g"]
-    plan = _plan(_whole_hours_before(window, retention_horizon()), use_daily="hour" not in dimensions)
-    out: dict[object, Totals] = defaultdict(Totals)
-    scope = (
-        {"organisation": organisation} if agent is None else {"organisation": organisation, "agent": agent}
-    )
-
-    def grouped(qs, kind: int, time_column: str, fixed: dict | None = None):
-        """``qs`` annotated with the group columns (``fixed`` overrides some)."""
-        if not dimensions:
-            return qs.annotate(g=Value(None, output_field=CharField()))
-        fixed = fixed or {}
-        return qs.annotate(
-            **{
-                n: fixed[d] if d in fixed else _group_expr(d, kind, time_column)
-                for n, d in zip(names, dimensions, strict=True)
-            }
-        )
-
-    def key_of(row):
-        if not dimensions:
-            return None
-        key = tuple(_normalise_key(d, row[n]) for n, d in zip(names, dimensions, strict=True))
-        return key if isinstance(group, tuple) else key[0]
-
-    def totals(row) -> Totals:
-        return out[key_of(row)]
-
-    # Whole days and hours from rollups.
-    for model, ranges in ((DailyRollup, plan.daily), (HourlyRollup, plan.hourly)):
-        if not ranges:
-            continue
-
-        def read(model=model, ranges=ranges) -> dict[object, Totals]:
-            part: dict[object, Totals] = defaultdict(Totals)
-            rows = grouped(model.objects.filter(_ranges("bucket_start", ranges), **scope), 0, "")
-            if with_sketch:
-                # Every row's sketch is read anyway, so its counters come along and are summed here.
-                rows = rows.values(*names, "agent_id", *COUNTERS, "latency_sketch")
-            else:
-                rows = rows.values(*names, "agent_id").annotate(**{n: Sum(n) for n in COUNTERS})
-            for row in rows.order_by():
-                t = part[key_of(row)]
-                t.add(row)
-                if row["traces"]:
-                    t.agents.add(row["agent_id"])
-                if with_sketch:
-                    merge_into(t.latency_sketch, row["latency_sketch"])
-            return part
-
-        rows_read = model.objects.filter(_ranges("bucket_start", ranges), **scope)
-        cache_key = (
-            model.__name__,
-            organisation.pk,
-            agent.pk if agent else None,
-            dimensions,
-            with_sketch,
-            tuple(ranges),
-        )
-        for key, part in rollup_reads.get(cache_key, rows_read, read).items():
-            out[key].merge(part, with_sketch=with_sketch)
-
-    if not plan.raw:
-        return out
-
-    # Partial hours at the edges from raw rows.
-    traces = Trace.objects.filter(_ranges("created_at", plan.raw), **scope)
-    aggregates = (
-        Trace.objects.none()
-        if "traces" not in facts
-        else (
-            grouped(traces, 1, "created_at")
-            .values(*names, "agent_id")
-            .annotate(
-                traces=Count("id"),
-                messages=_count_if(~Q(input="")) + _count_if(~Q(output="")),
-                input_tokens=Sum("input_tokens"),
-                output_tokens=Sum("output_tokens"),
-                latency_count=Count("latency_ms"),
-                latency_sum_ms=Coalesce(Sum("latency_ms"), 0),
-                tool_call_traces=_count_if(Q(tool_call_count__gt=0)),
-                error_traces=_count_if(Q(status="error")),
-                llm_cost_usd=Sum("cost_usd"),
-                unpriced_traces=_count_if(Q(cost_usd__isnull=True)),
-            )
-            .order_by()
-        )
-    )
-    for row in aggregates:
-        t = totals(row)
-        t.add(row)
-        t.agents.add(row["agent_id"])
-
-    conversations = (
-        Session.objects.none()
-        if "conversations" not in facts
-        else (
-            grouped(Session.objects.filter(_ranges("started_at", plan.raw), **scope), 2, "started_at")
-            .values(*names)
-            .annotate(conversations=Count("id"), failed_conversations=_count_if(Q(error_count__gt=0)))
-            .order_by()
-        )
-    )
-    for row in conversations:
-        totals(row).add(row)
-
-    scores = (
-        Score.objects.none()
-        if "scores" not in facts
-        else (
-            grouped(
-                Score.objects.filter(_ranges("trace_created_at", plan.raw), **scope), 3, "trace_created_at"
-            )
-            .values(*names)
-            .annotate(score_count=Count("id"), score_sum=Sum("value"))
-            .order_by()
-        )
-    )
-    for row in scores:
-        totals(row).add(row)
-
-    # Usage events (billing: scraping and other categories) in the partial hours.
-    # Their rollup rows have no channel (""), so neither do they here.
-    usage = (
-        UsageEvent.objects.none()
-        if "usage" not in facts
-        else (
-            grouped(
-                UsageEvent.objects.filter(_ranges("at", plan.raw), **scope),
-                1,
-                "at",
-                {"channel": Value("", output_field=CharField())},
-            )
-            .values(*names)
-            .annotate(other_cost_usd=Sum("cost_usd"))
-            .order_by()
-        )
-    )
-    for row in usage:
-        totals(row).add(row)
-
-    # Voice calls ended in the partial hours: minutes and cost count where a call ended.
-    calls = (
-        VoiceCall.objects.none()
-        if "voice" not in facts
-        else (
-            grouped(
-                VoiceCall.objects.filter(_ranges("ended_at", plan.raw), **scope),
-                2,
-                "ended_at",
-                {"channel": Value("voice", output_field=CharField())},
-            )
-            .values(*names)
-            .annotate(
-                voice_calls_ended=Count("id"), voice_seconds=Sum("duration_s"), voice_cost_usd=Sum("cost_usd")
-            )
-            .order_by()
-        )
-    )
-    for row in calls:
-        totals(row).add(row)
-
-    if with_sketch and "traces" in facts:
-        buckets = (
-            grouped(traces.filter(latency_ms__isnull=False), 1, "created_at")
-            .annotate(b=LatencyBucket("latency_ms"))
-            .values(*names, "b")
-            .annotate(n=Count("id"))
-            .order_by()
-        )
-        for row in buckets:
-            merge_into(totals(row).latency_sketch, {row["b"]: row["n"]})
-    return out
-
-
-def regroup(
-    by_key: dict[object, Totals], position: int | None, *, with_sketch: bool = False
-) -> dict[object, Totals]:
-    """Totals collected by several dimensions, summed up to the one at ``position``
-    of their keys (or, for any grouping, to one key, None, when ``position`` is None)."""
-    out: dict[object, Totals] = defaultdict(Totals)
-    for key, totals in by_key.items():
-        out[None if position is None else key[position]].merge(totals, with_sketch=with_sketch)
-    return out
-
-
-# --- metrics ------------------------------------------------------------------
-
-
-def _ratio(numerator, denominator) -> float | None:
-    return None if not denominator else numerator / denominator
-
-
-def metrics(t: Totals) -> dict:
-    """The metric definitions, applied to totals. The one place they are computed.
-    Times in ms, money in USD, rates in 0..1; rates of an empty window are None."""
-    success_rate = _ratio(t.conversations - t.failed_conversations, t.conversations)
-    p50 = quantile(t.latency_sketch, 0.5)
-    p95 = quantile(t.latency_sketch, 0.95)
-    total_cost = t.total_cost_usd
-    return {
-        "total_sessions": t.conversations,
-        "total_messages": t.messages,
-        "total_traces": t.traces,
-        "total_cost_usd": total_cost,
-        "llm_cost_usd": t.llm_cost_usd,
-        "voice_cost_usd": t.voice_cost_usd,
-        "other_cost_usd": t.other_cost_usd,
-        "unpriced_traces": t.unpriced_traces,
-        "avg_response_time_ms": _ratio(t.latency_sum_ms, t.latency_count),
-        "p50_latency_ms": round(p50, 3) if p50 is not None else None,
-        "p95_latency_ms": round(p95, 3) if p95 is not None else None,
-        "success_rate": success_rate,
-        "error_rate": None if success_rate is None else _ratio(t.failed_conversations, t.conversations),
-        "tool_call_rate": _ratio(t.tool_call_traces, t.traces),
-        "tokens_per_response": _ratio(t.input_tokens + t.output_tokens, t.traces),
-        "cost_per_conversation": total_cost / t.conversations if t.conversations else None,
-        "total_input_tokens": t.input_tokens,
-        "total_output_tokens": t.output_tokens,
-        "voice_minutes": float(t.voice_seconds / 60) if t.voice_seconds else 0.0,
-        "voice_calls": t.voice_calls_ended,
-        "avg_evaluation_score": float(t.score_sum / t.score_count) if t.score_count else None,
-        "evaluation_count": t.score_count,
-        "error_traces": t.error_traces,
-    }
-
-
-def _window_fields(window: Window) -> dict:
-    return {"period": window.label, "from": window.start, "to": window.end}
 
 
 def _summary_of(agent: Agent, window: Window, totals: Totals) -> dict:
-    return {**_window_fields(window), "agent_id": agent.public_id, **metrics(totals)}
+    return {**window_fields(window), "agent_id": agent.public_id, **metrics(totals)}
 
 
 def agent_summary(*, organisation, agent: Agent, window: Window) -> dict:
@@ -436,7 +40,7 @@ def agent_summary(*, organisation, agent: Agent, window: Window) -> dict:
 def _overview_of(t: Totals, window: Window) -> dict:
     m = metrics(t)
     return {
-        **_window_fields(window),
+        **window_fields(window),
         "total_conversations": m["total_sessions"],
         "total_messages": m["total_messages"],
         "total_cost_usd": m["total_cost_usd"],
@@ -472,7 +76,7 @@ def channel_breakdown(*, organisation, window: Window, agent: Agent | None = Non
     """Per channel: conversations, messages, success rate, average response time."""
     by_channel = collect(organisation=organisation, window=window, agent=agent, group="channel")
     return {
-        **_window_fields(window),
+        **window_fields(window),
         "agent_id": agent.public_id if agent else None,
         "channels": _channels_of(by_channel),
     }
@@ -503,36 +107,6 @@ def version_breakdown(*, organisation, agent: Agent, window: Window) -> dict[str
     return {version: metrics(t) for version, t in by_version.items()}
 
 
-def bucket_size(window: Window) -> Literal["hour", "day"]:
-    """Hourly points up to three days, daily points beyond."""
-    return "hour" if window.length <= timedelta(days=3) else "day"
-
-
-def _series_of(window: Window, size: Literal["hour", "day"], by_time: dict[object, Totals]) -> dict:
-    floor = hour_of if size == "hour" else day_of
-    step = timedelta(hours=1) if size == "hour" else timedelta(days=1)
-    points = []
-    at = floor(window.start.astimezone(UTC))
-    while at < window.end:
-        m = metrics(by_time.get(at, Totals()))
-        points.append({"bucket_start": at, **m})
-        at += step
-    return {**_window_fields(window), "bucket": size, "points": points}
-
-
-def timeseries(
-    *, organisation, window: Window, agent: Agent | None = None, with_percentiles: bool = True
-) -> dict:
-    """Metrics per hour or day across the window, for charts. Every bucket in the
-    window is present (empty ones with zero counts and null rates). Without
-    percentiles, p50 and p95 are null and no latency sketch is read."""
-    size = bucket_size(window)
-    by_time = collect(
-        organisation=organisation, window=window, agent=agent, group=size, with_sketch=with_percentiles
-    )
-    return _series_of(window, size, by_time)
-
-
 def agent_panels(*, organisation, agent: Agent, window: Window) -> dict:
     """Everything an agent's Performance tab shows, from one pass over the window
     grouped by time and channel: the summary (and the previous window's), the
@@ -547,7 +121,7 @@ def agent_panels(*, organisation, agent: Agent, window: Window) -> dict:
         "current": _summary_of(agent, window, regroup(by_time, None, with_sketch=True).get(None, Totals())),
         "previous": agent_summary(organisation=organisation, agent=agent, window=window.previous()),
         "data_since": data_since(organisation=organisation, agent=agent),
-        "series": _series_of(window, size, by_time),
+        "series": series_of(window, size, by_time),
         "channels": _channels_of(regroup(fine, 1)),
     }
 
@@ -577,7 +151,7 @@ def overview_panels(*, organisation, window: Window) -> dict:
         "current": _overview_of(regroup(by_time, None).get(None, Totals()), window),
         "previous": overview(organisation=organisation, window=window.previous()),
         "data_since": data_since(organisation=organisation),
-        "series": _series_of(window, size, by_time),
+        "series": series_of(window, size, by_time),
         "channels": _channels_of(regroup(fine, 1)),
         "agents": _agents_of(organisation, regroup(fine, 2, with_sketch=True)),
     }
@@ -622,7 +196,7 @@ def version_comparison(*, organisation, agent: Agent, a: str, b: str, window: Wi
             "relative": (float(absolute) / float(va)) if va else None,
         }
     return {
-        **_window_fields(window),
+        **window_fields(window),
         "agent_id": agent.public_id,
         "a": {"version": a, **ma},
         "b": {"version": b, **mb},

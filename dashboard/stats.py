@@ -10,7 +10,7 @@
 
 import math
 
-from .sketch import Sketch, quantile_at_rank
+from metrics.sketch import Sketch, quantile_at_rank
 
 Z_95 = 1.959963984540054
 MIN_CONVERSATIONS = 30

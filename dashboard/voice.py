@@ -14,11 +14,11 @@ from django.db.models import Avg, Count, Q, Sum
 from django.db.models.functions import TruncMinute
 
 from agents.models import Agent, CallStatus, VoiceCall, VoiceTurn
+from metrics.rollups import LatencyBucket
+from metrics.sketch import quantile
+from metrics.windows import Window
 
-from .rollups import LatencyBucket
 from .selectors import Totals, collect, metrics
-from .sketch import quantile
-from .windows import Window
 
 LIVE_TURNS = timedelta(minutes=5)
 LIVE_HISTORY_MINUTES = 10

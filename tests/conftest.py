@@ -137,7 +137,7 @@ def trace(**fields) -> dict:
 
 def rollup_snapshot(organisation) -> dict:
     """Every hourly and daily rollup row of an organisation, keyed, without ids."""
-    from dashboard.models import DailyRollup, HourlyRollup
+    from metrics.models import DailyRollup, HourlyRollup
 
     out = {}
     for model in (HourlyRollup, DailyRollup):

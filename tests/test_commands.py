@@ -88,7 +88,7 @@ def test_seed_demo_has_an_alert_rule_that_fired_in_the_outage_and_resolved_after
 
 @pytest.mark.django_db
 def test_rebuild_rollups_restores_deleted_rollups():
-    from dashboard.models import DailyRollup, HourlyRollup
+    from metrics.models import DailyRollup, HourlyRollup
 
     _run("seed_demo", "--days", "1", "--verbosity", "0")
     org = Organisation.objects.get(slug="demo")

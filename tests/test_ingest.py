@@ -233,7 +233,7 @@ def test_out_of_order_traces_move_the_conversation_start(ingest):
 
 
 def test_costs_are_rounded_once_so_rollups_equal_raw_sums(ingest, tenant):
-    from dashboard.rebuild import rollups_rebuild
+    from metrics.rebuild import rollups_rebuild
 
     from .conftest import rollup_snapshot
 

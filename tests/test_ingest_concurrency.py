@@ -9,7 +9,7 @@ from django.db.models import Count, Q
 
 from agents.models import Session, Trace
 from audit.models import AuditLog
-from dashboard.rebuild import rollups_rebuild
+from metrics.rebuild import rollups_rebuild
 
 from .conftest import _tenant, post_json, postgres_only, race, rollup_snapshot, trace
 

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from agents.models import Agent
 from dashboard import selectors
-from dashboard.rebuild import rollups_rebuild
-from dashboard.windows import Window
+from metrics.rebuild import rollups_rebuild
+from metrics.windows import Window
 
 from . import oracle
 from .conftest import _tenant, rollup_snapshot

@@ -9,8 +9,8 @@ import pytest
 from django.test import Client
 
 from agents.models import Session, Trace, TraceStep
-from dashboard.models import DailyRollup, HourlyRollup
-from dashboard.rebuild import rollups_rebuild
+from metrics.models import DailyRollup, HourlyRollup
+from metrics.rebuild import rollups_rebuild
 from otel.models import ReceivedSpan
 
 from .conftest import _tenant

@@ -13,7 +13,7 @@ from agents.models import Trace
 from audit.models import AuditLog
 from audit.services import Actor
 from billing.services import model_price_save
-from dashboard.rebuild import rollups_rebuild
+from metrics.rebuild import rollups_rebuild
 
 from .conftest import rollup_snapshot, trace
 

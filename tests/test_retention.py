@@ -14,9 +14,9 @@ from agents.models import Score, Session, Trace, TraceStep
 from agents.retention import retention_apply
 from audit.models import AuditLog
 from dashboard import selectors
-from dashboard.rebuild import rollups_rebuild
-from dashboard.rollups import hour_of
-from dashboard.windows import Window
+from metrics.rebuild import rollups_rebuild
+from metrics.rollups import hour_of
+from metrics.windows import Window
 from otel.models import ReceivedSpan, ReceivedTrace
 from thinnest_analytics.celery import app
 

@@ -9,9 +9,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from dashboard import selectors
-from dashboard.readcache import rollup_reads
-from dashboard.rebuild import rollups_rebuild
-from dashboard.windows import parse_window
+from metrics.readcache import rollup_reads
+from metrics.rebuild import rollups_rebuild
+from metrics.windows import parse_window
 
 from .conftest import postgres_only, trace
 

@@ -5,7 +5,7 @@ import json
 
 from django.db import connection
 
-from dashboard.sketch import bucket_of, merge_into, quantile, sketch_of
+from metrics.sketch import bucket_of, merge_into, quantile, sketch_of
 
 
 def _sql_merge(a: dict | None, b: dict | None) -> dict:

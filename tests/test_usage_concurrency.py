@@ -11,8 +11,8 @@ import pytest
 from billing.models import LedgerEntry, UsageEvent
 from billing.selectors import balance, category_costs
 from dashboard import selectors
-from dashboard.rebuild import rollups_rebuild
-from dashboard.windows import Window
+from metrics.rebuild import rollups_rebuild
+from metrics.windows import Window
 
 from .conftest import (
     _tenant,

@@ -12,8 +12,8 @@ from audit.models import AuditLog
 from billing.models import UsageEvent
 from billing.selectors import category_costs
 from dashboard import selectors
-from dashboard.rebuild import rollups_rebuild
-from dashboard.windows import Window
+from metrics.rebuild import rollups_rebuild
+from metrics.windows import Window
 
 from .conftest import rollup_snapshot, trace, usage_event, usage_rollup_snapshot
 

@@ -12,7 +12,7 @@ from django.db import connection
 from django.utils import timezone
 
 from billing.selectors import billing_periods, usage_overview
-from dashboard.rollups import RollupDeltas
+from metrics.rollups import RollupDeltas
 
 from . import oracle
 from .conftest import trace, usage_event

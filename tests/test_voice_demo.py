@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from agents.models import Agent, CallStatus, Trace, VoiceCall, VoiceTurn
 from dashboard.selectors import agent_summary
-from dashboard.windows import parse_window
+from metrics.windows import parse_window
 
 from .conftest import _tenant
 

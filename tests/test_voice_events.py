@@ -10,8 +10,8 @@ from django.utils import timezone
 from agents.models import Agent, CallStatus, Session, VoiceCall, VoiceTurn
 from audit.models import AuditLog
 from dashboard import selectors
-from dashboard.rebuild import rollups_rebuild
-from dashboard.windows import Window
+from metrics.rebuild import rollups_rebuild
+from metrics.windows import Window
 
 from . import voice
 from .conftest import _tenant, postgres_only, rollup_snapshot, trace

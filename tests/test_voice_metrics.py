@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from agents.models import Agent
 from dashboard import selectors
 from dashboard.voice import voice_metrics
-from dashboard.windows import Window
+from metrics.windows import Window
 
 from . import voice
 from .conftest import _tenant, trace

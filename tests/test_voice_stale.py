@@ -13,7 +13,7 @@ from agents.models import CallStatus, Session, VoiceCall
 from agents.tasks import voice_calls_close_stale_task
 from agents.voice_services import voice_calls_close_stale
 from audit.models import AuditLog
-from dashboard.rebuild import rollups_rebuild
+from metrics.rebuild import rollups_rebuild
 from thinnest_analytics.celery import app
 
 from . import voice

@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "ninja",
     "channels",
     "accounts",
+    "metrics",
     "agents",
     "dashboard",
     "billing",

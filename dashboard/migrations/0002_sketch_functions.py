@@ -1,6 +1,6 @@
 from django.db import migrations
 
-from dashboard.sketch import POSTGRES_FUNCTIONS
+from metrics.sketch import POSTGRES_FUNCTIONS
 
 
 def install(apps, schema_editor):

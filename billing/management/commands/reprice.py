@@ -7,7 +7,7 @@ from accounts.models import Organisation
 from agents.models import Agent
 from audit.services import Actor
 from billing.reprice import organisations_with_traces, traces_reprice
-from dashboard.windows import WindowError, _parse_instant
+from metrics.windows import WindowError, parse_instant
 
 
 class Command(BaseCommand):
@@ -24,8 +24,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, start, end, agent, org, **options):
         try:
-            start_at = _parse_instant(start, "from")
-            end_at = _parse_instant(end, "to") if end else datetime.now(UTC)
+            start_at = parse_instant(start, "from")
+            end_at = parse_instant(end, "to") if end else datetime.now(UTC)
         except WindowError as exc:
             raise CommandError(str(exc)) from None
         if start_at >= end_at:

@@ -43,6 +43,7 @@ class Rollup(models.Model):
 
 class HourlyRollup(Rollup):
     class Meta:
+        db_table = "dashboard_hourlyrollup"  # the table predates the metrics app
         constraints = [
             models.UniqueConstraint(
                 fields=["organisation", "agent", "channel", "deployment_version", "bucket_start"],
@@ -59,6 +60,7 @@ class DailyRollup(Rollup):
     """The same counters per UTC day, so a 30-day window reads a few thousand rows."""
 
     class Meta:
+        db_table = "dashboard_dailyrollup"  # the table predates the metrics app
         constraints = [
             models.UniqueConstraint(
                 fields=["organisation", "agent", "channel", "deployment_version", "bucket_start"],

@@ -5,10 +5,9 @@ from django.db.models import Max, Min
 from tqdm import tqdm
 
 from accounts.models import Organisation
-from agents.models import Session, Trace
-from agents.retention import retention_horizon
-from dashboard.rebuild import rollups_rebuild
-from dashboard.windows import WindowError, _parse_instant
+from metrics.rebuild import rollups_rebuild
+from metrics.rollups import raw_model
+from metrics.windows import WindowError, parse_instant, retention_horizon
 
 
 class Command(BaseCommand):
@@ -27,11 +26,12 @@ class Command(BaseCommand):
                 raise CommandError(f"no organisation '{org}'")
             organisation_id = organisation.pk
         try:
-            start_at = _parse_instant(start, "from") if start else None
-            end_at = _parse_instant(end, "to") if end else datetime.now(UTC)
+            start_at = parse_instant(start, "from") if start else None
+            end_at = parse_instant(end, "to") if end else datetime.now(UTC)
         except WindowError as exc:
             raise CommandError(str(exc)) from None
         if start_at is None:
+            Trace, Session = raw_model("agents.Trace"), raw_model("agents.Session")
             scope = {} if organisation_id is None else {"organisation_id": organisation_id}
             oldest = [
                 Trace.objects.filter(**scope).aggregate(m=Min("created_at"))["m"],

@@ -6,6 +6,7 @@ from collections import defaultdict
 from datetime import datetime
 from decimal import Decimal
 
+from django.apps import apps
 from django.db.models import CharField, Func, Q
 
 from thinnest_analytics.db import upsert_add
@@ -23,6 +24,14 @@ class LatencyBucket(Func):
 
 # (organisation pk, agent pk, channel, deployment version, hour start)
 RollupKey = tuple[int, int, str, str, datetime]
+
+
+def raw_model(label: str):
+    """A table of raw rows the rollups are computed from (traces, conversations,
+    scores, calls, usage events). Those tables belong to the apps above metrics
+    — ingestion and billing — so metrics names them by label, as models name
+    each other, and never imports them."""
+    return apps.get_model(label)
 
 
 def hour_of(at: datetime) -> datetime:

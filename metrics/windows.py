@@ -5,6 +5,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
+from django.conf import settings
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -41,7 +42,7 @@ class Window:
         return self.period is not None
 
 
-def _parse_instant(value: str, name: str) -> datetime:
+def parse_instant(value: str, name: str) -> datetime:
     value = value.strip()
     parsed: datetime | date | None
     try:
@@ -78,8 +79,8 @@ def parse_window(
             raise WindowError("give either 'period' or 'from'/'to', not both")
         if not start:
             raise WindowError("a custom range needs 'from' (and optionally 'to')")
-        window_start = _parse_instant(start, "from")
-        window_end = _parse_instant(end, "to") if end else now
+        window_start = parse_instant(start, "from")
+        window_end = parse_instant(end, "to") if end else now
         if window_start >= window_end:
             raise WindowError("'from' must be before 'to'")
         if window_end - window_start > timedelta(days=MAX_DAYS):
@@ -97,3 +98,12 @@ def parse_window(
     if length > timedelta(days=MAX_DAYS):
         raise WindowError(f"{ACCEPTED}; {period} is longer than {MAX_DAYS}d")
     return Window(now - length, now, period)
+
+
+def retention_horizon(*, days: int | None = None, now: datetime | None = None) -> datetime | None:
+    """Raw rows created before this instant may be deleted; None when raw rows
+    are kept forever (``RETENTION_DAYS=0``)."""
+    days = settings.RETENTION_DAYS if days is None else days
+    if days <= 0:
+        return None
+    return (now or timezone.now()) - timedelta(days=days)

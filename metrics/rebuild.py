@@ -7,11 +7,10 @@ from django.db import connection, transaction
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import Coalesce, TruncHour
 
-from agents.models import Score, Session, Trace, VoiceCall
-from agents.retention import retention_horizon
+from metrics.windows import retention_horizon
 
 from .models import COUNTERS, DailyRollup, HourlyRollup
-from .rollups import LatencyBucket, RollupDeltas, RollupKey, day_of
+from .rollups import LatencyBucket, RollupDeltas, RollupKey, day_of, raw_model
 
 
 def _rebuild_day(day: datetime, organisation_id: int | None) -> None:
@@ -20,6 +19,7 @@ def _rebuild_day(day: datetime, organisation_id: int | None) -> None:
     HourlyRollup.objects.filter(bucket_start__gte=day, bucket_start__lt=end, **scope).delete()
     DailyRollup.objects.filter(bucket_start=day, **scope).delete()
 
+    Trace, Session, Score = raw_model("agents.Trace"), raw_model("agents.Session"), raw_model("agents.Score")
     deltas = RollupDeltas()
     key = ["organisation_id", "agent_id", "channel", "deployment_version", "hour"]
 
@@ -79,6 +79,7 @@ def _rebuild_day(day: datetime, organisation_id: int | None) -> None:
 
 def _voice_calls(deltas: RollupDeltas, day: datetime, end: datetime, scope: dict) -> None:
     """Calls ended in the day: their count, seconds and cost in the hour they ended."""
+    VoiceCall = raw_model("agents.VoiceCall")
     for row in (
         VoiceCall.objects.filter(ended_at__gte=day, ended_at__lt=end, **scope)
         .annotate(hour=TruncHour("ended_at", tzinfo=UTC))
@@ -108,7 +109,8 @@ def _ceil_day(at: datetime) -> datetime:
     return day if day == at else day + timedelta(days=1)
 
 
-# Other apps add their facts (voice calls, usage events) to a rebuilt day here.
+# Other apps add their facts to a rebuilt day here (billing its usage events, from
+# its AppConfig.ready), so metrics never imports them.
 REBUILD_HOOKS: list = [_voice_calls]
 
 
