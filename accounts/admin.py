@@ -32,7 +32,7 @@ class OrganisationForm(forms.ModelForm):
         fields = ["slug", "name", "timezone", "voice_price_per_minute", "created_at"]
 
     def clean_timezone(self):
-        from billing.selectors import timezone_valid
+        from .selectors import timezone_valid
 
         name = self.cleaned_data["timezone"].strip()
         if not timezone_valid(name):

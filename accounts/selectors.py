@@ -1,6 +1,8 @@
 """Reads of organisations, members and API keys."""
 
 from collections.abc import Iterable
+from functools import cache
+from zoneinfo import ZoneInfo, available_timezones
 
 from .live import api_key_grant, membership_grant
 from .models import ApiKey, Invitation, Membership, Organisation
@@ -50,3 +52,19 @@ def invitation_for(user, invitation_id: int) -> Invitation | None:
 def team_invitations(organisation: Organisation) -> list[Invitation]:
     """The organisation's pending invitations, oldest first."""
     return list(Invitation.objects.filter(organisation=organisation))
+
+
+@cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def timezone_valid(name: str) -> bool:
+    """An IANA zone name the server knows, e.g. ``Asia/Kolkata``."""
+    return name in _zone_names()
+
+
+def zone_of(organisation) -> ZoneInfo:
+    """The organisation's time zone; UTC when unset or unknown."""
+    name = organisation.timezone or "UTC"
+    return ZoneInfo(name) if timezone_valid(name) else ZoneInfo("UTC")

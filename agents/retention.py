@@ -1,5 +1,6 @@
 """Retention: raw traces older than ``RETENTION_DAYS`` are deleted, with their
-steps, scores and OpenTelemetry spans, and the conversations they leave empty.
+steps, scores and the rows other apps keep for them (OpenTelemetry's received
+spans, through ``TRACE_ROW_KEEPERS``), and the conversations they leave empty.
 Rollups are never touched, so the aggregates of old windows stay (the metrics
 engine reads windows older than the horizon from rollups, in whole hours)."""
 
@@ -7,22 +8,46 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Protocol
 
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q, Value
-from django.db.models.functions import Concat
+from django.db.models import Exists, OuterRef
 
 from accounts.models import Organisation
 from audit.services import Actor, audit_record
 from metrics.windows import retention_horizon
-from otel.mapping import public_id_of
-from otel.models import ReceivedSpan, ReceivedTrace
 from thinnest_analytics.db import delete_in
 
 from .models import Score, Session, Trace, TraceStep
 
 BATCH_SIZE = 5_000
-OTEL_PREFIX = public_id_of("")
+
+
+class TraceRowKeeper(Protocol):
+    """Rows an app above ingestion keeps for traces (the OpenTelemetry app's
+    received spans). It registers itself in ``TRACE_ROW_KEEPERS`` from its
+    ``AppConfig.ready``, so retention deletes those rows without importing it.
+    Counts it returns are of its rows (reported as ``spans``)."""
+
+    def lock(self, *, organisation: Organisation, public_ids: list[str]) -> None:
+        """Lock the rows of these traces before their conversations are locked
+        (ingestion's lock order)."""
+
+    def delete(self, *, organisation: Organisation, public_ids: list[str]) -> int:
+        """Delete the rows of these expiring traces; returns how many."""
+
+    def expire_unfinished(
+        self, *, organisation: Organisation, horizon: datetime, batch_size: int
+    ) -> tuple[int, int]:
+        """Delete up to ``batch_size`` groups of rows no trace was derived from,
+        last received before ``horizon``; returns the groups and the rows
+        deleted (retention calls again while the groups fill a batch)."""
+
+    def pending(self, *, horizon: datetime) -> int:
+        """Rows a retention pass at ``horizon`` deletes."""
+
+
+TRACE_ROW_KEEPERS: list[TraceRowKeeper] = []
 
 
 @dataclass
@@ -70,22 +95,20 @@ def _expire_batch(organisation: Organisation, horizon: datetime, batch_size: int
         if not batch:
             return Expired()
         trace_ids = [pk for pk, _, _ in batch]
-        otel_ids = sorted(p[len(OTEL_PREFIX) :] for _, p, _ in batch if p.startswith(OTEL_PREFIX))
-        list(
-            ReceivedTrace.objects.select_for_update()
-            .filter(organisation=organisation, trace_id__in=otel_ids)
-            .order_by("trace_id")
-            .values_list("pk")
-        )
+        public_ids = [p for _, p, _ in batch]
+        for keeper in TRACE_ROW_KEEPERS:
+            keeper.lock(organisation=organisation, public_ids=public_ids)
         session_ids = sorted({s for _, _, s in batch})
         list(Session.objects.select_for_update().filter(pk__in=session_ids).order_by("id").values_list("pk"))
         expired = Expired(
             steps=delete_in(TraceStep, "trace_id", trace_ids),
             scores=delete_in(Score, "trace_id", trace_ids),
             traces=delete_in(Trace, "id", trace_ids),
-            spans=delete_in(ReceivedSpan, "trace_id", otel_ids, organisation=organisation),
+            spans=sum(
+                keeper.delete(organisation=organisation, public_ids=public_ids)
+                for keeper in TRACE_ROW_KEEPERS
+            ),
         )
-        delete_in(ReceivedTrace, "trace_id", otel_ids, organisation=organisation)
         expired.conversations = delete_in(Session, "id", _empty(session_ids))
         audit_record(
             organisation=organisation,
@@ -97,47 +120,6 @@ def _expire_batch(organisation: Organisation, horizon: datetime, batch_size: int
         return expired
 
 
-def _expire_unfinished(organisation: Organisation, horizon: datetime, batch_size: int) -> tuple[int, int]:
-    """Spans of OpenTelemetry traces whose root never arrived (so no trace was
-    derived from them), last received before the horizon. Returns the number
-    of such traces and of their spans deleted."""
-    with transaction.atomic():
-        stale = list(
-            ReceivedTrace.objects.select_for_update()
-            .filter(organisation=organisation, derived=False, last_received_at__lt=horizon)
-            .order_by("trace_id")
-            .values_list("trace_id", flat=True)[:batch_size]
-        )
-        if not stale:
-            return 0, 0
-        spans = delete_in(ReceivedSpan, "trace_id", stale, organisation=organisation)
-        delete_in(ReceivedTrace, "trace_id", stale, organisation=organisation)
-        audit_record(
-            organisation=organisation,
-            actor=Actor.system("retention"),
-            action="retention.delete",
-            resource_type="otel_trace",
-            details={"created_before": horizon.isoformat(), "unfinished_traces": len(stale), "spans": spans},
-        )
-        return len(stale), spans
-
-
-def _expiring_spans(horizon: datetime) -> int:
-    """Spans a retention pass at ``horizon`` deletes: those of expiring traces
-    and of unfinished OpenTelemetry traces last received before it."""
-    expiring_trace = Trace.objects.filter(
-        organisation=OuterRef("organisation"),
-        public_id=Concat(Value(OTEL_PREFIX), OuterRef("trace_id")),
-        created_at__lt=horizon,
-    )
-    expiring = ReceivedTrace.objects.filter(
-        Q(derived=False, last_received_at__lt=horizon) | Q(Exists(expiring_trace)),
-        organisation=OuterRef("organisation"),
-        trace_id=OuterRef("trace_id"),
-    )
-    return ReceivedSpan.objects.filter(Exists(expiring)).count()
-
-
 def retention_pending(*, horizon: datetime) -> Expired:
     """What a retention pass at ``horizon`` would delete (conversations are
     counted only as they are deleted)."""
@@ -145,7 +127,7 @@ def retention_pending(*, horizon: datetime) -> Expired:
         traces=Trace.objects.filter(created_at__lt=horizon).count(),
         steps=TraceStep.objects.filter(trace__created_at__lt=horizon).count(),
         scores=Score.objects.filter(trace_created_at__lt=horizon).count(),
-        spans=_expiring_spans(horizon),
+        spans=sum(keeper.pending(horizon=horizon) for keeper in TRACE_ROW_KEEPERS),
     )
 
 
@@ -178,9 +160,12 @@ def retention_apply(
                 progress(expired.traces)
             if expired.traces < batch_size:
                 break
-        while True:
-            traces, spans = _expire_unfinished(organisation, horizon, batch_size)
-            total.spans += spans
-            if traces < batch_size:
-                break
+        for keeper in TRACE_ROW_KEEPERS:
+            while True:
+                groups, rows = keeper.expire_unfinished(
+                    organisation=organisation, horizon=horizon, batch_size=batch_size
+                )
+                total.spans += rows
+                if groups < batch_size:
+                    break
     return total

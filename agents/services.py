@@ -17,8 +17,8 @@ from pydantic import ValidationError
 
 from audit.redaction import changed_paths
 from audit.services import Actor, audit_record, audit_record_many
-from billing.pricing import PriceTable, money, price_table, trace_cost
 from metrics.rollups import RollupDeltas
+from pricing.prices import PriceTable, money, price_table, trace_cost
 from thinnest_analytics.db import insert_ignore_conflicts, update_by_pk
 from thinnest_analytics.errors import ApiError, not_found
 

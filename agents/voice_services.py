@@ -12,8 +12,8 @@ from django.utils import timezone
 from pydantic import ValidationError
 
 from audit.services import Actor, audit_record
-from billing.pricing import voice_cost, voice_price_per_minute, voice_seconds
 from metrics.rollups import RollupDeltas
+from pricing.prices import voice_cost, voice_price_per_minute, voice_seconds
 from thinnest_analytics.db import insert_ignore_conflicts, update_by_pk
 
 from .live import voice_changed_on_commit

@@ -7,9 +7,11 @@ from zoneinfo import ZoneInfo
 
 from django import forms
 
+from accounts.selectors import timezone_valid
+
 from .models import LedgerKind
 from .schemas import MAX_AMOUNT_USD
-from .selectors import local_midnight, timezone_valid
+from .selectors import local_midnight
 
 
 def _amount(

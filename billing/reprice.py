@@ -16,9 +16,8 @@ from audit.services import Actor, audit_record
 from metrics.models import DailyRollup
 from metrics.rebuild import rollups_rebuild
 from metrics.rollups import day_of
+from pricing.prices import PriceTable, price_table, trace_cost
 from thinnest_analytics.db import update_by_pk
-
-from .pricing import PriceTable, price_table, trace_cost
 
 # Stored costs have 10 decimal places (NUMERIC(20,10)); PostgreSQL rounds half away from zero.
 COST_QUANTUM = Decimal("1e-10")

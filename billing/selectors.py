@@ -10,13 +10,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from functools import cache
-from zoneinfo import ZoneInfo, available_timezones
+from zoneinfo import ZoneInfo
 
 from django.db.models import Count, Max, QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from accounts.selectors import zone_of
 from agents.models import Agent, CostSource, Trace
 from metrics.models import DailyRollup
 from metrics.selectors import Totals, collect, ranges_q, window_plan
@@ -30,22 +30,6 @@ ZERO = Decimal(0)
 
 
 # --- periods ------------------------------------------------------------------
-
-
-@cache
-def _zone_names() -> frozenset[str]:
-    return frozenset(available_timezones())
-
-
-def timezone_valid(name: str) -> bool:
-    """An IANA zone name the server knows, e.g. ``Asia/Kolkata``."""
-    return name in _zone_names()
-
-
-def zone_of(organisation) -> ZoneInfo:
-    """The organisation's time zone; UTC when unset or unknown."""
-    name = organisation.timezone or "UTC"
-    return ZoneInfo(name) if timezone_valid(name) else ZoneInfo("UTC")
 
 
 @dataclass(frozen=True)

@@ -26,15 +26,16 @@ from accounts.services import organisation_save
 from agents.models import Agent
 from audit.admin import _csv_cell
 from audit.services import Actor
-from dashboard import charts
 from metrics.selectors import timeseries
 from metrics.windows import Window
-from thinnest_analytics import formatting
+from pricing import services as price_services
+from pricing.models import ModelPrice
+from thinnest_analytics import charts, formatting
 from thinnest_analytics.pages import button_apply, form_apply
 
 from . import selectors, services
 from .forms import AdjustmentForm, BudgetForm, LedgerFilterForm, ModelPriceForm, TimezoneForm, TopUpForm
-from .models import LedgerEntry, ModelPrice
+from .models import LedgerEntry
 
 LEDGER_PAGE_SIZE = 25
 BREAKDOWN_LABELS = {"llm_tokens": "LLM tokens", "voice_minutes": "Voice minutes", "scraping": "Scraping"}
@@ -234,7 +235,7 @@ def _price(request: HttpRequest, price_id: int) -> ModelPrice:
 def _price_change(request: HttpRequest, form: ModelPriceForm, price: ModelPrice | None):
     return form_apply(
         form,
-        lambda data: services.model_price_save(
+        lambda data: price_services.model_price_save(
             organisation=request.organisation, actor=_actor(request), price=price, **data
         ),
     )
@@ -268,7 +269,7 @@ def price_edit(request: HttpRequest, price_id: int) -> HttpResponse:
             messages.success(request, "Price saved. Traces stored earlier keep their cost until repriced.")
             return redirect("billing:prices")
     else:
-        form = ModelPriceForm(initial={f: getattr(price, f) for f in services.PRICE_FIELDS})
+        form = ModelPriceForm(initial={f: getattr(price, f) for f in price_services.PRICE_FIELDS})
     context = {"nav": "billing", "form": form, "price": price}
     return render(request, "billing/price_edit.html", context, status=400 if form.is_bound else 200)
 
@@ -279,7 +280,7 @@ def price_retire(request: HttpRequest, price_id: int) -> HttpResponse:
     price = _price(request, price_id)
     button_apply(
         request,
-        lambda: services.model_price_delete(
+        lambda: price_services.model_price_delete(
             organisation=request.organisation, price=price, actor=_actor(request)
         ),
         f"Price for {price.model_name} retired.",

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 
+from thinnest_analytics import charts
 from thinnest_analytics import formatting as f
 
-from . import charts, drill
+from . import drill
 
 # A previous window with fewer conversations than this gives no change: a rate
 # or a percentage over a handful of conversations means nothing (the same

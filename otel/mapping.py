@@ -18,7 +18,7 @@ from typing import Any
 from django.conf import settings
 
 from agents.models import CostSource, StepKind
-from billing.pricing import PriceTable
+from pricing.prices import PriceTable
 
 from . import voice
 from .messages import (

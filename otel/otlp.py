@@ -186,7 +186,7 @@ def request_parse(body: bytes, content_type: str, signal: str = "traces"):
     if not isinstance(document, dict):
         raise ApiError(400, "malformed_body", f"an OTLP JSON body is an object with '{SIGNALS[signal][2]}'")
     try:
-        json_format.ParseDict(_ids_as_base64(document), message, ignore_unknown_fields=True)
+        json_format.ParseDict(ids_as_base64(document), message, ignore_unknown_fields=True)
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
         raise ApiError(400, "malformed_body", f"the body is not an OTLP JSON document: {exc}") from None
     return message
@@ -209,7 +209,7 @@ def _items(parent: dict, *names: str) -> list:
     return []
 
 
-def _ids_as_base64(document: dict) -> dict:
+def ids_as_base64(document: dict) -> dict:
     """OTLP JSON writes trace and span ids in hex where protobuf's JSON mapping
     expects base64: convert them in place before parsing (spans, their links,
     log records; metric exemplars)."""

@@ -22,8 +22,8 @@ from agents.services import (
 )
 from agents.voice_services import voice_events_ingest
 from audit.services import Actor
-from billing.pricing import price_table
 from metrics.rollups import RollupDeltas
+from pricing.prices import price_table
 from thinnest_analytics.db import insert_ignore_conflicts, update_by_pk
 
 from .mapping import Draft, public_id_of, trace_agent, trace_draft

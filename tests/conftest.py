@@ -158,9 +158,9 @@ def rollup_snapshot(organisation) -> dict:
 @pytest.fixture(autouse=True)
 def _fresh_price_tables():
     """Organisation ids are reused between tests on SQLite: start each test uncached."""
-    from billing.pricing import _cache
+    from pricing.prices import price_tables_forget
 
-    _cache.clear()
+    price_tables_forget()
 
 
 def usage_event(**fields) -> dict:

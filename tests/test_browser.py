@@ -210,7 +210,7 @@ def test_the_admin_runs_under_the_same_policy(browser, live_server, demo):
     page.fill("#id_password", "pw-123456")
     page.click("input[type=submit]")
     page.wait_for_url(f"{live_server.url}/admin/")
-    for path in ["/admin/audit/auditlog/", "/admin/billing/modelprice/", "/admin/agents/trace/"]:
+    for path in ["/admin/audit/auditlog/", "/admin/pricing/modelprice/", "/admin/agents/trace/"]:
         page.goto(f"{live_server.url}{path}")
         page.wait_for_load_state("networkidle")
         assert _violations(page) == [], path

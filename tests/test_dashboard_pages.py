@@ -7,7 +7,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from dashboard import charts
+from thinnest_analytics import charts
 
 from .conftest import trace
 

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 from agents.models import Agent, CostSource, Score, Session, Trace, TraceStep
 from audit.models import AuditLog
-from billing.models import ModelPrice
+from pricing.models import ModelPrice
 
 from .conftest import trace
 

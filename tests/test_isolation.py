@@ -18,7 +18,7 @@ from accounts.models import ApiKey, Invitation, Membership, Role
 from agents.models import Agent, Deployment, PhoneNumber, Trace
 from alerts.models import AlertRule
 from audit.services import Actor
-from billing.models import ModelPrice
+from pricing.models import ModelPrice
 from thinnest_analytics.api import api
 
 from .conftest import Tenant, _tenant, trace

@@ -9,7 +9,7 @@ import pytest
 
 from agents.models import Trace
 from audit.models import AuditLog
-from billing.models import ModelPrice
+from pricing.models import ModelPrice
 
 from .conftest import trace
 
@@ -122,7 +122,7 @@ def test_built_in_and_other_organisations_prices_are_not_found(tenant, outsider,
 
 def test_the_django_admin_changes_prices_through_the_audited_service(tenant, superuser):
     add = superuser.post(
-        "/admin/billing/modelprice/add/",
+        "/admin/pricing/modelprice/add/",
         {
             "organisation": tenant.organisation.pk,
             **FORM,
@@ -134,13 +134,13 @@ def test_the_django_admin_changes_prices_through_the_audited_service(tenant, sup
     price = ModelPrice.objects.get(organisation=tenant.organisation)
     assert AuditLog.objects.filter(action="model_price.create", resource_id=str(price.pk)).exists()
     bad = superuser.post(
-        f"/admin/billing/modelprice/{price.pk}/change/",
+        f"/admin/pricing/modelprice/{price.pk}/change/",
         {**FORM, "match_pattern": "(", "effective_from_0": "2024-01-01", "effective_from_1": "00:00:00"},
     )
     assert bad.status_code == 200 and b"regular expression" in bad.content
-    superuser.post(f"/admin/billing/modelprice/{price.pk}/delete/", {"post": "yes"})
+    superuser.post(f"/admin/pricing/modelprice/{price.pk}/delete/", {"post": "yes"})
     assert not ModelPrice.objects.filter(pk=price.pk).exists()
     assert AuditLog.objects.filter(action="model_price.delete").exists()
     builtin = ModelPrice.objects.filter(organisation__isnull=True).first()
-    page = superuser.get(f"/admin/billing/modelprice/{builtin.pk}/change/")
+    page = superuser.get(f"/admin/pricing/modelprice/{builtin.pk}/change/")
     assert page.status_code == 200 and b"Save" not in page.content  # built-ins are read-only

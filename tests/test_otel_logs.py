@@ -186,9 +186,9 @@ def test_a_resent_log_record_is_kept_once(tenant, reader):
 def test_log_records_in_protobuf_are_read(tenant):
     from google.protobuf import json_format
 
-    from otel.otlp import _ids_as_base64
+    from otel.otlp import ids_as_base64
 
-    message = json_format.ParseDict(_ids_as_base64(_logs_document()), ExportLogsServiceRequest())
+    message = json_format.ParseDict(ids_as_base64(_logs_document()), ExportLogsServiceRequest())
     _send_spans(tenant.keys["ingest"])
     r = _post(tenant.keys["ingest"], "/api/otel/v1/logs", message.SerializeToString(), PROTOBUF)
     assert r.status_code == 200 and r["Content-Type"] == PROTOBUF

@@ -12,9 +12,9 @@ import pytest
 
 from agents.models import Trace
 from audit.services import Actor
-from billing.models import ModelPrice
-from billing.pricing import price_pattern
-from billing.services import model_price_save
+from pricing.models import ModelPrice
+from pricing.prices import price_pattern
+from pricing.services import model_price_save
 
 from .conftest import _tenant, postgres_only, trace
 from .daphne import Daphne, database_url

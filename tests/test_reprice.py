@@ -12,8 +12,8 @@ from django.db import connection
 from agents.models import Trace
 from audit.models import AuditLog
 from audit.services import Actor
-from billing.services import model_price_save
 from metrics.rebuild import rollups_rebuild
+from pricing.services import model_price_save
 
 from .conftest import rollup_snapshot, trace
 
@@ -184,7 +184,7 @@ def test_running_it_again_changes_nothing(tenant, stored):
 def test_retiring_a_price_makes_its_traces_unpriced_again(tenant, stored, reader):
     price = _price(tenant.organisation, "in-house-7b", "", "1", "2", T0 - timedelta(days=1))
     call_command("reprice", "--from", "2026-03-06", "--to", "2026-03-08", stdout=StringIO())
-    from billing.services import model_price_delete
+    from pricing.services import model_price_delete
 
     model_price_delete(organisation=tenant.organisation, price=price, actor=Actor.system("test"))
     call_command("reprice", "--from", "2026-03-06", "--to", "2026-03-08", stdout=StringIO())

@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "channels",
     "accounts",
     "metrics",
+    "pricing",
     "agents",
     "dashboard",
     "billing",

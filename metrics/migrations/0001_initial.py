@@ -4,11 +4,20 @@ import django.db.models.deletion
 from django.db import migrations, models
 
 
+def content_types_move(apps, schema_editor):
+    """Existing permissions follow the models to their new app."""
+    ContentType = apps.get_model("contenttypes", "ContentType")
+    for model in ['hourlyrollup', 'dailyrollup']:
+        if not ContentType.objects.filter(app_label="metrics", model=model).exists():
+            ContentType.objects.filter(app_label="dashboard", model=model).update(app_label="metrics")
+
+
 class Migration(migrations.Migration):
 
     initial = True
 
     dependencies = [
+        ('contenttypes', '0002_remove_content_type_name'),
         ('accounts', '0001_initial'),
         ('agents', '0002_lean_indexes'),
         # The tables (and their SQL functions) were created by the dashboard app.
@@ -91,4 +100,5 @@ class Migration(migrations.Migration):
                 ),
             ],
         ),
+        migrations.RunPython(content_types_move, migrations.RunPython.noop),
     ]

@@ -1,4 +1,4 @@
-"""Plotly figures for the dashboard, built in Python and drawn by static/js/charts.js.
+"""Plotly figures for the pages (dashboard and billing), built in Python and drawn by static/js/charts.js.
 
 A view puts ``chart(...)`` dicts in its context; the template includes
 ``dashboard/_chart.html``, which shows the title as the figure's caption (so

@@ -177,9 +177,14 @@ def price_table(*, organisation, fresh: bool = False) -> PriceTable:
     return table
 
 
+def price_tables_forget() -> None:
+    """Drop this process's cached price tables (a price changed)."""
+    _cache.clear()
+
+
 @receiver([post_save, post_delete], sender=ModelPrice)
 def _forget_prices(**kwargs) -> None:
-    _cache.clear()
+    price_tables_forget()
 
 
 def _load(organisation) -> PriceTable:
