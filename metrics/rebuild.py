@@ -1,16 +1,25 @@
 """Rebuilding rollups from raw rows, set-based: one GROUP BY per fact per day."""
 
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 from django.db import connection, transaction
-from django.db.models import Count, Q, Sum
-from django.db.models.functions import Coalesce, TruncHour
+from django.db.models import Count
+from django.db.models.functions import TruncHour
 
 from metrics.windows import retention_horizon
 
 from .models import COUNTERS, DailyRollup, HourlyRollup
-from .rollups import LatencyBucket, RollupDeltas, RollupKey, day_of, raw_model
+from .rollups import (
+    LatencyBucket,
+    RollupDeltas,
+    RollupKey,
+    conversation_facts,
+    day_of,
+    raw_model,
+    score_facts,
+    trace_facts,
+    voice_call_facts,
+)
 
 
 def _rebuild_day(day: datetime, organisation_id: int | None) -> None:
@@ -29,22 +38,7 @@ def _rebuild_day(day: datetime, organisation_id: int | None) -> None:
     traces = Trace.objects.filter(created_at__gte=day, created_at__lt=end, **scope).annotate(
         hour=TruncHour("created_at", tzinfo=UTC)
     )
-    for row in (
-        traces.values(*key)
-        .annotate(
-            traces=Count("id"),
-            messages=Count("id", filter=~Q(input="")) + Count("id", filter=~Q(output="")),
-            input_tokens=Sum("input_tokens"),
-            output_tokens=Sum("output_tokens"),
-            latency_count=Count("latency_ms"),
-            latency_sum_ms=Coalesce(Sum("latency_ms"), 0),
-            tool_call_traces=Count("id", filter=Q(tool_call_count__gt=0)),
-            error_traces=Count("id", filter=Q(status="error")),
-            llm_cost_usd=Coalesce(Sum("cost_usd"), Decimal(0)),
-            unpriced_traces=Count("id", filter=Q(cost_usd__isnull=True)),
-        )
-        .order_by()
-    ):
+    for row in traces.values(*key).annotate(**trace_facts()).order_by():
         deltas.add_counters(key_of(row), {name: row[name] for name in COUNTERS if name in row})
     for row in (
         traces.filter(latency_ms__isnull=False)
@@ -57,21 +51,18 @@ def _rebuild_day(day: datetime, organisation_id: int | None) -> None:
         Session.objects.filter(started_at__gte=day, started_at__lt=end, **scope)
         .annotate(hour=TruncHour("started_at", tzinfo=UTC))
         .values(*key)
-        .annotate(conversations=Count("id"), failed_conversations=Count("id", filter=Q(error_count__gt=0)))
+        .annotate(**conversation_facts())
         .order_by()
     ):
-        deltas.add_counters(
-            key_of(row),
-            {"conversations": row["conversations"], "failed_conversations": row["failed_conversations"]},
-        )
+        deltas.add_counters(key_of(row), {name: row[name] for name in conversation_facts()})
     for row in (
         Score.objects.filter(trace_created_at__gte=day, trace_created_at__lt=end, **scope)
         .annotate(hour=TruncHour("trace_created_at", tzinfo=UTC))
         .values(*key)
-        .annotate(score_count=Count("id"), score_sum=Sum("value"))
+        .annotate(**score_facts())
         .order_by()
     ):
-        deltas.add_counters(key_of(row), {"score_count": row["score_count"], "score_sum": row["score_sum"]})
+        deltas.add_counters(key_of(row), {name: row[name] for name in score_facts()})
     for hook in REBUILD_HOOKS:
         hook(deltas, day, end, scope)
     deltas.apply()
@@ -84,7 +75,7 @@ def _voice_calls(deltas: RollupDeltas, day: datetime, end: datetime, scope: dict
         VoiceCall.objects.filter(ended_at__gte=day, ended_at__lt=end, **scope)
         .annotate(hour=TruncHour("ended_at", tzinfo=UTC))
         .values("organisation_id", "agent_id", "deployment_version", "hour")
-        .annotate(calls=Count("id"), seconds=Sum("duration_s"), cost=Sum("cost_usd"))
+        .annotate(**voice_call_facts())
         .order_by()
     ):
         key = (
@@ -94,14 +85,7 @@ def _voice_calls(deltas: RollupDeltas, day: datetime, end: datetime, scope: dict
             row["deployment_version"],
             row["hour"].astimezone(UTC),
         )
-        deltas.add_counters(
-            key,
-            {
-                "voice_calls_ended": row["calls"],
-                "voice_seconds": row["seconds"],
-                "voice_cost_usd": row["cost"],
-            },
-        )
+        deltas.add_counters(key, {name: row[name] for name in voice_call_facts()})
 
 
 def _ceil_day(at: datetime) -> datetime:

@@ -7,7 +7,8 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.apps import apps
-from django.db.models import CharField, Func, Q
+from django.db.models import CharField, Count, Func, Q, Sum
+from django.db.models.functions import Coalesce
 
 from thinnest_analytics.db import upsert_add
 
@@ -20,6 +21,47 @@ class LatencyBucket(Func):
 
     function = "ta_latency_bucket"
     output_field = CharField()
+
+
+# --- the facts of raw rows ----------------------------------------------------
+# Each rollup counter, defined once as an aggregate over the raw rows it counts.
+# Reading a window's partial hours (``selectors.collect``) and rebuilding a day
+# (``rebuild``) both aggregate with these; ``RollupDeltas`` is their per-row twin.
+
+
+def trace_facts() -> dict:
+    """The counters of traces (in the bucket of ``created_at``), over the traces table."""
+    return {
+        "traces": Count("id"),
+        "messages": Count("id", filter=~Q(input="")) + Count("id", filter=~Q(output="")),
+        "input_tokens": Sum("input_tokens"),
+        "output_tokens": Sum("output_tokens"),
+        "latency_count": Count("latency_ms"),
+        "latency_sum_ms": Coalesce(Sum("latency_ms"), 0),
+        "tool_call_traces": Count("id", filter=Q(tool_call_count__gt=0)),
+        "error_traces": Count("id", filter=Q(status="error")),
+        "llm_cost_usd": Coalesce(Sum("cost_usd"), Decimal(0)),  # priced traces only
+        "unpriced_traces": Count("id", filter=Q(cost_usd__isnull=True)),
+    }
+
+
+def conversation_facts() -> dict:
+    """The counters of conversations (in the bucket of ``started_at``), over the conversations table."""
+    return {"conversations": Count("id"), "failed_conversations": Count("id", filter=Q(error_count__gt=0))}
+
+
+def score_facts() -> dict:
+    """The counters of evaluation scores (in the bucket of their trace), over the scores table."""
+    return {"score_count": Count("id"), "score_sum": Sum("value")}
+
+
+def voice_call_facts() -> dict:
+    """The counters of voice calls (in the bucket of ``ended_at``), over the calls table."""
+    return {
+        "voice_calls_ended": Count("id"),
+        "voice_seconds": Sum("duration_s"),
+        "voice_cost_usd": Sum("cost_usd"),
+    }
 
 
 # (organisation pk, agent pk, channel, deployment version, hour start)

@@ -14,11 +14,20 @@ from decimal import Decimal
 from typing import Literal
 
 from django.db.models import CharField, Count, F, Q, Sum, Value
-from django.db.models.functions import Coalesce, TruncDay, TruncHour
+from django.db.models.functions import TruncDay, TruncHour
 
 from .models import COUNTERS, DailyRollup, HourlyRollup
 from .readcache import rollup_reads
-from .rollups import LatencyBucket, day_of, hour_of, raw_model
+from .rollups import (
+    LatencyBucket,
+    conversation_facts,
+    day_of,
+    hour_of,
+    raw_model,
+    score_facts,
+    trace_facts,
+    voice_call_facts,
+)
 from .sketch import Sketch, merge_into, quantile
 from .windows import Window, retention_horizon
 
@@ -164,10 +173,6 @@ def _normalise_key(dimension: Dimension, key):
     return key
 
 
-def _count_if(condition: Q) -> Count:
-    return Count("id", filter=condition)
-
-
 FACTS = ("traces", "conversations", "scores", "usage", "voice")
 
 
@@ -260,21 +265,7 @@ def collect(
         Trace.objects.none()
         if "traces" not in facts
         else (
-            grouped(traces, 1, "created_at")
-            .values(*names, "agent_id")
-            .annotate(
-                traces=Count("id"),
-                messages=_count_if(~Q(input="")) + _count_if(~Q(output="")),
-                input_tokens=Sum("input_tokens"),
-                output_tokens=Sum("output_tokens"),
-                latency_count=Count("latency_ms"),
-                latency_sum_ms=Coalesce(Sum("latency_ms"), 0),
-                tool_call_traces=_count_if(Q(tool_call_count__gt=0)),
-                error_traces=_count_if(Q(status="error")),
-                llm_cost_usd=Sum("cost_usd"),
-                unpriced_traces=_count_if(Q(cost_usd__isnull=True)),
-            )
-            .order_by()
+            grouped(traces, 1, "created_at").values(*names, "agent_id").annotate(**trace_facts()).order_by()
         )
     )
     for row in aggregates:
@@ -288,7 +279,7 @@ def collect(
         else (
             grouped(Session.objects.filter(ranges_q("started_at", plan.raw), **scope), 2, "started_at")
             .values(*names)
-            .annotate(conversations=Count("id"), failed_conversations=_count_if(Q(error_count__gt=0)))
+            .annotate(**conversation_facts())
             .order_by()
         )
     )
@@ -303,7 +294,7 @@ def collect(
                 Score.objects.filter(ranges_q("trace_created_at", plan.raw), **scope), 3, "trace_created_at"
             )
             .values(*names)
-            .annotate(score_count=Count("id"), score_sum=Sum("value"))
+            .annotate(**score_facts())
             .order_by()
         )
     )
@@ -342,9 +333,7 @@ def collect(
                 {"channel": Value("voice", output_field=CharField())},
             )
             .values(*names)
-            .annotate(
-                voice_calls_ended=Count("id"), voice_seconds=Sum("duration_s"), voice_cost_usd=Sum("cost_usd")
-            )
+            .annotate(**voice_call_facts())
             .order_by()
         )
     )
