@@ -227,7 +227,7 @@ def test_the_same_call_sent_as_events_gives_the_same_metrics(tenant, outsider):
         ),
         voice.ended(call_id=call, at=at(20_000), duration_s=20.0),
     ]
-    from agents.voice_services import voice_events_ingest
+    from voice.services import voice_events_ingest
 
     assert not voice_events_ingest(
         organisation=outsider.organisation, items=events, actor=Actor.system("test")

@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "channels",
     "accounts",
     "agents",
+    "voice",
     "dashboard",
     "billing",
     "audit",

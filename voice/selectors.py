@@ -14,11 +14,10 @@ from django.db.models import Avg, Count, Q, Sum
 from django.db.models.functions import TruncMinute
 
 from agents.models import Agent, CallStatus, VoiceCall, VoiceTurn
-
-from .rollups import LatencyBucket
-from .selectors import Totals, collect, metrics
-from .sketch import quantile
-from .windows import Window
+from dashboard.rollups import LatencyBucket
+from dashboard.selectors import Totals, collect, metrics
+from dashboard.sketch import quantile
+from dashboard.windows import Window
 
 LIVE_TURNS = timedelta(minutes=5)
 LIVE_HISTORY_MINUTES = 10
