@@ -7,8 +7,9 @@ from django.db import connection, transaction
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import Coalesce, TruncHour
 
-from agents.models import Score, Session, Trace, VoiceCall
+from agents.models import Score, Session, Trace
 from agents.retention import retention_horizon
+from voice.models import VoiceCall
 
 from .models import COUNTERS, DailyRollup, HourlyRollup
 from .rollups import LatencyBucket, RollupDeltas, RollupKey, day_of

@@ -17,9 +17,10 @@ from django.db.models import CharField, Count, F, Max, Min, Q, Sum, Value
 from django.db.models.functions import Coalesce, TruncDay, TruncHour
 from django.utils import timezone
 
-from agents.models import Agent, Deployment, Score, Session, Trace, VoiceCall
+from agents.models import Agent, Deployment, Score, Session, Trace
 from agents.retention import retention_horizon
 from billing.models import UsageEvent
+from voice.models import VoiceCall
 
 from . import stats
 from .models import COUNTERS, DailyRollup, HourlyRollup

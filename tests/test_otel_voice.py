@@ -13,10 +13,11 @@ from channels.db import database_sync_to_async
 from django.test import Client
 from django.utils import timezone
 
-from agents.models import Agent, Trace, VoiceCall, VoiceTurn
+from agents.models import Agent, Trace
 from audit.services import Actor
 from otel.otlp import EPOCH
 from thinnest_analytics.asgi import application
+from voice.models import VoiceCall, VoiceTurn
 
 from . import voice
 from .conftest import _tenant

@@ -9,10 +9,11 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from agents.models import CallStatus, Session, VoiceCall
+from agents.models import Session
 from audit.models import AuditLog
 from dashboard.rebuild import rollups_rebuild
 from thinnest_analytics.celery import app
+from voice.models import CallStatus, VoiceCall
 from voice.services import voice_calls_close_stale
 from voice.tasks import voice_calls_close_stale_task
 

@@ -13,11 +13,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from django.db.models import Avg, Count, Q, Sum
 from django.db.models.functions import TruncMinute
 
-from agents.models import Agent, CallStatus, VoiceCall, VoiceTurn
+from agents.models import Agent
 from dashboard.rollups import LatencyBucket
 from dashboard.selectors import Totals, collect, metrics
 from dashboard.sketch import quantile
 from dashboard.windows import Window
+
+from .models import CallStatus, VoiceCall, VoiceTurn
 
 LIVE_TURNS = timedelta(minutes=5)
 LIVE_HISTORY_MINUTES = 10

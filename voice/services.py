@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 from pydantic import ValidationError
 
-from agents.models import Agent, CallStatus, Deployment, DeploymentStatus, Session, VoiceCall, VoiceTurn
+from agents.models import Agent, Deployment, DeploymentStatus, Session
 from agents.schemas import NUL_MESSAGE, nul_paths, validation_reason
 from agents.services import (
     IngestResult,
@@ -27,6 +27,7 @@ from dashboard.rollups import RollupDeltas
 from thinnest_analytics.db import insert_ignore_conflicts, update_by_pk
 
 from .live import voice_changed_on_commit
+from .models import CallStatus, VoiceCall, VoiceTurn
 from .schemas import (
     CallEnded,
     CallEvent,
