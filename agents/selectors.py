@@ -10,7 +10,7 @@ from thinnest_analytics.cursors import cursor_decode, cursor_encode, invalid_cur
 from thinnest_analytics.errors import ApiError, not_found
 
 from .config import agent_fields, change_details, config_complete, config_masked, config_of
-from .models import Agent, Deployment, DeploymentStatus, Session, Trace, VoiceCall
+from .models import Agent, Deployment, DeploymentStatus, Session, Trace
 
 
 def agent_get(*, organisation, public_id: str) -> Agent:
@@ -202,16 +202,14 @@ def conversation_get(*, organisation, public_id: str) -> dict:
     if session is None:
         raise not_found(f"conversation '{public_id}'")
     turns = list(Trace.objects.filter(session=session).order_by("created_at", "pk").prefetch_related("steps"))
-    call = VoiceCall.objects.filter(session=session).only("cost_usd", "ended_at").first()
     latencies = [t.latency_ms for t in turns if t.latency_ms is not None]
-    voice_cost = call.cost_usd if call is not None and call.ended_at is not None else None
     totals = {
         "turns": len(turns),
         "input_tokens": sum(t.input_tokens for t in turns),
         "output_tokens": sum(t.output_tokens for t in turns),
         "avg_latency_ms": sum(latencies) / len(latencies) if latencies else None,
         "llm_cost_usd": sum((t.cost_usd for t in turns if t.cost_usd is not None), Decimal(0)),
-        "voice_cost_usd": voice_cost or Decimal(0),
+        "voice_cost_usd": session.voice_cost_usd,  # the call's minutes, priced when it ended
         "unpriced_turns": sum(1 for t in turns if t.cost_usd is None),
         "duration": session.duration,
     }

@@ -3,17 +3,10 @@
 from celery import shared_task
 
 from .retention import retention_apply
-from .voice_services import voice_calls_close_stale
 
 # A pass stops after this long and the next one goes on: an hourly run never
 # overlaps the next, even with a large backlog after retention is first enabled.
 RETENTION_PASS_SECONDS = 50 * 60
-
-
-@shared_task(name="agents.voice_calls_close_stale")
-def voice_calls_close_stale_task() -> int:
-    """Close calls nobody has heard from for VOICE_STALE_CALL_MINUTES (scheduled every minute)."""
-    return voice_calls_close_stale()
 
 
 @shared_task(name="agents.apply_retention")

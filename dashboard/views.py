@@ -17,10 +17,10 @@ from agents.models import Agent, Channel
 from audit import selectors as audit_selectors
 from otel import selectors as otel_selectors
 from thinnest_analytics.errors import ApiError
+from voice.selectors import voice_metrics
 
 from . import drill, lists, panels, selectors
 from .filters import WindowFilter, days_filter, has_window, window_filter
-from .voice import voice_metrics
 
 # Sortable columns of the overview's agents table: key, label, metric.
 AGENT_COLUMNS = [

@@ -70,7 +70,7 @@ def _rebuild_day(day: datetime, organisation_id: int | None) -> None:
 
 def _voice_calls(deltas: RollupDeltas, day: datetime, end: datetime, scope: dict) -> None:
     """Calls ended in the day: their count, seconds and cost in the hour they ended."""
-    VoiceCall = raw_model("agents.VoiceCall")
+    VoiceCall = raw_model("voice.VoiceCall")
     for row in (
         VoiceCall.objects.filter(ended_at__gte=day, ended_at__lt=end, **scope)
         .annotate(hour=TruncHour("ended_at", tzinfo=UTC))

@@ -191,7 +191,7 @@ def collect(
     ``facts`` limits the raw rows read at the edges to those kinds (of FACTS);
     the others' counters are then incomplete."""
     Trace, Session, Score = raw_model("agents.Trace"), raw_model("agents.Session"), raw_model("agents.Score")
-    VoiceCall, UsageEvent = raw_model("agents.VoiceCall"), raw_model("billing.UsageEvent")
+    VoiceCall, UsageEvent = raw_model("voice.VoiceCall"), raw_model("billing.UsageEvent")
     dimensions = _dimensions(group)
     # Ungrouped, every row is in one group: a constant column "g".
     names = [f"g{i}" for i in range(len(dimensions))] or ["g"]

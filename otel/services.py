@@ -20,11 +20,11 @@ from agents.services import (
     sessions_lock,
     sessions_refresh,
 )
-from agents.voice_services import voice_events_ingest
 from audit.services import Actor
 from metrics.rollups import RollupDeltas
 from pricing.prices import price_table
 from thinnest_analytics.db import insert_ignore_conflicts, update_by_pk
+from voice.services import voice_events_ingest
 
 from .mapping import Draft, public_id_of, trace_agent, trace_draft
 from .models import ReceivedSpan, ReceivedTrace

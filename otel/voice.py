@@ -3,7 +3,7 @@
 Pipecat (``pipecat-ai[tracing]``) and LiveKit Agents trace a voice conversation
 as one OpenTelemetry trace. The events made here are the ones a voice agent
 would send to ``POST /api/voice/events`` and go through the same service
-(``agents.voice_services.voice_events_ingest``), so calls, turns, minutes and
+(``voice.services.voice_events_ingest``), so calls, turns, minutes and
 the live metrics follow the same rules whichever way they came.
 
 | framework | call (start, end, status) | a turn | voice latency | interrupted | confidence |

@@ -12,8 +12,8 @@ from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
-from agents.voice_services import voice_events_ingest
 from audit.services import Actor
+from voice.services import voice_events_ingest
 
 from . import voice
 from .browser import ago, chromium, complaints, conversations, ingest, needs_chromium, operator_organisation

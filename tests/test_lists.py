@@ -12,10 +12,11 @@ import pytest
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from agents.models import Session, Trace, VoiceCall
+from agents.models import Session, Trace
 from dashboard import lists
 from dashboard.filters import instant
 from thinnest_analytics import formatting
+from voice.models import VoiceCall
 
 from .conftest import trace
 

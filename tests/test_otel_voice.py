@@ -13,10 +13,11 @@ from channels.db import database_sync_to_async
 from django.test import Client
 from django.utils import timezone
 
-from agents.models import Agent, Trace, VoiceCall, VoiceTurn
+from agents.models import Agent, Trace
 from audit.services import Actor
 from otel.otlp import EPOCH
 from thinnest_analytics.asgi import application
+from voice.models import VoiceCall, VoiceTurn
 
 from . import voice
 from .conftest import _tenant
@@ -227,7 +228,7 @@ def test_the_same_call_sent_as_events_gives_the_same_metrics(tenant, outsider):
         ),
         voice.ended(call_id=call, at=at(20_000), duration_s=20.0),
     ]
-    from agents.voice_services import voice_events_ingest
+    from voice.services import voice_events_ingest
 
     assert not voice_events_ingest(
         organisation=outsider.organisation, items=events, actor=Actor.system("test")

@@ -8,9 +8,10 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from agents.models import Agent, CallStatus, Trace, VoiceCall, VoiceTurn
+from agents.models import Agent, Trace
 from dashboard.selectors import agent_summary
 from metrics.windows import parse_window
+from voice.models import CallStatus, VoiceCall, VoiceTurn
 
 from .conftest import _tenant
 

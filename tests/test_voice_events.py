@@ -7,11 +7,12 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from agents.models import Agent, CallStatus, Session, VoiceCall, VoiceTurn
+from agents.models import Agent, Session
 from audit.models import AuditLog
 from dashboard import selectors
 from metrics.rebuild import rollups_rebuild
 from metrics.windows import Window
+from voice.models import CallStatus, VoiceCall, VoiceTurn
 
 from . import voice
 from .conftest import _tenant, postgres_only, rollup_snapshot, trace

@@ -18,11 +18,11 @@ from django.utils import timezone
 
 from accounts.models import Role
 from accounts.services import user_create_or_update
-from agents.live import voice_group
 from agents.models import Agent
-from agents.voice_services import voice_events_ingest
 from audit.services import Actor
 from thinnest_analytics.asgi import application
+from voice.live import voice_group
+from voice.services import voice_events_ingest
 
 from . import voice
 from .conftest import _tenant
@@ -248,13 +248,13 @@ def test_a_burst_of_changes_is_coalesced(acme, monkeypatch, settings):
     notice to the last frame received, so a loaded machine that stretches it
     allows proportionally more frames, and a coalescing bug (a frame per notice)
     still exceeds it by far."""
-    import dashboard.voice
+    from voice import selectors as voice_selectors
 
     settings.VOICE_LIVE_HEARTBEAT_MS = 60_000  # only update frames in this test
     interval = settings.VOICE_LIVE_MIN_INTERVAL_MS / 1000
     computed = []
-    real = dashboard.voice.voice_live
-    monkeypatch.setattr(dashboard.voice, "voice_live", lambda **kw: computed.append(1) or real(**kw))
+    real = voice_selectors.voice_live
+    monkeypatch.setattr(voice_selectors, "voice_live", lambda **kw: computed.append(1) or real(**kw))
     group = voice_group(Agent.objects.get(public_id="agent_abc123").pk)
 
     async def scenario():

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from agents.models import Agent
 from dashboard import selectors
-from dashboard.voice import voice_metrics
 from metrics.windows import Window
+from voice.selectors import voice_metrics
 
 from . import voice
 from .conftest import _tenant, trace
@@ -280,7 +280,7 @@ def test_the_openapi_description_documents_voice(reader):
 
 
 def test_the_live_frame_counts_today_in_the_organisations_time_zone(tenant):
-    from dashboard.voice import voice_live
+    from voice.selectors import voice_live
 
     tenant.organisation.timezone = "America/New_York"
     tenant.organisation.save()

@@ -9,12 +9,13 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from agents.models import CallStatus, Session, VoiceCall
-from agents.tasks import voice_calls_close_stale_task
-from agents.voice_services import voice_calls_close_stale
+from agents.models import Session
 from audit.models import AuditLog
 from metrics.rebuild import rollups_rebuild
 from thinnest_analytics.celery import app
+from voice.models import CallStatus, VoiceCall
+from voice.services import voice_calls_close_stale
+from voice.tasks import voice_calls_close_stale_task
 
 from . import voice
 from .conftest import _tenant, postgres_only, rollup_snapshot
@@ -75,7 +76,7 @@ def test_the_silence_allowed_is_a_setting(ingest, settings):
 
 def test_an_event_after_the_sweep_read_the_call_keeps_it_open(ingest, monkeypatch):
     """The claim is conditional: a call heard from after it was found stale stays open."""
-    from agents import voice_services
+    from voice import services as voice_services
 
     _call(ingest, "c", started_ago=timedelta(hours=1))
     _heard("c", timedelta(hours=1))

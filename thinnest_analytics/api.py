@@ -144,12 +144,12 @@ def _unexpected(request: HttpRequest, exc: Exception):
 
 from accounts.auth import admin_key  # noqa: E402
 from agents.api import router as agents_router  # noqa: E402
-from agents.voice_api import router as voice_router  # noqa: E402
 from alerts.api import router as alerts_router  # noqa: E402
 from audit.api import router as audit_router  # noqa: E402
 from billing.api import router as billing_router  # noqa: E402
 from dashboard.api import router as analytics_router  # noqa: E402
 from otel.api import router as otel_router  # noqa: E402
+from voice.api import router as voice_router  # noqa: E402
 
 api.add_router("", agents_router)
 api.add_router("", analytics_router)

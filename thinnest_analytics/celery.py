@@ -18,7 +18,7 @@ app.conf.beat_schedule = {
         "schedule": float(os.environ.get("ALERTS_EVALUATION_SECONDS", "60")),
     },
     # Calls nobody has heard from for VOICE_STALE_CALL_MINUTES are closed as dropped.
-    "voice-close-stale-calls": {"task": "agents.voice_calls_close_stale", "schedule": 60.0},
+    "voice-close-stale-calls": {"task": "voice.calls_close_stale", "schedule": 60.0},
     # Notifications whose delivery task was lost (broker down, worker killed).
     "sweep-alert-notifications": {
         "task": "alerts.sweep",

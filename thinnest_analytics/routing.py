@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from agents.consumers import VoiceMetricsConsumer
+from voice.consumers import VoiceMetricsConsumer
 
 websocket_urlpatterns: list = [
     path("api/voice/metrics/<str:agent_id>/ws", VoiceMetricsConsumer.as_asgi()),

@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "metrics",
     "pricing",
     "agents",
+    "voice",
     "dashboard",
     "billing",
     "audit",

@@ -11,15 +11,9 @@ from django.db import transaction
 from django.utils import timezone
 from pydantic import ValidationError
 
-from audit.services import Actor, audit_record
-from metrics.rollups import RollupDeltas
-from pricing.prices import voice_cost, voice_price_per_minute, voice_seconds
-from thinnest_analytics.db import insert_ignore_conflicts, update_by_pk
-
-from .live import voice_changed_on_commit
-from .models import Agent, CallStatus, Deployment, DeploymentStatus, Session, VoiceCall, VoiceTurn
-from .schemas import NUL_MESSAGE, nul_paths, validation_reason
-from .services import (
+from agents.models import Agent, Deployment, DeploymentStatus, Session
+from agents.schemas import NUL_MESSAGE, nul_paths, validation_reason
+from agents.services import (
     IngestResult,
     LockedSession,
     SessionState,
@@ -27,7 +21,14 @@ from .services import (
     conversation_moves,
     sessions_lock,
 )
-from .voice_schemas import (
+from audit.services import Actor, audit_record
+from metrics.rollups import RollupDeltas
+from pricing.prices import voice_cost, voice_price_per_minute, voice_seconds
+from thinnest_analytics.db import insert_ignore_conflicts, update_by_pk
+
+from .live import voice_changed_on_commit
+from .models import CallStatus, VoiceCall, VoiceTurn
+from .schemas import (
     CallEnded,
     CallEvent,
     CallStarted,

@@ -1,20 +1,20 @@
 """JSON endpoints for voice: call events in, voice metrics out. Live metrics are
-pushed over WebSocket by ``agents.consumers``."""
+pushed over WebSocket by ``voice.consumers``."""
 
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from ninja import Query, Router, Schema
 
 from accounts.auth import ingest_key, read_key
+from agents import selectors
+from agents.api import IngestOut, batch_items, ingest_response, parse_json_body
 from audit.services import Actor
-from dashboard.voice import voice_metrics
 from metrics.schemas import WindowOut, WindowParams, window_from
 from thinnest_analytics.db import in_worker_thread, on_worker_thread
 
-from . import selectors
-from .api import IngestOut, batch_items, ingest_response, parse_json_body
-from .voice_schemas import CallEnded, CallStarted, CallTurn
-from .voice_services import voice_events_ingest
+from .schemas import CallEnded, CallStarted, CallTurn
+from .selectors import voice_metrics
+from .services import voice_events_ingest
 
 router = Router(tags=["voice"])
 

@@ -2,7 +2,7 @@
 
 Writers mark the agent's channel-layer group dirty after their transaction
 commits; each Daphne process then recomputes the agent's live frame (see
-``agents.consumers``). With ``REDIS_URL`` the message reaches every process;
+``voice.consumers``). With ``REDIS_URL`` the message reaches every process;
 without it, the in-memory layer reaches the subscribers of this process only.
 """
 

@@ -19,8 +19,8 @@ from accounts.models import Role
 from accounts.services import organisation_get_or_create, user_create_or_update
 from agents.models import Agent, Deployment
 from agents.services import agent_update, agents_resolve, deployment_create, trace_ingest
-from agents.voice_services import voice_events_ingest
 from audit.services import Actor
+from voice.services import voice_events_ingest
 
 
 @dataclass(frozen=True)

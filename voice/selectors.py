@@ -13,12 +13,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from django.db.models import Avg, Count, Q, Sum
 from django.db.models.functions import TruncMinute
 
-from agents.models import Agent, CallStatus, VoiceCall, VoiceTurn
+from agents.models import Agent
 from metrics.rollups import LatencyBucket
+from metrics.selectors import Totals, collect, metrics
 from metrics.sketch import quantile
 from metrics.windows import Window
 
-from .selectors import Totals, collect, metrics
+from .models import CallStatus, VoiceCall, VoiceTurn
 
 LIVE_TURNS = timedelta(minutes=5)
 LIVE_HISTORY_MINUTES = 10

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StrictBool
 
-from .schemas import MAX_LATENCY_MS, AgentId, PublicId, ShortText, Timestamp, _Strict
+from agents.schemas import MAX_LATENCY_MS, AgentId, PublicId, ShortText, Timestamp, _Strict
 
 EVENT_TYPES = ("call.started", "call.turn", "call.ended")
 MAX_CALL_SECONDS = 7 * 24 * 3600

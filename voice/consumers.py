@@ -35,11 +35,11 @@ from accounts.middleware import SESSION_KEY
 from accounts.models import Membership, Scope
 from accounts.selectors import grants_ended
 from accounts.services import api_key_authenticate
-from dashboard import voice as voice_selectors
+from agents.models import Agent
 from thinnest_analytics.db import in_worker_thread
 
+from . import selectors as voice_selectors
 from .live import CHANGED, voice_group
-from .models import Agent
 
 logger = logging.getLogger(__name__)
 
