@@ -90,11 +90,11 @@ Timestamp = Annotated[datetime, AfterValidator(_utc)]
 JsonValue = Any
 
 
-class _Strict(BaseModel):
+class StrictSchema(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
 
-class ToolCallIn(_Strict):
+class ToolCallIn(StrictSchema):
     name: ShortText = Field(min_length=1)
     arguments: JsonValue = None
     result: JsonValue = None
@@ -103,7 +103,7 @@ class ToolCallIn(_Strict):
     id: Annotated[str, Field(max_length=200)] | None = None
 
 
-class StepIn(_Strict):
+class StepIn(StrictSchema):
     kind: Literal["llm", "tool", "reasoning", "retrieval", "other"] = "other"
     name: ShortText = ""
     span_id: Annotated[str, Field(max_length=64)] = ""
@@ -120,7 +120,7 @@ class StepIn(_Strict):
     attributes: dict[str, JsonValue] = Field(default_factory=dict)
 
 
-class TraceIn(_Strict):
+class TraceIn(StrictSchema):
     id: PublicId | None = None
     agent_id: AgentId
     # Name given to the agent when this trace registers it.

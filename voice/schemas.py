@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StrictBool
 
-from agents.schemas import MAX_LATENCY_MS, AgentId, PublicId, ShortText, Timestamp, _Strict
+from agents.schemas import MAX_LATENCY_MS, AgentId, PublicId, ShortText, StrictSchema, Timestamp
 
 EVENT_TYPES = ("call.started", "call.turn", "call.ended")
 MAX_CALL_SECONDS = 7 * 24 * 3600
@@ -19,7 +19,7 @@ CallSeconds = Annotated[float, Field(strict=True, ge=0, le=MAX_CALL_SECONDS, all
 Number = Annotated[str, Field(max_length=64)]
 
 
-class _CallEvent(_Strict):
+class _CallEvent(StrictSchema):
     call_id: PublicId
     at: Timestamp
     # Identifies a turn within its call; optional, and echoed in the answer.
