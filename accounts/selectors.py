@@ -2,6 +2,8 @@
 
 from collections.abc import Iterable
 
+from thinnest_analytics.errors import not_found
+
 from .live import api_key_grant, membership_grant
 from .models import ApiKey, Invitation, Membership, Organisation
 
@@ -50,3 +52,31 @@ def invitation_for(user, invitation_id: int) -> Invitation | None:
 def team_invitations(organisation: Organisation) -> list[Invitation]:
     """The organisation's pending invitations, oldest first."""
     return list(Invitation.objects.filter(organisation=organisation))
+
+
+def api_key_list(*, organisation: Organisation) -> list[ApiKey]:
+    """The organisation's API keys, revoked ones too (the page says which)."""
+    return list(ApiKey.objects.filter(organisation=organisation))
+
+
+def api_key_get(*, organisation: Organisation, prefix: str) -> ApiKey:
+    """The organisation's key with ``prefix``; ``not_found`` for any other."""
+    api_key = ApiKey.objects.filter(organisation=organisation, prefix=prefix).first()
+    if api_key is None:
+        raise not_found("API key")
+    return api_key
+
+
+def team_members(*, organisation: Organisation) -> list[Membership]:
+    """The organisation's members with their accounts, by username."""
+    return list(
+        Membership.objects.filter(organisation=organisation).select_related("user").order_by("user__username")
+    )
+
+
+def membership_get(*, organisation: Organisation, membership_id: int) -> Membership:
+    """One member of the organisation; ``not_found`` for anyone else's membership."""
+    membership = Membership.objects.filter(organisation=organisation, pk=membership_id).first()
+    if membership is None:
+        raise not_found("member")
+    return membership

@@ -10,9 +10,10 @@ from audit.services import Actor
 from dashboard.api import WindowOut, WindowParams, window_from
 from dashboard.voice import voice_metrics
 from thinnest_analytics.db import in_worker_thread, on_worker_thread
+from thinnest_analytics.parsing import json_body
 
 from . import selectors
-from .api import IngestOut, batch_items, ingest_response, parse_json_body
+from .api import IngestOut, batch_items, ingest_response
 from .voice_schemas import CallEnded, CallStarted, CallTurn
 from .voice_services import voice_events_ingest
 
@@ -60,9 +61,9 @@ async def ingest_voice_events(request: HttpRequest):
 
 
 def _ingest_voice_events(request: HttpRequest) -> JsonResponse:
-    items, is_batch = batch_items(parse_json_body(request), "events", "event")
+    items, is_batch = batch_items(json_body(request.body), "events", "event")
     result = voice_events_ingest(
-        organisation=request.organisation, items=items, actor=Actor.for_api_key(request.auth, request)
+        organisation=request.organisation, items=items, actor=Actor.for_request(request)
     )
     return ingest_response(result, is_batch)
 
