@@ -48,7 +48,7 @@ class OrganisationAdmin(admin.ModelAdmin):
     inlines = [MembershipInline]
 
     def save_model(self, request, obj, form, change):
-        organisation_save(organisation=obj, actor=Actor.for_user(request.user, request))
+        organisation_save(organisation=obj, actor=Actor.for_request(request))
 
 
 @admin.register(ApiKey)

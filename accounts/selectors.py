@@ -4,6 +4,8 @@ from collections.abc import Iterable
 from functools import cache
 from zoneinfo import ZoneInfo, available_timezones
 
+from thinnest_analytics.errors import not_found
+
 from .live import api_key_grant, membership_grant
 from .models import ApiKey, Invitation, Membership, Organisation
 
@@ -68,3 +70,31 @@ def zone_of(organisation) -> ZoneInfo:
     """The organisation's time zone; UTC when unset or unknown."""
     name = organisation.timezone or "UTC"
     return ZoneInfo(name) if timezone_valid(name) else ZoneInfo("UTC")
+
+
+def api_key_list(*, organisation: Organisation) -> list[ApiKey]:
+    """The organisation's API keys, revoked ones too (the page says which)."""
+    return list(ApiKey.objects.filter(organisation=organisation))
+
+
+def api_key_get(*, organisation: Organisation, prefix: str) -> ApiKey:
+    """The organisation's key with ``prefix``; ``not_found`` for any other."""
+    api_key = ApiKey.objects.filter(organisation=organisation, prefix=prefix).first()
+    if api_key is None:
+        raise not_found("API key")
+    return api_key
+
+
+def team_members(*, organisation: Organisation) -> list[Membership]:
+    """The organisation's members with their accounts, by username."""
+    return list(
+        Membership.objects.filter(organisation=organisation).select_related("user").order_by("user__username")
+    )
+
+
+def membership_get(*, organisation: Organisation, membership_id: int) -> Membership:
+    """One member of the organisation; ``not_found`` for anyone else's membership."""
+    membership = Membership.objects.filter(organisation=organisation, pk=membership_id).first()
+    if membership is None:
+        raise not_found("member")
+    return membership

@@ -9,14 +9,22 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from audit.services import Actor
-from thinnest_analytics.pages import button_apply, form_apply
+from thinnest_analytics.pages import button_apply, form_apply, or_404
 
 from .access import member_required, signed_in_required
 from .admin_site import paused_login_status
 from .forms import InviteForm, LoginForm
 from .middleware import SESSION_KEY
-from .models import ApiKey, Membership, Role
-from .selectors import invitation_for, invitations_for, team_invitations
+from .models import Membership, Role
+from .selectors import (
+    api_key_get,
+    api_key_list,
+    invitation_for,
+    invitations_for,
+    membership_get,
+    team_invitations,
+    team_members,
+)
 from .services import (
     InvalidScopes,
     api_key_create,
@@ -40,21 +48,19 @@ def api_keys(request: HttpRequest) -> HttpResponse:
                 organisation=request.organisation,
                 name=request.POST.get("name", ""),
                 scopes=request.POST.getlist("scopes"),
-                actor=Actor.for_user(request.user, request),
+                actor=Actor.for_request(request),
             )
         except (InvalidScopes, ValueError) as exc:
             messages.error(request, str(exc))
-    keys = ApiKey.objects.filter(organisation=request.organisation)
+    keys = api_key_list(organisation=request.organisation)
     return render(request, "accounts/api_keys.html", {"keys": keys, "created": created})
 
 
 @require_POST
 @member_required(Role.ADMIN)
 def api_key_revoke_view(request: HttpRequest, prefix: str) -> HttpResponse:
-    api_key = ApiKey.objects.filter(organisation=request.organisation, prefix=prefix).first()
-    if api_key is None:
-        raise Http404("no such key")
-    api_key_revoke(api_key=api_key, actor=Actor.for_user(request.user, request))
+    api_key = or_404(api_key_get, organisation=request.organisation, prefix=prefix)
+    api_key_revoke(api_key=api_key, actor=Actor.for_request(request))
     messages.success(request, f"Key {api_key.name} revoked.")
     return redirect("accounts:api_keys")
 
@@ -77,13 +83,8 @@ def organisation_switch(request: HttpRequest) -> HttpResponse:
 
 
 def _team_page(request: HttpRequest, form: InviteForm | None = None, status: int = 200) -> HttpResponse:
-    members = (
-        Membership.objects.filter(organisation=request.organisation)
-        .select_related("user")
-        .order_by("user__username")
-    )
     context = {
-        "members": members,
+        "members": team_members(organisation=request.organisation),
         "invitations": team_invitations(request.organisation),
         "form": form or InviteForm(),
         "roles": Role.choices,
@@ -106,7 +107,7 @@ def team(request: HttpRequest) -> HttpResponse:
             email=data["email"],
             role=data["role"],
             by=request.membership,
-            actor=Actor.for_user(request.user, request),
+            actor=Actor.for_request(request),
         ),
     )
     if invited is None:
@@ -116,10 +117,7 @@ def team(request: HttpRequest) -> HttpResponse:
 
 
 def _membership(request: HttpRequest, membership_id: int) -> Membership:
-    membership = Membership.objects.filter(organisation=request.organisation, pk=membership_id).first()
-    if membership is None:
-        raise Http404("no such member")
-    return membership
+    return or_404(membership_get, organisation=request.organisation, membership_id=membership_id)
 
 
 @require_POST
@@ -131,7 +129,7 @@ def invitation_cancel_view(request: HttpRequest, invitation_id: int) -> HttpResp
     button_apply(
         request,
         lambda: invitation_cancel(
-            invitation=invitation, by=request.membership, actor=Actor.for_user(request.user, request)
+            invitation=invitation, by=request.membership, actor=Actor.for_request(request)
         ),
         f"The invitation to {invitation.email} was cancelled.",
     )
@@ -160,9 +158,7 @@ def invitation_join_view(request: HttpRequest, invitation_id: int) -> HttpRespon
     invitation = _invitation(request, invitation_id)
     joined = button_apply(
         request,
-        lambda: invitation_join(
-            invitation=invitation, user=request.user, actor=Actor.for_user(request.user, request)
-        ),
+        lambda: invitation_join(invitation=invitation, user=request.user, actor=Actor.for_request(request)),
         f"You joined {invitation.organisation.name} as {invitation.role}.",
     )
     if joined:
@@ -178,7 +174,7 @@ def invitation_decline_view(request: HttpRequest, invitation_id: int) -> HttpRes
     button_apply(
         request,
         lambda: invitation_decline(
-            invitation=invitation, user=request.user, actor=Actor.for_user(request.user, request)
+            invitation=invitation, user=request.user, actor=Actor.for_request(request)
         ),
         f"You declined the invitation to {invitation.organisation.name}.",
     )
@@ -196,7 +192,7 @@ def member_role(request: HttpRequest, membership_id: int) -> HttpResponse:
             membership=membership,
             role=role,
             by=request.membership,
-            actor=Actor.for_user(request.user, request),
+            actor=Actor.for_request(request),
         ),
         f"{membership.user.get_username()} is now {role}.",
     )
@@ -209,9 +205,7 @@ def member_remove_view(request: HttpRequest, membership_id: int) -> HttpResponse
     membership = _membership(request, membership_id)
     removed = button_apply(
         request,
-        lambda: member_remove(
-            membership=membership, by=request.membership, actor=Actor.for_user(request.user, request)
-        ),
+        lambda: member_remove(membership=membership, by=request.membership, actor=Actor.for_request(request)),
         f"{membership.user.get_username()} was removed.",
     )
     if removed and membership.user_id == request.user.pk:

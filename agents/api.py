@@ -1,6 +1,5 @@
 """JSON endpoints: ingestion, reading traces, managing agents, deployments and rollback."""
 
-import json
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -16,6 +15,7 @@ from accounts.models import Scope
 from audit.services import Actor
 from thinnest_analytics.db import in_worker_thread
 from thinnest_analytics.errors import ApiError
+from thinnest_analytics.parsing import json_body
 from thinnest_analytics.validation import UtcDateTime
 
 from . import selectors
@@ -51,28 +51,6 @@ class IngestOut(Schema):
     accepted: list[str]
     duplicates: list[str]
     rejected: list[RejectedItem]
-
-
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def parse_json_body(request: HttpRequest) -> Any:
-    """The request body as JSON, or a 400 that says what is wrong with it."""
-    try:
-        return json.loads(request.body.decode("utf-8"), parse_constant=_reject_constant)
-    except UnicodeDecodeError:
-        raise ApiError(400, "malformed_json", "the body is not UTF-8 encoded JSON") from None
-    except json.JSONDecodeError as exc:
-        raise ApiError(
-            400,
-            "malformed_json",
-            f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-        ) from None
-    except RecursionError:
-        raise ApiError(400, "malformed_json", "the body is nested too deeply") from None
-    except ValueError as exc:
-        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
 
 
 def batch_items(body: Any, key: str, what: str) -> tuple[list, bool]:
@@ -142,11 +120,11 @@ def one_or_batch(item: type[BaseModel], batch: type[BaseModel]) -> dict:
 def ingest_batch(request: HttpRequest, key: str, what: str, ingest) -> JsonResponse:
     """Parse one item or ``{key: [...]}``, hand the items to ``ingest`` (a
     service like ``trace_ingest``) and answer 200/207/400."""
-    items, is_batch = batch_items(parse_json_body(request), key, what)
+    items, is_batch = batch_items(json_body(request.body), key, what)
     result = ingest(
         organisation=request.organisation,
         items=items,
-        actor=Actor.for_api_key(request.auth, request),
+        actor=Actor.for_request(request),
         # JSON can only carry a NUL character escaped, so one search of the raw body decides.
         check_nul=b"\\u0000" in request.body,
     )
@@ -380,7 +358,7 @@ def agent_create_endpoint(request: HttpRequest, body: AgentCreateIn):
     """An id already in use in the organisation is a 409. Audited as agent.create."""
     agent = agent_create(
         organisation=request.organisation,
-        actor=Actor.for_api_key(request.auth, request),
+        actor=Actor.for_request(request),
         name=body.name,
         config=body.config.model_dump(),
         public_id=body.id,
@@ -399,7 +377,7 @@ def agent_update_endpoint(request: HttpRequest, agent_id: str, body: AgentPatchI
         raise ApiError(400, "invalid_request", "send at least one of: name, config")
     agent = agent_update(
         agent=agent,
-        actor=Actor.for_api_key(request.auth, request),
+        actor=Actor.for_request(request),
         name=body.name,
         config=body.config.model_dump(exclude_unset=True) if body.config is not None else None,
     )
@@ -413,7 +391,7 @@ def agent_archive_endpoint(request: HttpRequest, agent_id: str):
     """Agents are archived, never deleted: their traces and history stay.
     Audited as agent.delete."""
     agent = selectors.agent_get(organisation=request.organisation, public_id=agent_id)
-    agent_archive(agent=agent, actor=Actor.for_api_key(request.auth, request))
+    agent_archive(agent=agent, actor=Actor.for_request(request))
     return Status(204, None)
 
 
@@ -466,7 +444,7 @@ def deployment_create_endpoint(request: HttpRequest, agent_id: str, body: Deploy
     agent = selectors.agent_get(organisation=request.organisation, public_id=agent_id)
     deployment = deployment_create(
         agent=agent,
-        actor=Actor.for_api_key(request.auth, request),
+        actor=Actor.for_request(request),
         version=body.version,
         changes=body.changes,
         config=body.config.model_dump() if body.config is not None else None,
@@ -499,6 +477,6 @@ def deployment_rollback_endpoint(request: HttpRequest, agent_id: str, body: Roll
     deployment.rollback."""
     agent = selectors.agent_get(organisation=request.organisation, public_id=agent_id)
     deployment = deployment_rollback(
-        agent=agent, version_id=body.version_id, actor=Actor.for_api_key(request.auth, request)
+        agent=agent, version_id=body.version_id, actor=Actor.for_request(request)
     )
     return selectors.deployment_detail(deployment)

@@ -95,6 +95,6 @@ class PhoneNumberAssignForm(forms.Form):
     number = forms.CharField(max_length=32, help_text="international format, e.g. +1 415 555 0100")
     agent = forms.ChoiceField()
 
-    def __init__(self, *args, agents=(), **kwargs):
+    def __init__(self, *args, agent_choices: list[tuple[str, str]] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["agent"].choices = [(a.public_id, f"{a.name} ({a.public_id})") for a in agents]
+        self.fields["agent"].choices = agent_choices or []  # from selectors.agent_choices

@@ -10,7 +10,7 @@ from thinnest_analytics.cursors import cursor_decode, cursor_encode, invalid_cur
 from thinnest_analytics.errors import ApiError, not_found
 
 from .config import agent_fields, change_details, config_complete, config_masked, config_of
-from .models import Agent, Deployment, DeploymentStatus, Session, Trace
+from .models import Agent, Deployment, DeploymentStatus, PhoneNumber, Session, Trace
 
 
 def agent_get(*, organisation, public_id: str) -> Agent:
@@ -19,6 +19,27 @@ def agent_get(*, organisation, public_id: str) -> Agent:
     if agent is None:
         raise not_found(f"agent '{public_id}'")
     return agent
+
+
+def agent_list_for_page(*, organisation) -> list[Agent]:
+    """The organisation's agents for the Agents page: active ones first, each
+    group by name."""
+    return list(Agent.objects.filter(organisation=organisation).order_by("archived_at", "name"))
+
+
+def agents_exist(*, organisation) -> bool:
+    """Whether the organisation has registered any agent, archived ones too."""
+    return Agent.objects.filter(organisation=organisation).exists()
+
+
+def agent_choices(*, organisation, blank: str | None = None) -> list[tuple[str, str]]:
+    """The agents a form may pick, as ``(agent id, "Name (agent id)")`` choices by
+    name: the organisation's active agents (an archived agent takes no new
+    phone numbers, budgets or rules). With ``blank``, a first choice ``("",
+    blank)`` stands for no agent in particular."""
+    agents = Agent.objects.filter(organisation=organisation, archived_at__isnull=True).order_by("name")
+    choices = [(a.public_id, f"{a.name} ({a.public_id})") for a in agents.only("public_id", "name")]
+    return [("", blank), *choices] if blank is not None else choices
 
 
 def agent_list_for_filter(*, organisation) -> list[Agent]:
@@ -111,6 +132,19 @@ def trace_get(*, organisation, public_id: str) -> Trace:
     return trace
 
 
+def trace_with_steps(*, organisation, public_id: str) -> dict:
+    """The trace page's parts: the trace, its steps in order with their
+    waterfall (``step_waterfall``), and its scores oldest first."""
+    trace = trace_get(organisation=organisation, public_id=public_id)
+    steps = list(trace.steps.all())
+    return {
+        "trace": trace,
+        "steps": steps,
+        "waterfall": step_waterfall(trace, steps),
+        "scores": list(trace.scores.order_by("created_at", "pk")),
+    }
+
+
 def trace_detail(*, organisation, public_id: str) -> dict:
     trace = trace_get(organisation=organisation, public_id=public_id)
     return {
@@ -136,7 +170,7 @@ def agent_detail(agent: Agent, *, all_settings: bool) -> dict:
     """The agent with its configuration as it may be shown: tool secrets masked,
     and without ``all_settings`` every tool setting the tool does not make public
     (``config.tool_masked``)."""
-    active = agent.deployments.filter(status=DeploymentStatus.ACTIVE).first()
+    active = active_deployment(agent=agent)
     return {
         "id": agent.public_id,
         "name": agent.name,
@@ -170,6 +204,19 @@ def deployment_detail(deployment: Deployment) -> dict:
     }
 
 
+def active_deployment(*, agent: Agent) -> Deployment | None:
+    """The agent's active deployment; None before its first."""
+    return agent.deployments.filter(status=DeploymentStatus.ACTIVE).first()
+
+
+def deployment_get(*, agent: Agent, deployment_id: int) -> Deployment:
+    """One of the agent's deployments; ``not_found`` for any other."""
+    deployment = agent.deployments.filter(pk=deployment_id).first()
+    if deployment is None:
+        raise not_found(f"deployment {deployment_id}")
+    return deployment
+
+
 def deployment_history(*, agent: Agent) -> list[Deployment]:
     """The agent's deployments, newest first."""
     return list(agent.deployments.select_related("rollback_of").order_by("-deployed_at", "-pk"))
@@ -182,10 +229,28 @@ def rollback_preview(*, agent: Agent, deployment: Deployment) -> dict:
     snapshot = config_complete(deployment.config)
     change = change_details(agent_fields(agent.name, config_of(agent)), agent_fields(agent.name, snapshot))
     return {
-        "active": agent.deployments.filter(status=DeploymentStatus.ACTIVE).first(),
+        "active": active_deployment(agent=agent),
         "changed_fields": change.get("changed_fields", []),
         "snapshot": config_masked(snapshot, all_settings=True),
     }
+
+
+def phone_number_list(*, organisation) -> list[PhoneNumber]:
+    """The organisation's phone numbers with the agent answering each."""
+    return list(PhoneNumber.objects.filter(organisation=organisation).select_related("agent"))
+
+
+def agent_phone_numbers(*, agent: Agent) -> list[PhoneNumber]:
+    """The numbers ``agent`` answers."""
+    return list(agent.phone_numbers.all())
+
+
+def phone_number_get(*, organisation, phone_id: int) -> PhoneNumber:
+    """One of the organisation's phone numbers; ``not_found`` for any other."""
+    phone = PhoneNumber.objects.filter(organisation=organisation, pk=phone_id).first()
+    if phone is None:
+        raise not_found("phone number")
+    return phone
 
 
 # --- dashboard pages ------------------------------------------------------------

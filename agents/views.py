@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 from accounts.access import member_required
 from accounts.models import Role
 from audit.services import Actor
-from thinnest_analytics.pages import button_apply, form_apply
+from thinnest_analytics.pages import button_apply, form_apply, or_404
 
 from . import selectors, services
 from .config import config_masked, config_of
@@ -26,26 +26,19 @@ from .forms import (
     ToolForm,
     ToolSettingsForm,
 )
-from .models import Agent, Deployment, DeploymentStatus, PhoneNumber
+from .models import Agent, DeploymentStatus
 
 
 def _agent(request: HttpRequest, agent_id: str) -> Agent:
     """The current organisation's agent, or 404 (also for another organisation's)."""
-    agent = Agent.objects.filter(organisation=request.organisation, public_id=agent_id).first()
-    if agent is None:
-        raise Http404("no such agent")
-    return agent
-
-
-def _actor(request: HttpRequest) -> Actor:
-    return Actor.for_user(request.user, request)
+    return or_404(selectors.agent_get, organisation=request.organisation, public_id=agent_id)
 
 
 # --- agents -------------------------------------------------------------------
 
 
 def _agent_list_page(request: HttpRequest, form: AgentCreateForm, status: int = 200) -> HttpResponse:
-    agents = Agent.objects.filter(organisation=request.organisation).order_by("archived_at", "name")
+    agents = selectors.agent_list_for_page(organisation=request.organisation)
     context = {"agents": agents, "form": form, "nav": "agents"}
     return render(request, "agents/list.html", context, status=status)
 
@@ -60,7 +53,7 @@ def agent_list(request: HttpRequest) -> HttpResponse:
         form,
         lambda data: services.agent_create(
             organisation=request.organisation,
-            actor=_actor(request),
+            actor=Actor.for_request(request),
             name=data["name"],
             config=form.config(),
             public_id=data["id"] or None,
@@ -80,8 +73,8 @@ def _agent_page(request: HttpRequest, agent: Agent, form: AgentForm | None = Non
         "agent": agent,
         "config": config,
         "form": form,
-        "phone_numbers": agent.phone_numbers.all(),
-        "active": agent.deployments.filter(status=DeploymentStatus.ACTIVE).first(),
+        "phone_numbers": selectors.agent_phone_numbers(agent=agent),
+        "active": selectors.active_deployment(agent=agent),
         "nav": "agents",
         "tab": "settings",
     }
@@ -98,7 +91,7 @@ def agent_detail(request: HttpRequest, agent_id: str) -> HttpResponse:
     changed = form_apply(
         form,
         lambda data: services.agent_update(
-            agent=agent, actor=_actor(request), name=data["name"], config=form.config()
+            agent=agent, actor=Actor.for_request(request), name=data["name"], config=form.config()
         ),
     )
     if changed is None:
@@ -113,7 +106,7 @@ def agent_archive(request: HttpRequest, agent_id: str) -> HttpResponse:
     agent = _agent(request, agent_id)
     button_apply(
         request,
-        lambda: services.agent_archive(agent=agent, actor=_actor(request)),
+        lambda: services.agent_archive(agent=agent, actor=Actor.for_request(request)),
         f"Agent {agent.name} archived.",
     )
     return redirect("agents:detail", agent.public_id)
@@ -147,7 +140,7 @@ def agent_tools(request: HttpRequest, agent_id: str) -> HttpResponse:
         form,
         lambda data: services.agent_tool_save(
             agent=agent,
-            actor=_actor(request),
+            actor=Actor.for_request(request),
             name=data["name"],
             config=data["config"],
             create=True,
@@ -177,7 +170,7 @@ def tool_edit(request: HttpRequest, agent_id: str, tool_name: str) -> HttpRespon
             form,
             lambda data: services.agent_tool_save(
                 agent=agent,
-                actor=_actor(request),
+                actor=Actor.for_request(request),
                 name=tool_name,
                 config=data["config"],
                 create=False,
@@ -198,7 +191,7 @@ def tool_remove(request: HttpRequest, agent_id: str, tool_name: str) -> HttpResp
     agent = _agent(request, agent_id)
     button_apply(
         request,
-        lambda: services.agent_tool_remove(agent=agent, actor=_actor(request), name=tool_name),
+        lambda: services.agent_tool_remove(agent=agent, actor=Actor.for_request(request), name=tool_name),
         f"Tool {tool_name} removed.",
     )
     return redirect("agents:tools", agent.public_id)
@@ -235,7 +228,10 @@ def agent_deployments(request: HttpRequest, agent_id: str) -> HttpResponse:
     deployment = form_apply(
         form,
         lambda data: services.deployment_create(
-            agent=agent, actor=_actor(request), version=data["version"] or None, changes=data["changes"]
+            agent=agent,
+            actor=Actor.for_request(request),
+            version=data["version"] or None,
+            changes=data["changes"],
         ),
     )
     if deployment is None:
@@ -248,13 +244,13 @@ def agent_deployments(request: HttpRequest, agent_id: str) -> HttpResponse:
 def deployment_rollback(request: HttpRequest, agent_id: str, deployment_id: int) -> HttpResponse:
     """GET asks for confirmation, showing what will change; POST rolls back."""
     agent = _agent(request, agent_id)
-    target = Deployment.objects.filter(agent=agent, pk=deployment_id).first()
-    if target is None:
-        raise Http404("no such deployment")
+    target = or_404(selectors.deployment_get, agent=agent, deployment_id=deployment_id)
     if request.method == "POST":
         button_apply(
             request,
-            lambda: services.deployment_rollback(agent=agent, version_id=target.pk, actor=_actor(request)),
+            lambda: services.deployment_rollback(
+                agent=agent, version_id=target.pk, actor=Actor.for_request(request)
+            ),
             f"Rolled back to {target.version}: its configuration is active again.",
         )
         return redirect("agents:deployments", agent.public_id)
@@ -274,8 +270,8 @@ def deployment_rollback(request: HttpRequest, agent_id: str, deployment_id: int)
 @member_required(to_post=Role.MEMBER)
 def phone_numbers(request: HttpRequest) -> HttpResponse:
     """The organisation's numbers and who answers them; members assign here."""
-    agents = Agent.objects.filter(organisation=request.organisation, archived_at__isnull=True)
-    form = PhoneNumberAssignForm(request.POST or None, agents=agents)
+    choices = selectors.agent_choices(organisation=request.organisation)
+    form = PhoneNumberAssignForm(request.POST or None, agent_choices=choices)
     status = 200
     if request.method == "POST":
         phone = form_apply(
@@ -283,8 +279,8 @@ def phone_numbers(request: HttpRequest) -> HttpResponse:
             lambda data: services.phone_number_assign(
                 organisation=request.organisation,
                 number=data["number"],
-                agent=agents.get(public_id=data["agent"]),
-                actor=_actor(request),
+                agent=selectors.agent_get(organisation=request.organisation, public_id=data["agent"]),
+                actor=Actor.for_request(request),
             ),
         )
         if phone is not None:
@@ -292,7 +288,7 @@ def phone_numbers(request: HttpRequest) -> HttpResponse:
             return redirect("agents:phone_numbers")
         status = 400
     context = {
-        "numbers": PhoneNumber.objects.filter(organisation=request.organisation).select_related("agent"),
+        "numbers": selectors.phone_number_list(organisation=request.organisation),
         "form": form,
         "nav": "phone_numbers",
     }
@@ -302,12 +298,10 @@ def phone_numbers(request: HttpRequest) -> HttpResponse:
 @require_POST
 @member_required(Role.MEMBER)
 def phone_number_release(request: HttpRequest, phone_id: int) -> HttpResponse:
-    phone = PhoneNumber.objects.filter(organisation=request.organisation, pk=phone_id).first()
-    if phone is None:
-        raise Http404("no such phone number")
+    phone = or_404(selectors.phone_number_get, organisation=request.organisation, phone_id=phone_id)
     button_apply(
         request,
-        lambda: services.phone_number_release(phone_number=phone, actor=_actor(request)),
+        lambda: services.phone_number_release(phone_number=phone, actor=Actor.for_request(request)),
         f"{phone.number} released.",
     )
     return redirect("agents:phone_numbers")

@@ -9,7 +9,6 @@ from ninja import Query, Router, Schema, Status
 from accounts.auth import admin_key, read_key
 from accounts.models import Scope
 from audit.services import Actor
-from thinnest_analytics.errors import not_found
 
 from . import selectors, services
 from .models import AlertRule
@@ -100,14 +99,7 @@ def event_out(shown: selectors.EventShown) -> dict:
 
 
 def _rule(request: HttpRequest, rule_id: int) -> AlertRule:
-    rule = (
-        AlertRule.objects.select_related("agent", "organisation")
-        .filter(organisation=request.organisation, pk=rule_id)
-        .first()
-    )
-    if rule is None:
-        raise not_found(f"alert rule {rule_id}")
-    return rule
+    return selectors.rule_get(organisation=request.organisation, rule_id=rule_id)
 
 
 @router.get("/alerts/rules", auth=read_key, response=RuleList, summary="The organisation's alert rules")
@@ -121,7 +113,7 @@ def rule_create(request: HttpRequest, payload: AlertRuleIn):
     rule = services.rule_create(
         organisation=request.organisation,
         data=payload.model_dump(),
-        actor=Actor.for_api_key(request.auth, request),
+        actor=Actor.for_request(request),
     )
     return Status(201, rule_out(rule, full=True))
 
@@ -131,7 +123,7 @@ def rule_update(request: HttpRequest, rule_id: int, payload: AlertRulePatch):
     rule = services.rule_update(
         rule=_rule(request, rule_id),
         changes=payload.model_dump(exclude_unset=True),
-        actor=Actor.for_api_key(request.auth, request),
+        actor=Actor.for_request(request),
     )
     return rule_out(rule, full=True)
 
@@ -140,7 +132,7 @@ def rule_update(request: HttpRequest, rule_id: int, payload: AlertRulePatch):
     "/alerts/rules/{rule_id}", auth=admin_key, response={204: None}, summary="Delete an alert rule"
 )
 def rule_delete(request: HttpRequest, rule_id: int):
-    services.rule_delete(rule=_rule(request, rule_id), actor=Actor.for_api_key(request.auth, request))
+    services.rule_delete(rule=_rule(request, rule_id), actor=Actor.for_request(request))
     return HttpResponse(status=204)
 
 
@@ -151,9 +143,8 @@ def rule_delete(request: HttpRequest, rule_id: int):
     summary="Send a test notification",
 )
 def rule_test(request: HttpRequest, rule_id: int):
-    event = services.rule_test(rule=_rule(request, rule_id), actor=Actor.for_api_key(request.auth, request))
-    deliveries = [selectors.delivery_shown(n, full=True) for n in event.notifications.all()]
-    return Status(202, event_out(selectors.EventShown(event, deliveries)))
+    event = services.rule_test(rule=_rule(request, rule_id), actor=Actor.for_request(request))
+    return Status(202, event_out(selectors.event_shown(event, full=True)))
 
 
 @router.get("/alerts/events", auth=read_key, response=EventList, summary="Alert events, newest first")

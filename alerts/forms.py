@@ -1,6 +1,6 @@
 from django import forms
 
-from agents.models import Agent
+from agents.selectors import agent_choices
 
 from .models import AlertRule, Kind
 
@@ -61,8 +61,7 @@ class AlertRuleForm(forms.Form):
 
     def __init__(self, *args, organisation, rule: AlertRule | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        agents = Agent.objects.filter(organisation=organisation, archived_at__isnull=True).order_by("name")
-        self.fields["agent"].choices = [("", "All agents")] + [(a.public_id, a.name) for a in agents]
+        self.fields["agent"].choices = agent_choices(organisation=organisation, blank="All agents")
         for name, kinds in KIND_FIELDS.items():
             self.fields[name].kinds = " ".join(sorted(kinds))
         self.rule = rule

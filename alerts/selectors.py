@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from billing.selectors import balance, budget_status
 from dashboard import selectors as metrics
 from metrics.windows import Window
+from thinnest_analytics.errors import not_found
 
 from .models import AlertEvent, AlertRule, Kind, Notification
 
@@ -66,6 +67,18 @@ def reading(rule: AlertRule, now: datetime) -> Reading:
         return Reading(percent, 0, percent >= rule.threshold)
     value = _decimal(balance(organisation=rule.organisation))
     return Reading(value, 0, value < rule.threshold)
+
+
+def rule_get(*, organisation, rule_id: int) -> AlertRule:
+    """One of the organisation's alert rules; ``not_found`` for any other."""
+    rule = (
+        AlertRule.objects.select_related("agent", "organisation")
+        .filter(organisation=organisation, pk=rule_id)
+        .first()
+    )
+    if rule is None:
+        raise not_found(f"alert rule {rule_id}")
+    return rule
 
 
 def rule_list(*, organisation) -> list[AlertRule]:
@@ -150,6 +163,10 @@ def history_shown(
 ) -> list[EventShown]:
     """Alert events, newest first, each with its deliveries as the reader may see them."""
     return [
-        EventShown(e, [delivery_shown(n, full=full) for n in e.notifications.all()])
-        for e in event_list(organisation=organisation, state=state, limit=limit)
+        event_shown(e, full=full) for e in event_list(organisation=organisation, state=state, limit=limit)
     ]
+
+
+def event_shown(event: AlertEvent, *, full: bool) -> EventShown:
+    """One event with its deliveries as the reader may see them."""
+    return EventShown(event, [delivery_shown(n, full=full) for n in event.notifications.all()])

@@ -4,7 +4,7 @@
 from datetime import timedelta
 
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
@@ -12,7 +12,7 @@ from django.views.decorators.http import require_POST
 from accounts.access import member_required
 from accounts.models import Role
 from audit.services import Actor
-from thinnest_analytics.pages import button_apply, form_apply
+from thinnest_analytics.pages import button_apply, form_apply, or_404
 
 from . import selectors, services
 from .forms import AlertRuleForm
@@ -22,18 +22,7 @@ MUTE_CHOICES = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": time
 
 
 def _rule(request: HttpRequest, rule_id: int) -> AlertRule:
-    rule = (
-        AlertRule.objects.select_related("agent", "organisation")
-        .filter(organisation=request.organisation, pk=rule_id)
-        .first()
-    )
-    if rule is None:
-        raise Http404("no such rule")
-    return rule
-
-
-def _actor(request: HttpRequest) -> Actor:
-    return Actor.for_user(request.user, request)
+    return or_404(selectors.rule_get, organisation=request.organisation, rule_id=rule_id)
 
 
 @member_required(to_post=Role.ADMIN)
@@ -43,7 +32,7 @@ def alert_rules(request: HttpRequest) -> HttpResponse:
         rule = form_apply(
             form,
             lambda d: services.rule_create(
-                organisation=request.organisation, data=form.rule_data(), actor=_actor(request)
+                organisation=request.organisation, data=form.rule_data(), actor=Actor.for_request(request)
             ),
         )
         if rule is not None:
@@ -67,7 +56,10 @@ def alert_rule_edit(request: HttpRequest, rule_id: int) -> HttpResponse:
     if request.method == "POST":
         form = AlertRuleForm(request.POST, organisation=request.organisation, rule=rule)
         if form_apply(
-            form, lambda d: services.rule_update(rule=rule, changes=form.rule_data(), actor=_actor(request))
+            form,
+            lambda d: services.rule_update(
+                rule=rule, changes=form.rule_data(), actor=Actor.for_request(request)
+            ),
         ):
             messages.success(request, f"Rule “{rule.name}” saved.")
             return redirect("alerts:rules")
@@ -86,7 +78,7 @@ def alert_rule_mute(request: HttpRequest, rule_id: int) -> HttpResponse:
     until = timezone.now() + span if span else None
     button_apply(
         request,
-        lambda: services.rule_mute(rule=rule, until=until, actor=_actor(request)),
+        lambda: services.rule_mute(rule=rule, until=until, actor=Actor.for_request(request)),
         f"Rule “{rule.name}” muted until {until:%Y-%m-%d %H:%M} UTC."
         if until
         else f"Rule “{rule.name}” unmuted.",
@@ -100,7 +92,9 @@ def alert_rule_delete(request: HttpRequest, rule_id: int) -> HttpResponse:
     rule = _rule(request, rule_id)
     name = rule.name
     button_apply(
-        request, lambda: services.rule_delete(rule=rule, actor=_actor(request)), f"Rule “{name}” deleted."
+        request,
+        lambda: services.rule_delete(rule=rule, actor=Actor.for_request(request)),
+        f"Rule “{name}” deleted.",
     )
     return redirect("alerts:rules")
 
@@ -111,7 +105,7 @@ def alert_rule_test(request: HttpRequest, rule_id: int) -> HttpResponse:
     rule = _rule(request, rule_id)
     button_apply(
         request,
-        lambda: services.rule_test(rule=rule, actor=_actor(request)),
+        lambda: services.rule_test(rule=rule, actor=Actor.for_request(request)),
         f"Test notification sent to {len(rule.notify)} target(s) of “{rule.name}”.",
     )
     return redirect("alerts:rules")

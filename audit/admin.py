@@ -10,6 +10,8 @@ from django.urls import path
 from django.utils import timezone
 from django.utils.html import format_html
 
+from thinnest_analytics.formatting import csv_cell
+
 from .models import AuditLog
 
 CSV_COLUMNS = [
@@ -23,12 +25,6 @@ CSV_COLUMNS = [
     "ip_address",
     "details",
 ]
-
-
-def _csv_cell(value) -> str:
-    """Text for one cell; a leading = + - @ is quoted so spreadsheets never run it as a formula."""
-    text = "" if value is None else str(value)
-    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def audit_log_csv(entries: QuerySet) -> HttpResponse:
@@ -49,7 +45,7 @@ def audit_log_csv(entries: QuerySet) -> HttpResponse:
             e.ip_address,
             json.dumps(e.details, sort_keys=True, ensure_ascii=False),
         ]
-        writer.writerow([_csv_cell(v) for v in row])
+        writer.writerow([csv_cell(v) for v in row])
     return response
 
 

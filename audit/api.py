@@ -104,7 +104,7 @@ def audit_event(request: HttpRequest, event: AuditEventIn):
     the entry can never be changed or deleted. Answers the stored entry."""
     entry = audit_event_record(
         organisation=request.organisation,
-        actor=Actor.for_api_key(request.auth, request),
+        actor=Actor.for_request(request),
         action=event.action,
         resource_type=event.resource_type,
         resource_id=event.resource_id,

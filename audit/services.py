@@ -32,6 +32,16 @@ class Actor:
     def for_api_key(cls, api_key, request: HttpRequest | None = None) -> "Actor":
         return cls(user_id=api_key.actor_id, ip_address=client_ip(request))
 
+    @classmethod
+    def for_request(cls, request: HttpRequest) -> "Actor":
+        """Who sent ``request``, from the address it came from: the API key that
+        authenticated it (the JSON API sets ``request.auth``), else the person
+        signed in (pages and the admin)."""
+        api_key = getattr(request, "auth", None)
+        if api_key is not None:
+            return cls.for_api_key(api_key, request)
+        return cls.for_user(request.user, request)
+
 
 def _valid_ip(value: str | None) -> str | None:
     try:

@@ -186,7 +186,7 @@ def topup(request: HttpRequest, body: TopUpIn):
         organisation=request.organisation,
         amount_usd=body.amount_usd,
         reference=body.reference,
-        actor=Actor.for_api_key(request.auth, request),
+        actor=Actor.for_request(request),
         idempotency_key=_idempotency_key(request),
     )
     return _answer(request, entry, 201 if created else 200, duplicate=not created)
@@ -199,7 +199,7 @@ def refund(request: HttpRequest, body: RefundIn):
         organisation=request.organisation,
         amount_usd=body.amount_usd,
         reference=body.reference,
-        actor=Actor.for_api_key(request.auth, request),
+        actor=Actor.for_request(request),
     )
     return _answer(request, entry)
 
@@ -216,7 +216,7 @@ def adjustment(request: HttpRequest, body: AdjustmentIn):
         organisation=request.organisation,
         amount_usd=body.amount_usd,
         reason=body.reason,
-        actor=Actor.for_api_key(request.auth, request),
+        actor=Actor.for_request(request),
     )
     return _answer(request, entry)
 
@@ -228,7 +228,7 @@ def subscription(request: HttpRequest, body: SubscriptionIn):
     """A plan with a price is charged as a ledger entry. Choosing the current
     plan changes nothing (``changed`` false). Audited as billing.subscription_change."""
     change = subscription_change(
-        organisation=request.organisation, plan=body.plan, actor=Actor.for_api_key(request.auth, request)
+        organisation=request.organisation, plan=body.plan, actor=Actor.for_request(request)
     )
     return {
         "plan": change.plan,

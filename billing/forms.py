@@ -42,11 +42,9 @@ class BudgetForm(forms.Form):
     agent = forms.ChoiceField(label="For", required=False)
     monthly_usd = _amount("Monthly budget (USD)", required=False, help_text="empty removes the budget")
 
-    def __init__(self, *args, agents=(), **kwargs):
+    def __init__(self, *args, agent_choices: list[tuple[str, str]] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["agent"].choices = [("", "the whole organisation")] + [
-            (a.public_id, f"{a.name} ({a.public_id})") for a in agents
-        ]
+        self.fields["agent"].choices = agent_choices or []  # from agents.selectors.agent_choices
 
 
 class TimezoneForm(forms.Form):

@@ -21,6 +21,8 @@ from agents.models import Agent, CostSource, Trace
 from metrics.models import DailyRollup
 from metrics.selectors import Totals, collect, ranges_q, window_plan
 from metrics.windows import Window
+from pricing.models import ModelPrice
+from thinnest_analytics.errors import not_found
 
 from .models import Budget, LedgerEntry, Subscription, UsageEvent, UsageRollup
 
@@ -244,3 +246,25 @@ def unpriced_traces(*, organisation, window: Window, limit: int = 20) -> dict:
     )
     recent = list(traces.prefetch_related("agent").order_by("-created_at", "-id")[:limit])
     return {"count": sum(m["traces"] for m in models), "models": models, "recent": recent}
+
+
+# --- model prices -----------------------------------------------------------------
+
+
+def model_prices(*, organisation) -> dict[str, list[ModelPrice]]:
+    """The prices page's two tables: the organisation's own prices (``own``,
+    which it edits, and which override the rest) and the built-in ones
+    (``builtin``); USD per million tokens."""
+    return {
+        "own": list(ModelPrice.objects.filter(organisation=organisation)),
+        "builtin": list(ModelPrice.objects.filter(organisation__isnull=True)),
+    }
+
+
+def model_price_get(*, organisation, price_id: int) -> ModelPrice:
+    """One of the organisation's own prices; ``not_found`` for a built-in one
+    (not edited here) or another organisation's."""
+    price = ModelPrice.objects.filter(organisation=organisation, pk=price_id).first()
+    if price is None:
+        raise not_found("price")
+    return price

@@ -17,6 +17,7 @@ from django.utils import timezone
 from pydantic import ValidationError
 
 from accounts.models import Organisation
+from accounts.services import organisation_save
 from agents.models import Agent, Deployment, DeploymentStatus
 from agents.schemas import NUL_MESSAGE, nul_paths, validation_reason
 from agents.services import IngestResult, agents_resolve
@@ -425,3 +426,11 @@ def budget_set(
         },
     )
     return budget
+
+
+def billing_timezone_set(*, organisation: Organisation, timezone_name: str, actor: Actor) -> Organisation:
+    """The organisation's billing time zone (an IANA name the form has checked):
+    its "today" and "this month", budgets' months and the billing page's times
+    follow it. Audited as organisation.update."""
+    organisation.timezone = timezone_name
+    return organisation_save(organisation=organisation, actor=actor)

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
@@ -22,16 +22,14 @@ from django.views.decorators.http import require_POST
 
 from accounts.access import member_required
 from accounts.models import Role
-from accounts.services import organisation_save
-from agents.models import Agent
-from audit.admin import _csv_cell
+from agents.selectors import agent_choices, agent_get
 from audit.services import Actor
 from metrics.selectors import timeseries
 from metrics.windows import Window
 from pricing import services as price_services
 from pricing.models import ModelPrice
 from thinnest_analytics import charts, formatting
-from thinnest_analytics.pages import button_apply, form_apply
+from thinnest_analytics.pages import button_apply, form_apply, or_404
 
 from . import selectors, services
 from .forms import AdjustmentForm, BudgetForm, LedgerFilterForm, ModelPriceForm, TimezoneForm, TopUpForm
@@ -41,19 +39,18 @@ LEDGER_PAGE_SIZE = 25
 BREAKDOWN_LABELS = {"llm_tokens": "LLM tokens", "voice_minutes": "Voice minutes", "scraping": "Scraping"}
 
 
-def _actor(request: HttpRequest) -> Actor:
-    return Actor.for_user(request.user, request)
+def _agent_choices(request: HttpRequest) -> list[tuple[str, str]]:
+    return agent_choices(organisation=request.organisation, blank="the whole organisation")
 
 
-def _agents(request: HttpRequest):
-    return Agent.objects.filter(organisation=request.organisation, archived_at__isnull=True).order_by("name")
-
-
-def _ledger(request: HttpRequest, zone: ZoneInfo) -> tuple[LedgerFilterForm, QuerySet[LedgerEntry]]:
-    """The ledger entries the filter form in the query string asks for."""
+def _ledger(
+    request: HttpRequest, zone: ZoneInfo
+) -> tuple[LedgerFilterForm, QuerySet[LedgerEntry] | list[LedgerEntry]]:
+    """The ledger entries the filter form in the query string asks for; none
+    while the filter is invalid (the form says why)."""
     form = LedgerFilterForm(request.GET)
     if not form.is_valid():
-        return form, selectors.ledger_entries(organisation=request.organisation).none()
+        return form, []
     start, end = form.window(zone)
     entries = selectors.ledger_entries(
         organisation=request.organisation, kind=form.cleaned_data["kind"] or None, start=start, end=end
@@ -116,7 +113,7 @@ def _billing_page(request: HttpRequest, status: int = 200, **forms) -> HttpRespo
         "ledger_query": query.urlencode(),
         "topup_form": forms.get("topup_form") or TopUpForm(),
         "adjustment_form": forms.get("adjustment_form") or AdjustmentForm(),
-        "budget_form": forms.get("budget_form") or BudgetForm(agents=_agents(request)),
+        "budget_form": forms.get("budget_form") or BudgetForm(agent_choices=_agent_choices(request)),
         "timezone_form": forms.get("timezone_form") or TimezoneForm(initial={"timezone": periods.zone.key}),
     }
     if request.htmx and request.htmx.target == "ledger":
@@ -157,7 +154,7 @@ def ledger_csv(request: HttpRequest) -> HttpResponse:
                 e.created_at.isoformat(),
                 e.kind,
                 formatting.format_usd_plain(e.amount_usd),  # a number, never quoted
-                *(_csv_cell(v) for v in (e.reference, e.reason, e.plan, e.created_by)),
+                *(formatting.csv_cell(v) for v in (e.reference, e.reason, e.plan, e.created_by)),
             ]
         )
     return response
@@ -175,7 +172,9 @@ def _posted(request: HttpRequest, form, change, done: str, form_name: str) -> Ht
 @member_required(Role.ADMIN)
 def topup(request: HttpRequest) -> HttpResponse:
     """Credit the balance (amount_usd, reference). Audited as billing.topup."""
-    record = partial(services.topup_record, organisation=request.organisation, actor=_actor(request))
+    record = partial(
+        services.topup_record, organisation=request.organisation, actor=Actor.for_request(request)
+    )
     return _posted(
         request, TopUpForm(request.POST), lambda data: record(**data), "Top-up recorded.", "topup_form"
     )
@@ -185,7 +184,9 @@ def topup(request: HttpRequest) -> HttpResponse:
 @member_required(Role.ADMIN)
 def adjustment(request: HttpRequest) -> HttpResponse:
     """Correct the balance (amount_usd, reason). Audited as billing.adjustment."""
-    record = partial(services.adjustment_record, organisation=request.organisation, actor=_actor(request))
+    record = partial(
+        services.adjustment_record, organisation=request.organisation, actor=Actor.for_request(request)
+    )
     form = AdjustmentForm(request.POST)
     return _posted(request, form, lambda data: record(**data), "Adjustment recorded.", "adjustment_form")
 
@@ -193,15 +194,15 @@ def adjustment(request: HttpRequest) -> HttpResponse:
 @require_POST
 @member_required(Role.ADMIN)
 def budget(request: HttpRequest) -> HttpResponse:
-    agents = {a.public_id: a for a in _agents(request)}
-    form = BudgetForm(request.POST, agents=agents.values())
+    form = BudgetForm(request.POST, agent_choices=_agent_choices(request))
 
     def change(data) -> bool:
+        agent_id = data["agent"]
         services.budget_set(
             organisation=request.organisation,
-            agent=agents.get(data["agent"]),
+            agent=agent_get(organisation=request.organisation, public_id=agent_id) if agent_id else None,
             monthly_usd=data["monthly_usd"],
-            actor=_actor(request),
+            actor=Actor.for_request(request),
         )
         return True
 
@@ -214,9 +215,11 @@ def billing_timezone(request: HttpRequest) -> HttpResponse:
     form = TimezoneForm(request.POST)
 
     def change(data):
-        organisation = request.organisation
-        organisation.timezone = data["timezone"]
-        return organisation_save(organisation=organisation, actor=_actor(request))
+        return services.billing_timezone_set(
+            organisation=request.organisation,
+            timezone_name=data["timezone"],
+            actor=Actor.for_request(request),
+        )
 
     return _posted(request, form, change, "Time zone saved.", "timezone_form")
 
@@ -226,17 +229,14 @@ def billing_timezone(request: HttpRequest) -> HttpResponse:
 
 def _price(request: HttpRequest, price_id: int) -> ModelPrice:
     """One of the organisation's own prices, or 404 (built-ins are not edited here)."""
-    price = ModelPrice.objects.filter(organisation=request.organisation, pk=price_id).first()
-    if price is None:
-        raise Http404("no such price")
-    return price
+    return or_404(selectors.model_price_get, organisation=request.organisation, price_id=price_id)
 
 
 def _price_change(request: HttpRequest, form: ModelPriceForm, price: ModelPrice | None):
     return form_apply(
         form,
         lambda data: price_services.model_price_save(
-            organisation=request.organisation, actor=_actor(request), price=price, **data
+            organisation=request.organisation, actor=Actor.for_request(request), price=price, **data
         ),
     )
 
@@ -254,8 +254,7 @@ def prices(request: HttpRequest) -> HttpResponse:
     context = {
         "nav": "billing",
         "form": form,
-        "own": ModelPrice.objects.filter(organisation=request.organisation),
-        "builtin": ModelPrice.objects.filter(organisation__isnull=True),
+        **selectors.model_prices(organisation=request.organisation),
     }
     return render(request, "billing/prices.html", context, status=400 if form.is_bound else 200)
 
@@ -281,7 +280,7 @@ def price_retire(request: HttpRequest, price_id: int) -> HttpResponse:
     button_apply(
         request,
         lambda: price_services.model_price_delete(
-            organisation=request.organisation, price=price, actor=_actor(request)
+            organisation=request.organisation, price=price, actor=Actor.for_request(request)
         ),
         f"Price for {price.model_name} retired.",
     )

@@ -5,7 +5,7 @@ HTMX asks (``"page.html#panels"``)."""
 import hashlib
 import json
 
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
@@ -17,6 +17,7 @@ from agents.models import Agent, Channel
 from audit import selectors as audit_selectors
 from otel import selectors as otel_selectors
 from thinnest_analytics.errors import ApiError
+from thinnest_analytics.pages import or_404
 from voice.selectors import voice_metrics
 
 from . import drill, lists, panels, selectors
@@ -39,10 +40,7 @@ CHANNEL_LINKS = ["total_sessions", "total_messages", "success_rate", "avg_respon
 
 
 def _agent(request: HttpRequest, agent_id: str) -> Agent:
-    try:
-        return agent_selectors.agent_get(organisation=request.organisation, public_id=agent_id)
-    except ApiError:
-        raise Http404("no such agent") from None
+    return or_404(agent_selectors.agent_get, organisation=request.organisation, public_id=agent_id)
 
 
 def _page(
@@ -128,7 +126,7 @@ def overview(request: HttpRequest) -> HttpResponse:
             {**row, "links": drill.row_links(window, AGENT_LINKS, agent=row["agent_id"])} for row in agents
         ],
         "sort": sort,
-        "has_agents": Agent.objects.filter(organisation=organisation).exists(),
+        "has_agents": agent_selectors.agents_exist(organisation=organisation),
         "voice_agents": selectors.voice_agents(organisation=organisation),
         "etag": _etag(current, previous, series, channels, agents),
     }
@@ -256,12 +254,9 @@ def conversations(request: HttpRequest) -> HttpResponse:
 
 @member_required()
 def conversation_detail(request: HttpRequest, session_id: str) -> HttpResponse:
-    try:
-        conversation = agent_selectors.conversation_get(
-            organisation=request.organisation, public_id=session_id
-        )
-    except ApiError:
-        raise Http404("no such conversation") from None
+    conversation = or_404(
+        agent_selectors.conversation_get, organisation=request.organisation, public_id=session_id
+    )
     return render(request, "dashboard/conversation.html", {"nav": "conversations", **conversation})
 
 
@@ -274,18 +269,13 @@ def traces(request: HttpRequest) -> HttpResponse:
 
 @member_required()
 def trace_detail(request: HttpRequest, trace_id: str) -> HttpResponse:
-    try:
-        trace = agent_selectors.trace_get(organisation=request.organisation, public_id=trace_id)
-    except ApiError:
-        raise Http404("no such trace") from None
-    steps = list(trace.steps.all())
+    found = or_404(agent_selectors.trace_with_steps, organisation=request.organisation, public_id=trace_id)
     context = {
         "nav": "traces",
-        "trace": trace,
-        "steps": steps,
-        "waterfall": agent_selectors.step_waterfall(trace, steps),
-        "scores": trace.scores.order_by("created_at", "pk"),
-        "raw": otel_selectors.raw_spans(organisation=request.organisation, public_id=trace.public_id),
+        **found,
+        "raw": otel_selectors.raw_spans(
+            organisation=request.organisation, public_id=found["trace"].public_id
+        ),
     }
     return render(request, "dashboard/trace.html", context)
 

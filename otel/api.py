@@ -243,7 +243,7 @@ def _otel_export(request: HttpRequest, signal: str) -> HttpResponse:
         content_encoding=request.headers.get("Content-Encoding", ""),
         signal=signal,
     )
-    actor = Actor.for_api_key(request.auth, request)
+    actor = Actor.for_request(request)
     if signal == "traces":
         result = spans_ingest(organisation=request.organisation, spans=decoded.spans, actor=actor)
     else:

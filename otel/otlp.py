@@ -33,6 +33,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.trace.v1.trace_pb2 import SpanFlags
 
 from thinnest_analytics.errors import ApiError
+from thinnest_analytics.parsing import json_body
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -193,12 +194,7 @@ def request_parse(body: bytes, content_type: str, signal: str = "traces"):
 
 
 def _json_document(body: bytes) -> Any:
-    try:
-        return json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ApiError(400, "malformed_body", "the body is not UTF-8 encoded JSON") from None
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise ApiError(400, "malformed_body", f"the body is not valid JSON: {exc}") from None
+    return json_body(body, code="malformed_body")
 
 
 def _items(parent: dict, *names: str) -> list:

@@ -63,16 +63,14 @@ class ModelPriceAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         saved = model_price_save(
             organisation=obj.organisation,
-            actor=Actor.for_user(request.user, request),
+            actor=Actor.for_request(request),
             price=obj if change else None,
             **{f: form.cleaned_data[f] for f in PRICE_FIELDS},
         )
         obj.pk = saved.pk
 
     def delete_model(self, request, obj):
-        model_price_delete(
-            organisation=obj.organisation, price=obj, actor=Actor.for_user(request.user, request)
-        )
+        model_price_delete(organisation=obj.organisation, price=obj, actor=Actor.for_request(request))
 
     def delete_queryset(self, request, queryset):
         for price in queryset.filter(organisation__isnull=False).select_related("organisation"):

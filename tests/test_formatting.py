@@ -1,6 +1,7 @@
 """The one number and money style (thinnest_analytics.formatting)."""
 
-from datetime import timedelta
+import json
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -61,3 +62,18 @@ def test_a_conversation_length_reads_in_seconds_minutes_or_hours(seconds, text):
 )
 def test_a_money_axis_keeps_enough_decimals_for_distinct_ticks(largest, tickformat):
     assert f.usd_axis_format(largest) == tickformat
+
+
+@pytest.mark.parametrize(
+    ("value", "cell"),
+    [("=SUM(A1)", "'=SUM(A1)"), ("+1", "'+1"), ("-2", "'-2"), ("@x", "'@x"), ("plain", "plain"), (None, "")],
+)
+def test_a_csv_cell_never_starts_a_spreadsheet_formula(value, cell):
+    assert f.csv_cell(value) == cell
+
+
+def test_json_sends_money_as_a_number_and_times_in_utc_with_z():
+    text = json.dumps(
+        {"cost_usd": Decimal("0.0714"), "at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)}, default=f.json_value
+    )
+    assert text == '{"cost_usd": 0.0714, "at": "2026-01-02T03:04:05Z"}'

@@ -2,7 +2,6 @@
 
 import json
 import logging
-from decimal import Decimal
 
 from django.core.exceptions import RequestDataTooBig
 from django.db import DataError, InterfaceError, OperationalError
@@ -15,47 +14,30 @@ from ninja.renderers import BaseRenderer
 from agents.schemas import NUL_MESSAGE, nul_paths
 
 from .errors import ApiError, error_response
+from .formatting import json_value
+from .parsing import json_body
 
 logger = logging.getLogger(__name__)
-
-
-class _Encoder(json.JSONEncoder):
-    def default(self, o):
-        if isinstance(o, Decimal):
-            # Money leaves as a JSON number; ≤15 significant digits print exactly.
-            return float(o)
-        if hasattr(o, "isoformat"):
-            return o.isoformat().replace("+00:00", "Z")
-        return super().default(o)
 
 
 class JsonRenderer(BaseRenderer):
     media_type = "application/json"
 
     def render(self, request, data, *, response_status):
-        return json.dumps(data, cls=_Encoder, ensure_ascii=False)
+        return json.dumps(data, default=json_value, ensure_ascii=False)
 
 
 class StrictJsonParser(Parser):
-    """JSON bodies of typed endpoints: UTF-8, no NaN/Infinity, and no NUL
-    characters (PostgreSQL cannot store them), each a clear 400."""
+    """JSON bodies of typed endpoints: the one strict parser (``parsing.json_body``),
+    and no NUL characters (PostgreSQL cannot store them), each a clear 400."""
 
     def parse_body(self, request: HttpRequest):
         body = request.body
-        try:
-            data = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
-        except UnicodeDecodeError:
-            raise ApiError(400, "malformed_json", "the body is not UTF-8 encoded JSON") from None
-        except ValueError as exc:
-            raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+        data = json_body(body)
         # JSON carries a NUL only escaped: one search of the raw body decides.
         if b"\\u0000" in body and (where := nul_paths(data)):
             raise ApiError(400, "invalid_request", "; ".join(f"{path}: {NUL_MESSAGE}" for path in where))
         return data
-
-
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
 
 
 api = NinjaAPI(

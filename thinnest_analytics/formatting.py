@@ -1,5 +1,6 @@
 """How numbers read, everywhere: pages (through the ``formatting`` template
-library), chart axes and hover labels (the Plotly formats below) and CSV files.
+library), chart axes and hover labels (the Plotly formats below), CSV files and
+the JSON the API and the live sockets send.
 
 One style: thousands separators; a fixed number of decimals per kind of number,
 so a column never mixes ``$0.0714`` with ``$8.26``; a positive amount too small
@@ -9,6 +10,7 @@ would round it.
 """
 
 import math
+from datetime import date, datetime, time
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 MISSING = "—"
@@ -64,6 +66,24 @@ def format_usd_plain(value, places: int = USD_PLACES) -> str:
         return ""
     rounded = amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
     return f"{abs(rounded) if rounded == 0 else rounded:f}"  # never "-0.00"
+
+
+def csv_cell(value) -> str:
+    """Text for one CSV cell; a leading = + - @ (or tab, carriage return) is
+    quoted so a spreadsheet never runs the cell as a formula."""
+    text = "" if value is None else str(value)
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def json_value(value):
+    """``json.dumps(..., default=json_value)``: money (``Decimal``) leaves as a JSON
+    number (up to 15 significant digits print exactly), times as ISO 8601 with
+    ``Z`` for UTC."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat().replace("+00:00", "Z")
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def format_count(value) -> str:

@@ -11,8 +11,15 @@ register = template.Library()
 
 @register.filter
 def usd(value, places=formatting.USD_PLACES) -> str:
-    """``{{ cost|usd }}`` in cents, ``{{ trace.cost_usd|usd:4 }}`` for one trace."""
+    """``{{ cost|usd }}`` in cents (``unit_usd`` for one trace's cost)."""
     return formatting.format_usd(value, int(places))
+
+
+@register.filter
+def unit_usd(value) -> str:
+    """One trace's, step's or conversation's cost, to a hundredth of a cent
+    (totals and balances use ``usd``, in cents)."""
+    return formatting.format_usd(value, formatting.UNIT_USD_PLACES)
 
 
 @register.filter

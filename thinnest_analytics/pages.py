@@ -5,7 +5,7 @@ from collections.abc import Callable
 
 from django import forms
 from django.contrib import messages
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest
 
 from .errors import ApiError
 
@@ -32,3 +32,16 @@ def button_apply(request: HttpRequest, change: Callable[[], object], done: str) 
         return False
     messages.success(request, done)
     return True
+
+
+def or_404[T](lookup: Callable[..., T], **kwargs) -> T:
+    """``lookup(**kwargs)``: a selector that finds one object of the current
+    organisation and raises ``not_found`` otherwise. A page answers that with
+    its ordinary Not Found, the same for an unknown object as for another
+    organisation's."""
+    try:
+        return lookup(**kwargs)
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        raise Http404(exc.message) from None

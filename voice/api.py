@@ -7,10 +7,11 @@ from ninja import Query, Router, Schema
 
 from accounts.auth import ingest_key, read_key
 from agents import selectors
-from agents.api import IngestOut, batch_items, ingest_response, parse_json_body
+from agents.api import IngestOut, batch_items, ingest_response
 from audit.services import Actor
 from metrics.schemas import WindowOut, WindowParams, window_from
 from thinnest_analytics.db import in_worker_thread, on_worker_thread
+from thinnest_analytics.parsing import json_body
 
 from .schemas import CallEnded, CallStarted, CallTurn
 from .selectors import voice_metrics
@@ -60,9 +61,9 @@ async def ingest_voice_events(request: HttpRequest):
 
 
 def _ingest_voice_events(request: HttpRequest) -> JsonResponse:
-    items, is_batch = batch_items(parse_json_body(request), "events", "event")
+    items, is_batch = batch_items(json_body(request.body), "events", "event")
     result = voice_events_ingest(
-        organisation=request.organisation, items=items, actor=Actor.for_api_key(request.auth, request)
+        organisation=request.organisation, items=items, actor=Actor.for_request(request)
     )
     return ingest_response(result, is_batch)
 

@@ -17,10 +17,8 @@ import json
 import logging
 import math
 import weakref
-from datetime import datetime
-from decimal import Decimal
 from importlib import import_module
-from typing import Any, NamedTuple
+from typing import NamedTuple
 from urllib.parse import parse_qs, urlparse
 
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -37,6 +35,7 @@ from accounts.selectors import grants_ended
 from accounts.services import api_key_authenticate
 from agents.models import Agent
 from thinnest_analytics.db import in_worker_thread
+from thinnest_analytics.formatting import json_value
 
 from . import selectors as voice_selectors
 from .live import CHANGED, voice_group
@@ -216,7 +215,7 @@ class LiveFrames:
             return cached[1]
         if len(self._texts) > 8:
             self._texts.clear()
-        text = json.dumps({"type": kind, **frame}, default=_json_value)
+        text = json.dumps({"type": kind, **frame}, default=json_value)
         self._texts[key] = (frame, text)  # holding the frame keeps its id from being reused
         return text
 
@@ -308,14 +307,6 @@ class AccessWatch:
                 continue
             for grant in ended:
                 self._end(grant)
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def _origin_allowed(headers: dict[bytes, bytes]) -> bool:

@@ -2,7 +2,7 @@ import json
 
 from django import template
 
-from thinnest_analytics import formatting, formatting_tags
+from thinnest_analytics import formatting_tags
 
 register = template.Library()
 
@@ -16,13 +16,6 @@ def pretty_json(value) -> str:
         except ValueError:
             return value
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
-
-
-@register.filter
-def money(value) -> str:
-    """One trace's, step's or conversation's cost, to a hundredth of a cent
-    (totals use ``usd`` from the ``formatting`` library, in cents)."""
-    return formatting.format_usd(value, formatting.UNIT_USD_PLACES)
 
 
 # The project's number style, also under the names these pages used before.
