@@ -268,7 +268,9 @@ def test_sensitive_pages_need_the_roles_the_design_grants():
 
 
 def _operations():
-    for prefix, router in api._routers:
+    # The routers as mounted: a router's auth may be given where the API root mounts it.
+    for router in api._get_bound_routers():
+        prefix = router.prefix
         for path, path_view in router.path_operations.items():
             for operation in path_view.operations:
                 scopes = [getattr(a, "scope", None) for a in operation.auth_callbacks or []]
