@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import DatabaseError, connection, transaction
+from django.test import RequestFactory
 
 from accounts.models import ApiKey
 from audit.models import AppendOnlyError, AuditLog
@@ -258,3 +259,15 @@ def test_the_database_refuses_changes_even_from_raw_sql(admin, sql):
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
             cursor.execute(sql, [entry_id] if "%s" in sql else None)
     assert AuditLog.objects.filter(pk=entry_id, action="agent.update").exists()
+
+
+def test_an_actor_for_a_request_is_its_api_key_else_the_person_signed_in(tenant, django_user_model):
+    api_key = ApiKey.objects.filter(organisation=tenant.organisation).first()
+    api_call = RequestFactory().post("/api/traces", REMOTE_ADDR="198.51.100.7")
+    api_call.auth = api_key
+    assert Actor.for_request(api_call) == Actor(user_id=api_key.actor_id, ip_address="198.51.100.7")
+
+    ana = django_user_model.objects.create_user("ana")
+    page = RequestFactory().post("/agents/", REMOTE_ADDR="203.0.113.9")
+    page.user = ana
+    assert Actor.for_request(page) == Actor(user_id="ana", user=ana, ip_address="203.0.113.9")
