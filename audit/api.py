@@ -9,13 +9,12 @@ from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema, Status
 from pydantic import ConfigDict, field_validator
 
+from accounts.auth import admin_key
 from thinnest_analytics.validation import UtcDateTime, json_value_check
 
 from .selectors import audit_entry_out, audit_log_page
 from .services import Actor, audit_event_record
 
-# Every endpoint here needs an admin key. The API root mounts this router with
-# accounts' admin-key auth: audit sits below accounts, so it names no key check.
 router = Router(tags=["audit"])
 
 ACTION_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
@@ -54,6 +53,7 @@ class AuditFilters(Schema):
 
 @router.get(
     "/admin/audit/logs",
+    auth=admin_key,
     response=AuditLogPage,
     summary="The audit log, newest first",
 )
@@ -96,6 +96,7 @@ class AuditEventIn(Schema):
 
 @router.post(
     "/admin/audit/events",
+    auth=admin_key,
     response={201: AuditEntryOut},
     summary="Record an action the agent platform performed",
 )
