@@ -16,6 +16,7 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from django.utils import timezone
@@ -34,10 +35,12 @@ PRICE_IN, PRICE_OUT = Decimal("0.15"), Decimal("0.60")
 
 @pytest.fixture(autouse=True)
 def _builtin_prices():
-    """The built-in prices come from a migration; an earlier test's flush may have emptied them."""
-    from django.apps import apps
+    """The built-in prices come from a migration; an earlier test's flush may have emptied them.
+    The migration names the price model by the app that held it then (billing), now pricing's."""
+    from pricing.models import ModelPrice
 
-    importlib.import_module("billing.migrations.0002_builtin_prices").add_prices(apps, None)
+    registry = SimpleNamespace(get_model=lambda app_label, model_name: ModelPrice)
+    importlib.import_module("billing.migrations.0002_builtin_prices").add_prices(registry, None)
 
 
 def run_client(venv: str, script: str, *args: str, server_url: str, key: str, service: str, **env) -> str:

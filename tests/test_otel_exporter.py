@@ -7,6 +7,7 @@ import threading
 import urllib.parse
 import urllib.request
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -25,10 +26,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture(autouse=True)
 def _builtin_prices():
-    """The built-in prices come from a migration; an earlier test's flush may have emptied them."""
-    from django.apps import apps
+    """The built-in prices come from a migration; an earlier test's flush may have emptied them.
+    The migration names the price model by the app that held it then (billing), now pricing's."""
+    from pricing.models import ModelPrice
 
-    importlib.import_module("billing.migrations.0002_builtin_prices").add_prices(apps, None)
+    registry = SimpleNamespace(get_model=lambda app_label, model_name: ModelPrice)
+    importlib.import_module("billing.migrations.0002_builtin_prices").add_prices(registry, None)
 
 
 def _get(url: str, key: str, params: dict | None = None) -> dict:
