@@ -217,6 +217,8 @@ def _flattened(span: SpanIn, prefix: str) -> list | None:
     """Messages flattened into ``<prefix>.<i>.…`` attributes (OpenInference's
     ``llm.input_messages.0.message.tool_calls.0.tool_call.function.name``, the
     older ``gen_ai.prompt.0.content``), every level kept."""
+    if prefix not in span.name_prefixes:
+        return None
     value = unflatten(span.attributes, prefix)
     if isinstance(value, list):
         return [message_of(item) for item in value]

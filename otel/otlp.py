@@ -62,6 +62,22 @@ class SpanIn:
     resource: dict[str, Any]
     scope: str
     events: list[dict[str, Any]] = field(default_factory=list)
+    # The dotted prefixes of the attribute names, made once when first asked for.
+    _prefixes: frozenset[str] | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def name_prefixes(self) -> frozenset[str]:
+        """Every ``a``, ``a.b`` of attribute names ``a.b.c``: whether any
+        attribute is flattened under a prefix costs one lookup, not a scan."""
+        if self._prefixes is None:
+            prefixes = set()
+            for name in self.attributes:
+                end = name.rfind(".")
+                while end > 0 and name[:end] not in prefixes:
+                    prefixes.add(name[:end])
+                    end = name.rfind(".", 0, end)
+            self._prefixes = frozenset(prefixes)
+        return self._prefixes
 
     @property
     def started_at(self) -> datetime:
