@@ -197,18 +197,18 @@ def old_traces(organisation, public_ids: list[str]) -> dict[str, dict]:
     }
 
 
-# Arrays go in binary (%b): psycopg writes them without quoting each element.
+# The spans travel as one JSON document that PostgreSQL expands into rows:
+# encoded in one call (msgspec), their attributes are not encoded twice.
 _SPANS_INSERT = f"""
 INSERT INTO otel_receivedspan (organisation_id, {", ".join(SPAN_FIELDS)}, received_at)
-SELECT %(org)s, trace_id, span_id, parent_span_id, parent_is_remote, name, kind, start_ns, end_ns,
-       status_code, status_message, attributes::jsonb, resource::jsonb, scope, events::jsonb, %(now)s
-FROM unnest(%(trace_id)b::text[], %(span_id)b::text[], %(parent_span_id)b::text[], %(parent_is_remote)b::bool[],
-            %(name)b::text[], %(kind)b::int[], %(start_ns)b::bigint[], %(end_ns)b::bigint[],
-            %(status_code)b::int[], %(status_message)b::text[], %(attributes)b::text[],
-            %(resource)b::text[], %(scope)b::text[], %(events)b::text[])
-     AS u({", ".join(SPAN_FIELDS)})
+SELECT %(org)s, {", ".join(SPAN_FIELDS)}, %(now)s
+FROM json_to_recordset(%(spans)s::json) AS u(
+    trace_id text, span_id text, parent_span_id text, parent_is_remote bool, name text, kind int,
+    start_ns bigint, end_ns bigint, status_code int, status_message text, attributes jsonb,
+    resource jsonb, scope text, events jsonb)
 ON CONFLICT (organisation_id, trace_id, span_id) DO NOTHING
 """
+# Arrays go in binary (%b): psycopg writes them without quoting each element.
 _RECEIVED_UPDATE = """
 UPDATE otel_receivedtrace r
 SET span_count = r.span_count + u.added, derived = r.derived OR u.derived, last_received_at = %(now)s,
@@ -235,22 +235,9 @@ def received_store(
         return
     import psycopg
 
-    spans = [s for trace_id in sorted(new_spans) for s in new_spans[trace_id]]
-    columns: dict[str, list] = {f: [] for f in SPAN_FIELDS}
-    resources: dict[int, str] = {}  # a request's spans mostly share one resource: encoded once
-    for s in spans:
-        for f in ("trace_id", "span_id", "parent_span_id", "parent_is_remote", "name", "kind", "start_ns"):
-            columns[f].append(getattr(s, f))
-        columns["end_ns"].append(s.end_ns)
-        columns["status_code"].append(s.status_code)
-        columns["status_message"].append(s.status_message)
-        columns["attributes"].append(_json_text(s.attributes))
-        resource = resources.get(id(s.resource))
-        if resource is None:
-            resource = resources[id(s.resource)] = _json_text(s.resource)
-        columns["resource"].append(resource)
-        columns["scope"].append(s.scope)
-        columns["events"].append(_json_text(s.events))
+    spans = [
+        {f: getattr(s, f) for f in SPAN_FIELDS} for trace_id in sorted(new_spans) for s in new_spans[trace_id]
+    ]
     update = {
         "now": now,
         "id": [r.pk for r in changed],
@@ -264,7 +251,7 @@ def received_store(
     raw = connection.connection
     with connection.wrap_database_errors, raw.pipeline(), psycopg.Cursor(raw) as cursor:
         if spans:
-            cursor.execute(_SPANS_INSERT, {"org": organisation.pk, "now": now, **columns})
+            cursor.execute(_SPANS_INSERT, {"org": organisation.pk, "now": now, "spans": _json_text(spans)})
         if changed:
             cursor.execute(_RECEIVED_UPDATE, update)
 
