@@ -460,7 +460,10 @@ def _agent_span(spans: list[SpanIn], operations: dict[str, str | None]) -> SpanI
 
 def _in_priority(spans: list[SpanIn], top: SpanIn, names: tuple[str, ...]) -> Any:
     """The first of ``names`` on the agent span, then on the other spans in start order."""
-    for span in [top, *sorted((s for s in spans if s is not top), key=_order)]:
+    value = _first(top, names)
+    if value is not None:  # mostly: the others are not even sorted
+        return value
+    for span in sorted((s for s in spans if s is not top), key=_order):
         value = _first(span, names)
         if value is not None:
             return value

@@ -13,6 +13,7 @@ import re
 import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from django.conf import settings
@@ -79,7 +80,7 @@ class SpanIn:
             self._prefixes = frozenset(prefixes)
         return self._prefixes
 
-    @property
+    @cached_property
     def started_at(self) -> datetime:
         return EPOCH + timedelta(microseconds=self.start_ns // 1000)
 
