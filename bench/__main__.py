@@ -3,6 +3,7 @@
 
     python -m bench                 # 100k data set
     python -m bench --size 100k,10m # both sizes (the 10M load takes several minutes once)
+    python -m bench --otlp-only     # OTLP span ingestion against JSON ingestion only
 
 Needs PostgreSQL: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/thinnest_bench),
 created and migrated if missing. Every number is measured in this run; ratios
@@ -436,6 +437,14 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=200, help="random windows for the percentile check")
     parser.add_argument("--page-calls", type=int, default=20, help="requests per dashboard page")
     parser.add_argument(
+        "--otlp-requests", type=int, default=20, help="OTLP requests of 100 traces per client"
+    )
+    parser.add_argument(
+        "--otlp-only",
+        action="store_true",
+        help="only OTLP ingestion (and JSON ingestion of the same traces, to compare)",
+    )
+    parser.add_argument(
         "--pages-only",
         action="store_true",
         help="only the dashboard pages (no ingestion, API or percentiles)",
@@ -459,6 +468,13 @@ def main() -> None:
     server = Server()
     try:
         if not (args.skip_ingest or args.pages_only):
+            from .otlp import bench_otlp, print_otlp
+
+            results["otlp_ingestion"] = bench_otlp(server, clients=2, requests=args.otlp_requests)
+            print_otlp(results["otlp_ingestion"])
+        if args.otlp_only:
+            args.size = ""
+        if not (args.skip_ingest or args.pages_only or args.otlp_only):
             results["ingestion"] = bench_ingestion(server, clients=2, batches=args.ingest_batches, size=500)
             _print_ingestion(results["ingestion"])
         results["queries"] = {}

@@ -217,6 +217,8 @@ def _flattened(span: SpanIn, prefix: str) -> list | None:
     """Messages flattened into ``<prefix>.<i>.…`` attributes (OpenInference's
     ``llm.input_messages.0.message.tool_calls.0.tool_call.function.name``, the
     older ``gen_ai.prompt.0.content``), every level kept."""
+    if prefix not in span.name_prefixes:
+        return None
     value = unflatten(span.attributes, prefix)
     if isinstance(value, list):
         return [message_of(item) for item in value]
@@ -458,7 +460,10 @@ def _agent_span(spans: list[SpanIn], operations: dict[str, str | None]) -> SpanI
 
 def _in_priority(spans: list[SpanIn], top: SpanIn, names: tuple[str, ...]) -> Any:
     """The first of ``names`` on the agent span, then on the other spans in start order."""
-    for span in [top, *sorted((s for s in spans if s is not top), key=_order)]:
+    value = _first(top, names)
+    if value is not None:  # mostly: the others are not even sorted
+        return value
+    for span in sorted((s for s in spans if s is not top), key=_order):
         value = _first(span, names)
         if value is not None:
             return value

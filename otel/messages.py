@@ -28,10 +28,26 @@ CHOICE_EVENT = "gen_ai.choice"
 DETAILS_EVENT = "gen_ai.client.inference.operation.details"
 
 
+# What a JSON text can start with (Python's reader also takes NaN and Infinity).
+JSON_FIRST = frozenset('{["-0123456789')
+JSON_WORDS = ("true", "false", "null", "NaN", "Infinity")
+JSON_SPACE = " \t\n\r"
+
+
+def _may_be_json(text: str) -> bool:
+    """False for text no JSON reader takes, such as most prompts and completions,
+    which are then not parsed at all."""
+    if text[0] in JSON_SPACE:
+        text = text.lstrip(JSON_SPACE)
+    return text[:1] in JSON_FIRST or text.startswith(JSON_WORDS)
+
+
 def decoded(value: Any) -> Any:
     """A JSON string decoded; anything else as it is. Text holding an escaped NUL
     character stays text: decoded, it could not be stored."""
-    if isinstance(value, str) and "\\u0000" not in value:
+    if not isinstance(value, str) or not value or not _may_be_json(value):
+        return value
+    if "\\u0000" not in value:
         try:
             return json.loads(value)
         except ValueError:

@@ -13,6 +13,7 @@ import re
 import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from django.conf import settings
@@ -40,6 +41,7 @@ JSON = "application/json"
 CONTENT_TYPES = {PROTOBUF: PROTOBUF, "application/protobuf": PROTOBUF, JSON: JSON}
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EARLIEST_US = (EARLIEST - EPOCH) // timedelta(microseconds=1)
 MAX_EVENTS = 128
 HEX = re.compile(r"[0-9a-fA-F]*")
 
@@ -63,8 +65,24 @@ class SpanIn:
     resource: dict[str, Any]
     scope: str
     events: list[dict[str, Any]] = field(default_factory=list)
+    # The dotted prefixes of the attribute names, made once when first asked for.
+    _prefixes: frozenset[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
+    def name_prefixes(self) -> frozenset[str]:
+        """Every ``a``, ``a.b`` of attribute names ``a.b.c``: whether any
+        attribute is flattened under a prefix costs one lookup, not a scan."""
+        if self._prefixes is None:
+            prefixes = set()
+            for name in self.attributes:
+                end = name.rfind(".")
+                while end > 0 and name[:end] not in prefixes:
+                    prefixes.add(name[:end])
+                    end = name.rfind(".", 0, end)
+            self._prefixes = frozenset(prefixes)
+        return self._prefixes
+
+    @cached_property
     def started_at(self) -> datetime:
         return EPOCH + timedelta(microseconds=self.start_ns // 1000)
 
@@ -285,15 +303,25 @@ def any_value(value) -> Any:
 
 
 def attributes_of(key_values) -> dict[str, Any]:
-    return {_clean(kv.key): any_value(kv.value) for kv in key_values}
+    attributes = {}
+    for kv in key_values:
+        value = kv.value
+        # Strings, most attributes, without a call each.
+        if value.WhichOneof("value") == "string_value":
+            text = value.string_value
+            attributes[_clean(kv.key)] = _clean(text) if "\x00" in text else text
+        else:
+            attributes[_clean(kv.key)] = any_value(value)
+    return attributes
 
 
 def _latest_allowed() -> datetime:
     return datetime.now(UTC) + timedelta(days=1)
 
 
-def _problem(span, latest: datetime) -> str | None:
-    """Why a span cannot be used, or None."""
+def _problem(span, latest_us: int) -> str | None:
+    """Why a span cannot be used, or None. ``latest_us``: the latest start allowed,
+    in Unix microseconds (times are compared at the precision they are kept at)."""
     if len(span.trace_id) != 16 or not any(span.trace_id):
         return "trace_id must be 16 bytes, not all zero"
     if len(span.span_id) != 8 or not any(span.span_id):
@@ -302,8 +330,7 @@ def _problem(span, latest: datetime) -> str | None:
         return "parent_span_id must be empty or 8 bytes"
     if not span.start_time_unix_nano or span.end_time_unix_nano < span.start_time_unix_nano:
         return "start_time_unix_nano must be set and not after end_time_unix_nano"
-    started = EPOCH + timedelta(microseconds=span.start_time_unix_nano // 1000)
-    if not EARLIEST <= started <= latest:
+    if not EARLIEST_US <= span.start_time_unix_nano // 1000 <= latest_us:
         return "start time must be between 2000-01-01 and one day from now"
     return None
 
@@ -318,13 +345,13 @@ def spans_of(message: ExportTraceServiceRequest) -> Decoded:
     """Every usable span of the request; the others are counted with a reason."""
     spans: list[SpanIn] = []
     rejected, reasons = 0, []
-    latest = _latest_allowed()
+    latest_us = (_latest_allowed() - EPOCH) // timedelta(microseconds=1)
     for resource_spans in message.resource_spans:
         resource = attributes_of(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             scope = _clean(scope_spans.scope.name)[:200]
             for span in scope_spans.spans:
-                problem = _problem(span, latest)
+                problem = _problem(span, latest_us)
                 if problem is not None:
                     rejected += 1
                     if len(reasons) < 5:

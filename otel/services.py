@@ -27,49 +27,12 @@ from thinnest_analytics.db import insert_ignore_conflicts, update_by_pk
 from voice.services import voice_events_ingest
 
 from .mapping import Draft, public_id_of, trace_agent, trace_draft
-from .models import ReceivedSpan, ReceivedTrace
 from .otlp import LogIn, SpanIn
-from .voice import voice_trace
+from .received import old_traces, received_lock, received_store
+from .voice import is_voice, voice_trace
 
 logger = logging.getLogger(__name__)
 
-SPAN_FIELDS = (
-    "trace_id",
-    "span_id",
-    "parent_span_id",
-    "parent_is_remote",
-    "name",
-    "kind",
-    "start_ns",
-    "end_ns",
-    "status_code",
-    "status_message",
-    "attributes",
-    "resource",
-    "scope",
-    "events",
-)
-# What a stored trace contributes to the rollups; a trace derived again whose
-# facts are unchanged leaves them alone.
-OLD_TRACE_FIELDS = (
-    "id",
-    "public_id",
-    "agent_id",
-    "session_id",
-    "session__public_id",
-    "channel",
-    "deployment_version",
-    "input",
-    "output",
-    "input_tokens",
-    "output_tokens",
-    "latency_ms",
-    "tool_call_count",
-    "status",
-    "cost_usd",
-    "created_at",
-    "received_at",
-)
 UPDATED_TRACE_FIELDS = [f for f in TRACE_FIELDS if f not in ("organisation", "public_id", "received_at")]
 
 
@@ -187,42 +150,6 @@ def _results_pull(organisation, drafts: dict[str, "Draft"]) -> None:
             ]
 
 
-def _received_lock(organisation, trace_ids: list[str]) -> dict[str, ReceivedTrace]:
-    """The received traces, created if missing and locked in id order (so
-    concurrent requests never deadlock)."""
-    now = timezone.now()
-    insert_ignore_conflicts(
-        ReceivedTrace,
-        (
-            "organisation",
-            "trace_id",
-            "span_count",
-            "derived",
-            "first_received_at",
-            "last_received_at",
-            "log_records",
-        ),
-        [(organisation.pk, trace_id, 0, False, now, now, []) for trace_id in trace_ids],
-        conflict_fields=("organisation", "trace_id"),
-        returning=("id",),
-    )
-    locked = (
-        ReceivedTrace.objects.select_for_update()
-        .filter(organisation=organisation, trace_id__in=trace_ids)
-        .order_by("trace_id")
-    )
-    return {r.trace_id: r for r in locked}
-
-
-def _stored_spans(organisation, trace_ids: list[str]) -> dict[str, dict[str, SpanIn]]:
-    stored: dict[str, dict[str, SpanIn]] = defaultdict(dict)
-    for row in ReceivedSpan.objects.filter(organisation=organisation, trace_id__in=trace_ids).values(
-        *SPAN_FIELDS
-    ):
-        stored[row["trace_id"]][row["span_id"]] = SpanIn(**row)
-    return stored
-
-
 def with_log_records(spans: list[SpanIn], records: list[dict]) -> list[SpanIn]:
     """The spans with the log records of each appended to its events (in time
     order, as ``{"name", "time_ns", "attributes"}`` with the body's fields
@@ -256,9 +183,13 @@ def _store(
     result: SpansResult,
     rederive: set[str] = frozenset(),
 ) -> None:
+    """Derive each trace the request touches once, from its stored spans (read
+    once, with its lock) and the new ones, then write the traces and store the
+    new spans: two round trips of received state around the write."""
     trace_ids = sorted(set(incoming) | set(incoming_logs) | set(rederive))
-    received = _received_lock(organisation, trace_ids)
-    stored = _stored_spans(organisation, trace_ids)
+    now = timezone.now()
+    state = received_lock(organisation, trace_ids, [public_id_of(t) for t in trace_ids], now)
+    received, stored = state.received, state.stored
     limit = settings.OTEL_MAX_SPANS_PER_TRACE
     new_spans: dict[str, list[SpanIn]] = {}
     for trace_id in sorted(incoming):
@@ -282,8 +213,9 @@ def _store(
         if new:
             new_logs[trace_id] = new
 
+    calls = False
     for trace_id in sorted(new_spans):
-        _calls_follow(organisation, [*stored[trace_id].values(), *new_spans[trace_id]], actor)
+        calls |= _calls_follow(organisation, [*stored[trace_id].values(), *new_spans[trace_id]], actor)
 
     prices = price_table(organisation=organisation)
     drafts: dict[str, Draft] = {}
@@ -295,63 +227,36 @@ def _store(
             drafts[trace_id] = draft
     _results_pull(organisation, drafts)
 
-    old = {
-        row["public_id"]: row
-        for row in Trace.objects.filter(
-            organisation=organisation, public_id__in=[d.public_id for d in drafts.values()]
-        ).values(*OLD_TRACE_FIELDS)
-    }
+    # A voice call's events may have moved its traces to the call's conversation.
+    old = old_traces(organisation, [d.public_id for d in drafts.values()]) if calls else state.old
     pending = _Pending(new_spans, new_logs)
     for trace_id, draft in list(drafts.items()):
         if draft.public_id in old and not received[trace_id].derived:
             _refuse(result, pending, drafts, trace_id, f"the id {draft.public_id} is used by another trace")
 
-    derived = _traces_write(organisation, drafts, old, pending, actor, result)
+    derived = derived_traces_store(organisation, drafts, old, pending, actor, result)
 
-    span_rows = [
-        (organisation.pk, *(getattr(s, f) for f in SPAN_FIELDS), timezone.now())
-        for trace_id in sorted(new_spans)
-        for s in new_spans[trace_id]
-    ]
-    insert_ignore_conflicts(
-        ReceivedSpan,
-        ("organisation", *SPAN_FIELDS, "received_at"),
-        span_rows,
-        conflict_fields=("organisation", "trace_id", "span_id"),
-        returning=("id",),
-    )
-    result.accepted += len(span_rows) + sum(len(r) for r in new_logs.values())
-    now = timezone.now()
-    update_by_pk(
-        ReceivedTrace,
-        ["span_count", "derived", "last_received_at", "log_records"],
-        [
-            (
-                r.pk,
-                r.span_count + len(new_spans.get(r.trace_id, [])),
-                r.derived or r.trace_id in derived,
-                now,
-                [*r.log_records, *new_logs.get(r.trace_id, [])],
-            )
-            for r in received.values()
-            if r.trace_id in new_spans or r.trace_id in new_logs
-        ],
-    )
+    received_store(organisation, received, new_spans, new_logs, derived, now)
+    result.accepted += sum(len(s) for s in new_spans.values()) + sum(len(r) for r in new_logs.values())
     result.traces = sorted(public_id_of(trace_id) for trace_id in derived)
     result.carried = [drafts[t] for t in sorted(derived) if drafts[t].tool_results]
 
 
-def _calls_follow(organisation, spans: list[SpanIn], actor: Actor) -> None:
+def _calls_follow(organisation, spans: list[SpanIn], actor: Actor) -> bool:
     """The voice call a voice framework's trace describes, brought up to date
     from all of its spans through the call events service (re-sent events are
-    applied once), before the trace joins the call's conversation."""
+    applied once), before the trace joins the call's conversation. Whether
+    there was a call."""
+    if not is_voice(spans):
+        return False
     agent_id, agent_name = trace_agent(spans)
     call = voice_trace(spans, agent_id=agent_id, agent_name=agent_name, trace_id=spans[0].trace_id)
     if call is None:
-        return
+        return False
     outcome = voice_events_ingest(organisation=organisation, items=call.events, actor=actor)
     if outcome.rejected:
         logger.info("voice events of call %s rejected: %s", call.call_id, outcome.rejected)
+    return True
 
 
 @dataclass
@@ -408,11 +313,24 @@ def _add_trace(deltas: RollupDeltas, organisation_id: int, row: dict, sign: int)
     )
 
 
-def _traces_write(
+def derived_traces_store(
     organisation, drafts: dict[str, Draft], old: dict, pending: _Pending, actor, result
 ) -> set[str]:
-    """Write the derived traces, their steps, conversations and rollup changes.
-    Returns the ids of the traces written."""
+    """Write the derived traces, their steps, conversations and rollup changes,
+    through ingestion's agents, conversations and rollups: the one place where
+    OTLP hands its traces to ingestion. Returns the ids of the traces written.
+
+    What it needs from ingestion, for each draft (``old`` holds the stored
+    version of a trace derived before, as ``received.OLD_TRACE_FIELDS``):
+    agents registered (and audited) on first sight; the trace inserted, or
+    replaced in place when derived again (same row id, ``received_at`` and,
+    when the spans name none, deployment version), its steps rewritten; the
+    old version's contribution to rollups, conversations and scores retracted
+    and the new one's added; a trace without a conversation id keeps a
+    conversation of its own, which follows it to another agent or channel and
+    is removed once left empty; a draft whose conversation belongs to another
+    agent or channel, or whose id another trace took meanwhile, is refused
+    (``_refuse``: its new spans and log records are rejected with the reason)."""
     if not drafts:
         return set()
     agents = agents_resolve(

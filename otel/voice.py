@@ -75,14 +75,8 @@ def is_voice(spans: list[SpanIn]) -> bool:
 
 def call_span(spans: list[SpanIn]) -> SpanIn | None:
     """The span of the whole call: Pipecat's ``conversation``, LiveKit's ``agent_session``."""
-    return next(
-        (
-            s
-            for s in sorted(spans, key=lambda s: (s.start_ns, s.span_id))
-            if _is_pipecat_conversation(s) or s.name == LIVEKIT_SESSION
-        ),
-        None,
-    )
+    calls = [s for s in spans if _is_pipecat_conversation(s) or s.name == LIVEKIT_SESSION]
+    return min(calls, key=lambda s: (s.start_ns, s.span_id), default=None)
 
 
 def conversation_id_of(spans: list[SpanIn], trace_id: str) -> str:

@@ -8,15 +8,18 @@ parameters), then moved with one ``INSERT … SELECT … ON CONFLICT`` or
 """
 
 import hashlib
-import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial, wraps
 from typing import Any
 
+import msgspec
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection, models, transaction
+
+# JSON columns are encoded by msgspec: several times faster than json.dumps, same documents.
+_json_text = msgspec.json.Encoder().encode
 
 # Stay well under SQLite's bound-parameter limit.
 MAX_PARAMS = 30_000
@@ -56,7 +59,7 @@ def _staged(model: type[models.Model], fields: Sequence[str], rows: Sequence[Seq
                 for row in rows:
                     if json_columns:
                         row = [
-                            json.dumps(v) if i in json_columns and v is not None else v
+                            _json_text(v).decode() if i in json_columns and v is not None else v
                             for i, v in enumerate(row)
                         ]
                     copy.write_row(row)
