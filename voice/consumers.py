@@ -103,6 +103,16 @@ class LiveFrames:
             raise
         return live
 
+    @classmethod
+    def of(cls, agent_pk: int) -> "LiveFrames | None":
+        """This process's (event loop's) LiveFrames of the agent, while it has subscribers."""
+        return cls._by_loop.get(asyncio.get_running_loop(), {}).get(agent_pk)
+
+    async def idle(self) -> None:
+        """Return once no flush runs: every change noticed so far has been sent."""
+        while self._flusher is not None:
+            await asyncio.shield(self._flusher)
+
     def _forget(self) -> None:
         frames = self._by_loop.get(asyncio.get_running_loop(), {})
         if frames.get(self.agent.pk) is self:
