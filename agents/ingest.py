@@ -11,10 +11,10 @@ On PostgreSQL the database does the set work in three round trips:
    NOTHING RETURNING``), read the agents' ids and active deployment versions,
    create missing conversations, and lock the batch's conversations ``FOR
    UPDATE`` in id order;
-2. one statement of data-modifying CTEs over the batch passed as arrays (one
-   per column, binary): insert the traces (``ON CONFLICT DO NOTHING
-   RETURNING``, so a re-sent or racing id is stored once), then the steps and
-   scores of the traces actually inserted;
+2. one statement of data-modifying CTEs over the batch, passed as one JSON
+   parameter per row set (``jsonb_to_recordset``): insert the traces (``ON
+   CONFLICT DO NOTHING RETURNING``, so a re-sent or racing id is stored once),
+   then the steps and scores of the traces actually inserted;
 3. one statement that writes the conversations' new totals and upserts the
    hourly and daily rollup increments (in key order).
 
@@ -498,7 +498,7 @@ class _PostgresBatch(_Batch):
         import psycopg
 
         # Server-side binding (Django's cursors bind on the client): prepared
-        # statements and binary arrays.
+        # statements.
         connection.ensure_connection()
         return psycopg.Cursor(connection.connection)
 
