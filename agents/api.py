@@ -20,6 +20,7 @@ from thinnest_analytics.validation import UtcDateTime
 
 from . import selectors
 from .config import AgentConfig, AgentConfigPatch, AgentName, VersionLabel
+from .ingest_schemas import batch_raw_items
 from .schemas import AgentId, TraceIn, no_nul
 from .services import (
     agent_archive,
@@ -117,10 +118,16 @@ def one_or_batch(item: type[BaseModel], batch: type[BaseModel]) -> dict:
     }
 
 
-def ingest_batch(request: HttpRequest, key: str, what: str, ingest) -> JsonResponse:
+def ingest_batch(request: HttpRequest, key: str, what: str, ingest, raw_items: bool = False) -> JsonResponse:
     """Parse one item or ``{key: [...]}``, hand the items to ``ingest`` (a
-    service like ``trace_ingest``) and answer 200/207/400."""
-    items, is_batch = batch_items(json_body(request.body), key, what)
+    service like ``trace_ingest``) and answer 200/207/400. With ``raw_items``,
+    a well-formed batch reaches ``ingest`` as raw JSON items that it decodes
+    itself (one pass in C instead of building Python objects twice)."""
+    items = batch_raw_items(request.body, key) if raw_items else None
+    if items is not None:
+        is_batch = True
+    else:
+        items, is_batch = batch_items(json_body(request.body), key, what)
     result = ingest(
         organisation=request.organisation,
         items=items,
@@ -143,7 +150,7 @@ async def ingest_traces(request: HttpRequest):
     re-sent trace id is accepted but never counted twice. Unknown agents are
     registered on first sight. ``cost_usd`` defaults to the price table's cost."""
     return await in_worker_thread(
-        ingest_batch, request=request, key="traces", what="trace", ingest=trace_ingest
+        ingest_batch, request=request, key="traces", what="trace", ingest=trace_ingest, raw_items=True
     )
 
 

@@ -1,5 +1,6 @@
 """Writes for agents, conversations and traces."""
 
+import json
 import re
 import secrets
 from collections import defaultdict, namedtuple
@@ -9,6 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Max, Min, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce
@@ -18,7 +20,6 @@ from pydantic import ValidationError
 from audit.redaction import changed_paths
 from audit.services import Actor, audit_record, audit_record_many
 from metrics.rollups import RollupDeltas
-from pricing.prices import PriceTable, money, price_table, trace_cost
 from thinnest_analytics.db import insert_ignore_conflicts, update_by_pk
 from thinnest_analytics.errors import ApiError, not_found
 
@@ -31,16 +32,17 @@ from .config import (
     config_validate,
     tools_restore,
 )
+from .ingest import DUPLICATE, STORED, TraceRecord, traces_store
+from .ingest_schemas import TraceIn as FastTraceIn
+from .ingest_schemas import trace_decode
 from .models import (
     Agent,
-    CostSource,
     Deployment,
     DeploymentStatus,
     PhoneNumber,
     Score,
     Session,
     Trace,
-    TraceStep,
 )
 from .schemas import ID_PATTERN, NUL_MESSAGE, TraceIn, nul_paths, validation_reason
 
@@ -153,41 +155,82 @@ def trace_ingest(*, organisation, items: Sequence[Any], actor: Actor, check_nul:
     already stored (or repeated in the batch) is accepted but never stored or
     counted twice, also when two batches race. Unknown agents are registered
     (and audited). Cost in USD comes from the caller, else the price table, else
-    the trace is marked unpriced. ``check_nul=False`` skips the search for NUL
-    characters when the caller knows the raw body has none.
+    the trace is marked unpriced. Items are JSON objects, or raw JSON items
+    (``msgspec.Raw``) that are decoded here. ``check_nul=False`` skips the search
+    for NUL characters when the caller knows the raw body has none.
     """
     result = IngestResult()
     now = timezone.now()
-    valid: list[tuple[int, TraceIn]] = []
-    seen: set[str] = set()
-    in_batch_duplicates: set[int] = set()
+    records: list[tuple[int, TraceRecord]] = []
     for index, raw in enumerate(items):
-        if not isinstance(raw, dict):
-            result.reject(index, None, "each trace must be a JSON object")
-            continue
-        raw_id = raw.get("id") if isinstance(raw.get("id"), str) else None
-        if check_nul and (where := nul_paths(raw)):
-            result.reject(index, raw_id, "; ".join(f"{path}: {NUL_MESSAGE}" for path in where))
-            continue
-        try:
-            trace = TraceIn.model_validate(raw)
-        except ValidationError as exc:
-            result.reject(index, raw_id, validation_reason(exc))
-            continue
-        if trace.id is None:
-            trace.id = new_public_id("trace")
-        if trace.created_at is None:
-            trace.created_at = now
-        if trace.id in seen:
-            in_batch_duplicates.add(index)
-        seen.add(trace.id)
-        valid.append((index, trace))
+        trace: Any = None
+        nul_possible = check_nul
+        if isinstance(raw, msgspec.Raw):
+            trace = trace_decode(raw)
+            if trace is None:
+                # pydantic decides and words the reason (the body parsed, so this JSON is valid).
+                raw, nul_possible = json.loads(bytes(raw)), True
+        if trace is None:
+            if not isinstance(raw, dict):
+                result.reject(index, None, "each trace must be a JSON object")
+                continue
+            raw_id = raw.get("id") if isinstance(raw.get("id"), str) else None
+            if nul_possible and (where := nul_paths(raw)):
+                result.reject(index, raw_id, "; ".join(f"{path}: {NUL_MESSAGE}" for path in where))
+                continue
+            try:
+                trace = TraceIn.model_validate(raw)
+            except ValidationError as exc:
+                result.reject(index, raw_id, validation_reason(exc))
+                continue
+        records.append((index, trace_record_of(trace, now)))
 
-    if valid:
-        with transaction.atomic():
-            _store_traces(organisation, valid, in_batch_duplicates, actor, now, result)
+    if records:
+        outcomes = traces_store(
+            organisation=organisation, records=[r for _, r in records], actor=actor, now=now
+        )
+        for (index, record), outcome in zip(records, outcomes, strict=True):
+            if outcome == STORED:
+                result.accepted.append(record.public_id)
+                result.stored.append(record.public_id)
+            elif outcome == DUPLICATE:
+                result.accepted.append(record.public_id)
+                result.duplicates.append(record.public_id)
+            else:
+                result.reject(index, record.public_id, outcome)
     result.rejected.sort(key=lambda r: r["index"])
     return result
+
+
+def trace_record_of(trace: "TraceIn | FastTraceIn", now: datetime) -> TraceRecord:
+    """A validated trace (pydantic's or msgspec's) as the record ingestion stores."""
+    if isinstance(trace, FastTraceIn):
+        tool_calls = [c.as_stored() for c in trace.tool_calls]
+    else:
+        tool_calls = [c.model_dump(exclude_none=True) for c in trace.tool_calls]
+    return TraceRecord(
+        public_id=trace.id if trace.id is not None else new_public_id("trace"),
+        agent_id=trace.agent_id,
+        created_at=trace.created_at if trace.created_at is not None else now,
+        agent_name=trace.agent_name or "",
+        session_id=trace.session_id,
+        channel=trace.channel,
+        deployment_version=trace.deployment_version,
+        input=trace.input,
+        reasoning=trace.reasoning,
+        output=trace.output,
+        tool_calls=tool_calls,
+        model=trace.model,
+        input_tokens=trace.input_tokens,
+        output_tokens=trace.output_tokens,
+        latency_ms=trace.latency_ms,
+        cost_usd=trace.cost_usd,
+        status=trace.status,
+        error=trace.error,
+        evaluation_score=trace.evaluation_score,
+        metadata=trace.metadata,
+        steps=trace.steps,
+    )
 
 
 def agents_resolve(*, organisation, wanted: dict[str, str], actor: Actor) -> dict[str, Agent]:
@@ -310,181 +353,6 @@ def sessions_lock(*, organisation, wanted: dict[str, tuple[int, str]]) -> dict[s
     return {row[1]: LockedSession(*row) for row in locked}
 
 
-def _cost(
-    trace: TraceIn, prices: PriceTable, input_tokens: int, output_tokens: int
-) -> tuple[Decimal | None, str]:
-    if trace.cost_usd is not None:
-        return money(trace.cost_usd), CostSource.REPORTED
-    return trace_cost(
-        prices,
-        model=trace.model,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        at=trace.created_at,
-        steps=trace.steps,
-    )
-
-
-def _store_traces(organisation, valid, in_batch_duplicates, actor, now, result: IngestResult) -> None:
-    agents = agents_resolve(
-        organisation=organisation,
-        wanted={t.agent_id: t.agent_name or "" for _, t in valid},
-        actor=actor,
-    )
-    active_versions = dict(
-        Deployment.objects.filter(
-            agent__in=list(agents.values()), status=DeploymentStatus.ACTIVE
-        ).values_list("agent_id", "version")
-    )
-    wanted_sessions: dict[str, tuple[int, str]] = {}
-    for _, t in valid:
-        wanted_sessions.setdefault(t.session_id or t.id, (agents[t.agent_id].pk, t.channel or "chat"))
-    sessions = sessions_lock(organisation=organisation, wanted=wanted_sessions)
-    prices = price_table(organisation=organisation)
-
-    rows: list[TraceRow] = []
-    pending: dict[str, tuple[int, TraceIn, LockedSession]] = {}
-    for index, t in valid:
-        agent = agents[t.agent_id]
-        sid = t.session_id or t.id
-        session = sessions[sid]
-        if session.agent_id != agent.pk:
-            result.reject(index, t.id, f"session_id '{sid}' belongs to another agent")
-            continue
-        channel = t.channel or session.channel
-        if channel != session.channel:
-            result.reject(
-                index, t.id, f"session_id '{sid}' is a {session.channel} conversation, not {channel}"
-            )
-            continue
-        result.accepted.append(t.id)
-        if index in in_batch_duplicates:
-            result.duplicates.append(t.id)
-            continue
-        input_tokens = t.input_tokens if t.input_tokens is not None else sum(s.input_tokens for s in t.steps)
-        output_tokens = (
-            t.output_tokens if t.output_tokens is not None else sum(s.output_tokens for s in t.steps)
-        )
-        cost, source = _cost(t, prices, input_tokens, output_tokens)
-        version = (
-            t.deployment_version if t.deployment_version is not None else active_versions.get(agent.pk, "")
-        )
-        pending[t.id] = (index, t, session)
-        rows.append(
-            TraceRow(
-                organisation.pk,
-                agent.pk,
-                session.pk,
-                t.id,
-                channel,
-                version,
-                t.input,
-                t.reasoning,
-                t.output,
-                [c.model_dump(exclude_none=True) for c in t.tool_calls],
-                len(t.tool_calls),
-                t.model,
-                input_tokens,
-                output_tokens,
-                round(t.latency_ms) if t.latency_ms is not None else None,
-                cost,
-                source,
-                t.status,
-                t.error,
-                t.metadata,
-                t.created_at,
-                now,
-            )
-        )
-
-    inserted = insert_ignore_conflicts(
-        Trace,
-        TRACE_FIELDS,
-        rows,
-        conflict_fields=("organisation", "public_id"),
-        returning=("id", "public_id"),
-    )
-    new_pk = dict((public_id, pk) for pk, public_id in inserted)
-    result.duplicates.extend(tid for tid in pending if tid not in new_pk)
-    result.stored = [tid for tid in pending if tid in new_pk]
-    new_rows = [row for row in rows if row.public_id in new_pk]
-
-    transitions = _sessions_apply(sessions, new_rows)
-    steps, scores = [], []
-    rows_by_public_id = {row.public_id: row for row in new_rows}
-    for tid in result.stored:
-        _, t, _ = pending[tid]
-        pk = new_pk[tid]
-        for position, s in enumerate(t.steps):
-            steps.append(
-                (
-                    pk,
-                    position,
-                    s.span_id,
-                    s.parent_span_id,
-                    s.kind,
-                    s.name,
-                    s.started_at,
-                    round(s.latency_ms) if s.latency_ms is not None else None,
-                    s.model,
-                    s.input_tokens,
-                    s.output_tokens,
-                    s.cost_usd,
-                    s.input,
-                    s.output,
-                    s.error,
-                    s.attributes,
-                )
-            )
-        if t.evaluation_score is not None:
-            row = rows_by_public_id[tid]
-            scores.append(
-                (organisation.pk, pk, row.agent, row.channel, row.deployment_version, row.created_at)
-                + ("evaluation", t.evaluation_score, "", now)
-            )
-    insert_ignore_conflicts(
-        TraceStep, STEP_FIELDS, steps, conflict_fields=("trace", "position"), returning=("id",)
-    )
-    insert_ignore_conflicts(
-        Score,
-        SCORE_FIELDS,
-        scores,
-        conflict_fields=("id",),
-        returning=("id",),
-    )
-
-    deltas = RollupDeltas()
-    rows_by_pk = {new_pk[row.public_id]: row for row in new_rows}
-    for row in new_rows:
-        deltas.add_trace(
-            organisation_id=row.organisation,
-            agent_id=row.agent,
-            channel=row.channel,
-            deployment_version=row.deployment_version,
-            created_at=row.created_at,
-            input=row.input,
-            output=row.output,
-            input_tokens=row.input_tokens,
-            output_tokens=row.output_tokens,
-            latency_ms=row.latency_ms,
-            tool_call_count=row.tool_call_count,
-            status=row.status,
-            cost_usd=row.cost_usd,
-        )
-    for score in scores:
-        row, value = rows_by_pk[score[1]], score[7]
-        deltas.add_score(
-            organisation_id=row.organisation,
-            agent_id=row.agent,
-            channel=row.channel,
-            deployment_version=row.deployment_version,
-            created_at=row.created_at,
-            value=value,
-        )
-    conversation_moves(deltas, organisation.pk, transitions)
-    deltas.apply()
-
-
 def conversation_moves(
     deltas: RollupDeltas, organisation_id: int, transitions: list[tuple["SessionState", "SessionState"]]
 ) -> None:
@@ -525,9 +393,20 @@ SESSION_FACTS = (
 def _sessions_apply(
     sessions: dict[str, LockedSession], new_rows: list[TraceRow]
 ) -> list[tuple[SessionState, SessionState]]:
-    """Fold newly stored traces into their (locked) conversations; returns each
-    changed conversation's state before and after."""
-    by_session: dict[int, list[TraceRow]] = defaultdict(list)
+    """Fold newly stored traces into their (locked) conversations and save them;
+    returns each changed conversation's state before and after."""
+    changed, transitions = _sessions_fold(sessions, new_rows)
+    update_by_pk(Session, SESSION_FACTS, [(s.pk, *(getattr(s, f) for f in SESSION_FACTS)) for s in changed])
+    return transitions
+
+
+def _sessions_fold(
+    sessions: dict[str, LockedSession], new_rows: Sequence[Any]
+) -> tuple[list[LockedSession], list[tuple[SessionState, SessionState]]]:
+    """Fold newly stored traces (rows with session, created_at, status, token,
+    latency and cost attributes) into their locked conversations, in memory;
+    returns the changed conversations and each one's state before and after."""
+    by_session: dict[int, list[Any]] = defaultdict(list)
     for row in new_rows:
         by_session[row.session].append(row)
     changed, transitions = [], []
@@ -555,8 +434,7 @@ def _sessions_apply(
         session.unpriced_traces += sum(1 for r in rows if r.cost_usd is None)
         changed.append(session)
         transitions.append((before, SessionState.of(session)))
-    update_by_pk(Session, SESSION_FACTS, [(s.pk, *(getattr(s, f) for f in SESSION_FACTS)) for s in changed])
-    return transitions
+    return changed, transitions
 
 
 # Sums of a conversation's traces, named as on Session.

@@ -226,6 +226,19 @@ class RollupDeltas:
         if self._retracted:
             self._drop_empty_rows()
 
+    def upsert_rows(self) -> tuple[list[tuple], list[tuple]]:
+        """The hourly and daily rows ``apply`` upserts (key, counters, sketch), in
+        key order, for a writer that sends them in a statement of its own."""
+        return self._rows(lambda at: at), self._rows(day_of)
+
+    @property
+    def retracted(self) -> bool:
+        """Whether some bucket lost facts (then call ``drop_empty_rows`` after the upserts)."""
+        return bool(self._retracted)
+
+    def drop_empty_rows(self) -> None:
+        self._drop_empty_rows()
+
     def _drop_empty_rows(self) -> None:
         """Delete the rows that retractions left with nothing in them, so the
         rollups equal a rebuild from raw rows (which has no empty rows)."""

@@ -1,0 +1,710 @@
+"""Storing traces: the one entry every ingestion path calls.
+
+``traces_store`` takes records already decoded and checked (the JSON API
+builds them from request bodies; OTLP and voice can build them from spans and
+calls) and stores them in one transaction with their steps, scores,
+conversation totals and rollup increments.
+
+On PostgreSQL the database does the set work in three round trips:
+
+1. the head, pipelined: register unknown agents (``INSERT … ON CONFLICT DO
+   NOTHING RETURNING``), read the agents' ids and active deployment versions,
+   create missing conversations, and lock the batch's conversations ``FOR
+   UPDATE`` in id order;
+2. one statement of data-modifying CTEs over the batch, passed as one JSON
+   parameter per row set (``jsonb_to_recordset``): insert the traces (``ON
+   CONFLICT DO NOTHING RETURNING``, so a re-sent or racing id is stored once),
+   then the steps and scores of the traces actually inserted;
+3. one statement that writes the conversations' new totals and upserts the
+   hourly and daily rollup increments (in key order).
+
+Lock order, the same for every writer so batches never deadlock: agents (by
+public id), conversations (by id), rollup rows (by key). The rollup
+increments come from ``RollupDeltas`` (metrics.rollups), which defines what a
+trace and a conversation contribute to a rollup row; they are computed from
+the rows the insert returned, so duplicates never count twice.
+
+SQLite (the embedded default) runs the same steps as separate ORM statements.
+"""
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+from django.db import connection, transaction
+
+from audit.services import Actor, audit_record_many
+from metrics.rollups import RollupDeltas
+from pricing.prices import money, price_table, trace_cost
+
+from .models import CostSource, Deployment, DeploymentStatus, Score, TraceStep
+
+STORED = "stored"
+DUPLICATE = "duplicate"
+
+_encode = msgspec.json.Encoder(decimal_format="number").encode
+
+
+class TraceRecord(msgspec.Struct, kw_only=True):
+    """One trace to store, as callers hand it over (ids are public ids).
+
+    ``None`` means "work it out": no session id makes the trace its own
+    conversation; no channel takes the conversation's (chat for a new one); no
+    deployment version takes the agent's active one; no token counts sum the
+    steps'; no cost comes from the price table. ``steps`` hold objects with the
+    attributes of ``agents.schemas.StepIn`` (kind, name, span_id, …)."""
+
+    public_id: str
+    agent_id: str
+    created_at: datetime
+    agent_name: str = ""
+    session_id: str | None = None
+    channel: str | None = None
+    deployment_version: str | None = None
+    input: str = ""
+    reasoning: str = ""
+    output: str = ""
+    tool_calls: list[dict] = msgspec.field(default_factory=list)
+    model: str = ""
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    latency_ms: float | None = None
+    cost_usd: Decimal | None = None
+    status: str = "success"
+    error: str = ""
+    evaluation_score: Decimal | None = None
+    metadata: dict = msgspec.field(default_factory=dict)
+    steps: list[Any] = msgspec.field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Row:
+    """A trace ready to insert: the record with every default worked out."""
+
+    index: int
+    record: TraceRecord
+    agent: int
+    session: int
+    channel: str
+    deployment_version: str
+    input_tokens: int
+    output_tokens: int
+    latency_ms: int | None
+    cost_usd: Decimal | None
+    cost_source: str
+
+    @property
+    def created_at(self) -> datetime:
+        return self.record.created_at
+
+    @property
+    def status(self) -> str:
+        return self.record.status
+
+
+def traces_store(*, organisation, records: Sequence[TraceRecord], actor: Actor, now: datetime) -> list[str]:
+    """Store ``records`` in one transaction; per index, ``STORED``,
+    ``DUPLICATE`` (the id is already stored, or earlier in the batch) or the
+    reason the record was refused. Unknown agents are registered and audited."""
+    outcomes = [""] * len(records)
+    if not records:
+        return outcomes
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            _PostgresBatch(organisation, records, actor, now, outcomes).store()
+        else:
+            _PortableBatch(organisation, records, actor, now, outcomes).store()
+    return outcomes
+
+
+class _Batch:
+    """The steps of storing a batch; subclasses talk to the database."""
+
+    def __init__(self, organisation, records, actor, now, outcomes) -> None:
+        self.organisation = organisation
+        self.records = records
+        self.actor = actor
+        self.now = now
+        self.outcomes = outcomes
+
+    def store(self) -> None:
+        from .services import _sessions_fold, conversation_moves
+
+        agents, versions, sessions = self.head()
+        rows = self.prepare(agents, versions, sessions)
+        inserted = self.insert(rows) if rows else {}
+        new_rows = []
+        for row in rows:
+            pk = inserted.get(row.record.public_id)
+            self.outcomes[row.index] = STORED if pk is not None else DUPLICATE
+            if pk is not None:
+                new_rows.append((pk, row))
+        if not new_rows:
+            return
+        changed, transitions = _sessions_fold(sessions, [row for _, row in new_rows])
+        deltas = RollupDeltas()
+        org = self.organisation.pk
+        for _, row in new_rows:
+            r = row.record
+            deltas.add_trace(
+                organisation_id=org,
+                agent_id=row.agent,
+                channel=row.channel,
+                deployment_version=row.deployment_version,
+                created_at=r.created_at,
+                input=r.input,
+                output=r.output,
+                input_tokens=row.input_tokens,
+                output_tokens=row.output_tokens,
+                latency_ms=row.latency_ms,
+                tool_call_count=len(r.tool_calls),
+                status=r.status,
+                cost_usd=row.cost_usd,
+            )
+            if r.evaluation_score is not None:
+                deltas.add_score(
+                    organisation_id=org,
+                    agent_id=row.agent,
+                    channel=row.channel,
+                    deployment_version=row.deployment_version,
+                    created_at=r.created_at,
+                    value=r.evaluation_score,
+                )
+        conversation_moves(deltas, org, transitions)
+        self.finish(changed, deltas)
+
+    def prepare(self, agents: dict[str, int], versions: dict[int, str], sessions: dict) -> list[_Row]:
+        """Check each record against its conversation and work out its defaults."""
+        prices = price_table(organisation=self.organisation)
+        seen: set[str] = set()
+        rows = []
+        for index, r in enumerate(self.records):
+            agent = agents[r.agent_id]
+            sid = r.session_id or r.public_id
+            session = sessions[sid]
+            if session.agent_id != agent:
+                self.outcomes[index] = f"session_id '{sid}' belongs to another agent"
+                continue
+            channel = r.channel or session.channel
+            if channel != session.channel:
+                self.outcomes[index] = (
+                    f"session_id '{sid}' is a {session.channel} conversation, not {channel}"
+                )
+                continue
+            if r.public_id in seen:
+                self.outcomes[index] = DUPLICATE
+                continue
+            seen.add(r.public_id)
+            input_tokens = (
+                r.input_tokens if r.input_tokens is not None else sum(s.input_tokens for s in r.steps)
+            )
+            output_tokens = (
+                r.output_tokens if r.output_tokens is not None else sum(s.output_tokens for s in r.steps)
+            )
+            if r.cost_usd is not None:
+                cost, source = money(r.cost_usd), CostSource.REPORTED
+            else:
+                cost, source = trace_cost(
+                    prices,
+                    model=r.model,
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
+                    at=r.created_at,
+                    steps=r.steps,
+                )
+            rows.append(
+                _Row(
+                    index,
+                    r,
+                    agent,
+                    session.pk,
+                    channel,
+                    r.deployment_version if r.deployment_version is not None else versions.get(agent, ""),
+                    input_tokens,
+                    output_tokens,
+                    round(r.latency_ms) if r.latency_ms is not None else None,
+                    cost,
+                    str(source),
+                )
+            )
+        return rows
+
+    def wanted_agents(self) -> dict[str, str]:
+        wanted: dict[str, str] = {}
+        for r in self.records:
+            if not wanted.get(r.agent_id):
+                wanted[r.agent_id] = r.agent_name or ""
+        return wanted
+
+    def wanted_sessions(self) -> dict[str, tuple[str, str]]:
+        """Conversation public id → (agent public id, channel) for a new one."""
+        wanted: dict[str, tuple[str, str]] = {}
+        for r in self.records:
+            wanted.setdefault(r.session_id or r.public_id, (r.agent_id, r.channel or "chat"))
+        return wanted
+
+    def audit_new_agents(self, created: Sequence[str], wanted: dict[str, str]) -> None:
+        audit_record_many(
+            organisation=self.organisation,
+            actor=self.actor,
+            entries=[
+                {
+                    "action": "agent.create",
+                    "resource_type": "agent",
+                    "resource_id": pid,
+                    "details": {"name": wanted[pid] or pid, "registered_by": "ingestion"},
+                }
+                for pid in created
+            ],
+        )
+
+    def steps_of(self, pk: int, row: _Row) -> list[tuple]:
+        return [
+            (
+                pk,
+                position,
+                s.span_id,
+                s.parent_span_id,
+                s.kind,
+                s.name,
+                s.started_at,
+                round(s.latency_ms) if s.latency_ms is not None else None,
+                s.model,
+                s.input_tokens,
+                s.output_tokens,
+                s.cost_usd,
+                s.input,
+                s.output,
+                s.error,
+                s.attributes,
+            )
+            for position, s in enumerate(row.record.steps)
+        ]
+
+
+class _PortableBatch(_Batch):
+    """Any database Django supports (SQLite here): the ORM and shared set writes."""
+
+    def head(self):
+        from .services import agents_resolve, sessions_lock
+
+        agents = {
+            pid: a.pk
+            for pid, a in agents_resolve(
+                organisation=self.organisation, wanted=self.wanted_agents(), actor=self.actor
+            ).items()
+        }
+        versions = dict(
+            Deployment.objects.filter(
+                agent__in=list(agents.values()), status=DeploymentStatus.ACTIVE
+            ).values_list("agent_id", "version")
+        )
+        sessions = sessions_lock(
+            organisation=self.organisation,
+            wanted={sid: (agents[aid], channel) for sid, (aid, channel) in self.wanted_sessions().items()},
+        )
+        return agents, versions, sessions
+
+    def insert(self, rows: list[_Row]) -> dict[str, int]:
+        from thinnest_analytics.db import insert_ignore_conflicts
+
+        from .models import Trace
+        from .services import SCORE_FIELDS, STEP_FIELDS, TRACE_FIELDS
+
+        org = self.organisation.pk
+        inserted = insert_ignore_conflicts(
+            Trace,
+            TRACE_FIELDS,
+            [
+                (
+                    org,
+                    row.agent,
+                    row.session,
+                    row.record.public_id,
+                    row.channel,
+                    row.deployment_version,
+                    row.record.input,
+                    row.record.reasoning,
+                    row.record.output,
+                    row.record.tool_calls,
+                    len(row.record.tool_calls),
+                    row.record.model,
+                    row.input_tokens,
+                    row.output_tokens,
+                    row.latency_ms,
+                    row.cost_usd,
+                    row.cost_source,
+                    row.record.status,
+                    row.record.error,
+                    row.record.metadata,
+                    row.record.created_at,
+                    self.now,
+                )
+                for row in rows
+            ],
+            conflict_fields=("organisation", "public_id"),
+            returning=("id", "public_id"),
+        )
+        new_pk = {public_id: pk for pk, public_id in inserted}
+        steps, scores = [], []
+        for row in rows:
+            pk = new_pk.get(row.record.public_id)
+            if pk is None:
+                continue
+            steps.extend(self.steps_of(pk, row))
+            if row.record.evaluation_score is not None:
+                scores.append(
+                    (org, pk, row.agent, row.channel, row.deployment_version, row.record.created_at)
+                    + ("evaluation", row.record.evaluation_score, "", self.now)
+                )
+        insert_ignore_conflicts(
+            TraceStep, STEP_FIELDS, steps, conflict_fields=("trace", "position"), returning=("id",)
+        )
+        insert_ignore_conflicts(Score, SCORE_FIELDS, scores, conflict_fields=("id",), returning=("id",))
+        return new_pk
+
+    def finish(self, changed, deltas: RollupDeltas) -> None:
+        from thinnest_analytics.db import update_by_pk
+
+        from .models import Session
+        from .services import SESSION_FACTS
+
+        update_by_pk(
+            Session, SESSION_FACTS, [(s.pk, *(getattr(s, f) for f in SESSION_FACTS)) for s in changed]
+        )
+        deltas.apply()
+
+
+# --- PostgreSQL ---------------------------------------------------------------
+
+_HEAD_AGENTS_INSERT = """
+INSERT INTO agents_agent (organisation_id, public_id, name, config, created_at, updated_at)
+SELECT %(org)s, w.public_id, w.name, '{}'::jsonb, %(now)s, %(now)s
+FROM unnest(%(agent_ids)s::text[], %(agent_names)s::text[]) AS w(public_id, name)
+ORDER BY w.public_id
+ON CONFLICT (organisation_id, public_id) DO NOTHING
+RETURNING public_id
+"""
+_HEAD_AGENTS = """
+SELECT a.public_id, a.id, d.version
+FROM agents_agent a
+LEFT JOIN agents_deployment d ON d.agent_id = a.id AND d.status = %(active)s
+WHERE a.organisation_id = %(org)s AND a.public_id = ANY(%(agent_ids)s::text[])
+"""
+_HEAD_SESSIONS_INSERT = """
+INSERT INTO agents_session (organisation_id, agent_id, public_id, channel, deployment_version,
+                            trace_count, error_count, created_at)
+SELECT %(org)s, a.id, w.public_id, w.channel, '', 0, 0, %(now)s
+FROM unnest(%(session_ids)s::text[], %(session_agents)s::text[], %(session_channels)s::text[])
+     AS w(public_id, agent, channel)
+JOIN agents_agent a ON a.organisation_id = %(org)s AND a.public_id = w.agent
+ORDER BY w.public_id
+ON CONFLICT (organisation_id, public_id) DO NOTHING
+"""
+_HEAD_SESSIONS_LOCK = """
+SELECT {columns} FROM agents_session
+WHERE organisation_id = %(org)s AND public_id = ANY(%(session_ids)s::text[])
+ORDER BY id
+FOR UPDATE
+"""
+
+# The columns of a batch's traces and steps as they travel (JSON objects).
+_TRACE_COLUMNS = (
+    ("agent_id", "bigint"),
+    ("session_id", "bigint"),
+    ("public_id", "text"),
+    ("channel", "text"),
+    ("deployment_version", "text"),
+    ("input", "text"),
+    ("reasoning", "text"),
+    ("output", "text"),
+    ("tool_calls", "jsonb"),
+    ("tool_call_count", "integer"),
+    ("model", "text"),
+    ("input_tokens", "bigint"),
+    ("output_tokens", "bigint"),
+    ("latency_ms", "integer"),
+    ("cost_usd", "numeric"),
+    ("cost_source", "text"),
+    ("status", "text"),
+    ("error", "text"),
+    ("metadata", "jsonb"),
+    ("created_at", "timestamptz"),
+    ("evaluation_score", "numeric"),
+)
+_STEP_COLUMNS = (
+    ("trace_public_id", "text"),
+    ("position", "integer"),
+    ("span_id", "text"),
+    ("parent_span_id", "text"),
+    ("kind", "text"),
+    ("name", "text"),
+    ("started_at", "timestamptz"),
+    ("latency_ms", "integer"),
+    ("model", "text"),
+    ("input_tokens", "bigint"),
+    ("output_tokens", "bigint"),
+    ("cost_usd", "numeric"),
+    ("input", "jsonb"),
+    ("output", "jsonb"),
+    ("error", "text"),
+    ("attributes", "jsonb"),
+)
+
+
+def _rows_of(param: str, columns, alias: str) -> str:
+    """The rows of a JSON array of objects passed as one parameter, typed in
+    SQL. One string encoded by msgspec and parsed by PostgreSQL, both in C,
+    costs a fraction of binding a parameter array per column."""
+    types = ", ".join(f"{name} {kind}" for name, kind in (("ord", "integer"), *columns))
+    return f"jsonb_to_recordset(%({param})s::jsonb) AS {alias}({types})"
+
+
+_TRACE_INSERT_COLUMNS = [n for n, _ in _TRACE_COLUMNS if n != "evaluation_score"]
+_STORE = f"""
+WITH t AS (SELECT * FROM {_rows_of("traces", _TRACE_COLUMNS, "t")}),
+inserted AS (
+    INSERT INTO agents_trace (organisation_id, {", ".join(_TRACE_INSERT_COLUMNS)}, received_at)
+    SELECT %(org)s, {", ".join("t." + n for n in _TRACE_INSERT_COLUMNS)}, %(now)s
+    FROM t ORDER BY t.ord
+    ON CONFLICT (organisation_id, public_id) DO NOTHING
+    RETURNING id, public_id
+),
+steps AS (
+    INSERT INTO agents_tracestep (trace_id, {", ".join(n for n, _ in _STEP_COLUMNS[1:])})
+    SELECT inserted.id, {", ".join("s." + n for n, _ in _STEP_COLUMNS[1:])}
+    FROM {_rows_of("steps", _STEP_COLUMNS, "s")} JOIN inserted ON inserted.public_id = s.trace_public_id
+    ORDER BY s.ord
+),
+scores AS (
+    INSERT INTO agents_score (organisation_id, trace_id, agent_id, channel, deployment_version,
+                              trace_created_at, name, value, comment, created_at)
+    SELECT %(org)s, inserted.id, t.agent_id, t.channel, t.deployment_version, t.created_at,
+           'evaluation', t.evaluation_score, '', %(now)s
+    FROM t JOIN inserted ON inserted.public_id = t.public_id
+    WHERE t.evaluation_score IS NOT NULL
+    ORDER BY t.ord
+)
+SELECT public_id, id FROM inserted
+"""
+
+
+class _PostgresBatch(_Batch):
+    def _cursor(self):
+        import psycopg
+
+        # Server-side binding (Django's cursors bind on the client): prepared
+        # statements.
+        connection.ensure_connection()
+        return psycopg.Cursor(connection.connection)
+
+    def head(self):
+        from .services import LOCKED_SESSION_FIELDS, LockedSession
+
+        wanted_agents = self.wanted_agents()
+        wanted_sessions = self.wanted_sessions()
+        ordered_sessions = sorted(wanted_sessions)
+        params = {
+            "org": self.organisation.pk,
+            "now": self.now,
+            "active": str(DeploymentStatus.ACTIVE),
+            "agent_ids": sorted(wanted_agents),
+            "agent_names": [wanted_agents[a] or a for a in sorted(wanted_agents)],
+            "session_ids": ordered_sessions,
+            "session_agents": [wanted_sessions[s][0] for s in ordered_sessions],
+            "session_channels": [wanted_sessions[s][1] for s in ordered_sessions],
+        }
+        columns = ", ".join("id" if f == "pk" else f for f in LOCKED_SESSION_FIELDS)
+        with (
+            connection.wrap_database_errors,
+            self._cursor() as c1,
+            self._cursor() as c2,
+            self._cursor() as c3,
+        ):
+            with connection.connection.pipeline():
+                c1.execute(_HEAD_AGENTS_INSERT, params, prepare=True)
+                c2.execute(_HEAD_AGENTS, params, prepare=True)
+                c3.execute(_HEAD_SESSIONS_INSERT, params, prepare=True)
+                c3.execute(_HEAD_SESSIONS_LOCK.format(columns=columns), params, prepare=True)
+            created = [pid for (pid,) in c1.fetchall()]
+            agent_rows = c2.fetchall()
+            locked = c3.fetchall()
+        if created:
+            self.audit_new_agents(created, wanted_agents)
+        agents = {pid: pk for pid, pk, _ in agent_rows}
+        versions = {pk: version for _, pk, version in agent_rows if version is not None}
+        sessions = {row[1]: LockedSession(*row) for row in locked}
+        return agents, versions, sessions
+
+    def insert(self, rows: list[_Row]) -> dict[str, int]:
+        traces, steps = [], []
+        for ord, row in enumerate(rows):
+            r = row.record
+            traces.append(
+                {
+                    "ord": ord,
+                    "agent_id": row.agent,
+                    "session_id": row.session,
+                    "public_id": r.public_id,
+                    "channel": row.channel,
+                    "deployment_version": row.deployment_version,
+                    "input": r.input,
+                    "reasoning": r.reasoning,
+                    "output": r.output,
+                    "tool_calls": r.tool_calls,
+                    "tool_call_count": len(r.tool_calls),
+                    "model": r.model,
+                    "input_tokens": row.input_tokens,
+                    "output_tokens": row.output_tokens,
+                    "latency_ms": row.latency_ms,
+                    "cost_usd": row.cost_usd,
+                    "cost_source": row.cost_source,
+                    "status": r.status,
+                    "error": r.error,
+                    "metadata": r.metadata,
+                    "created_at": r.created_at,
+                    "evaluation_score": r.evaluation_score,
+                }
+            )
+            for position, s in enumerate(r.steps):
+                steps.append(
+                    {
+                        "ord": len(steps),
+                        "trace_public_id": r.public_id,
+                        "position": position,
+                        "span_id": s.span_id,
+                        "parent_span_id": s.parent_span_id,
+                        "kind": s.kind,
+                        "name": s.name,
+                        "started_at": s.started_at,
+                        "latency_ms": round(s.latency_ms) if s.latency_ms is not None else None,
+                        "model": s.model,
+                        "input_tokens": s.input_tokens,
+                        "output_tokens": s.output_tokens,
+                        "cost_usd": s.cost_usd,
+                        "input": s.input,
+                        "output": s.output,
+                        "error": s.error,
+                        "attributes": s.attributes,
+                    }
+                )
+        params = {
+            "org": self.organisation.pk,
+            "now": self.now,
+            "traces": _json(traces),
+            "steps": _json(steps),
+        }
+        with connection.wrap_database_errors, self._cursor() as cursor:
+            cursor.execute(_STORE, params, prepare=True)
+            return dict(cursor.fetchall())
+
+    def finish(self, changed, deltas: RollupDeltas) -> None:
+        from .services import SESSION_FACTS
+
+        hourly, daily = deltas.upsert_rows()
+        sessions = [
+            {"ord": i, "id": c.pk} | {n: getattr(c, n) for n in SESSION_FACTS} for i, c in enumerate(changed)
+        ]
+        params = {"sessions": _json(sessions)}
+        for name, rows in (("hourly", hourly), ("daily", daily)):
+            params[name] = _json(
+                [
+                    {"ord": i, **dict(zip(_ROLLUP_COLUMNS, row, strict=False)), "latency_sketch": row[-1]}
+                    for i, row in enumerate(rows)
+                ]
+            )
+        with connection.wrap_database_errors, self._cursor() as cursor:
+            cursor.execute(_finish_statement(), params, prepare=True)
+        if deltas.retracted:
+            deltas.drop_empty_rows()
+
+
+def _json(value: Any) -> str:
+    try:
+        return _encode(value).decode()
+    except (UnicodeEncodeError, TypeError, OverflowError):
+        # A lone surrogate (only pydantic lets one through): escaped, PostgreSQL refuses it.
+        return json.dumps(value, default=str)
+
+
+_SESSION_TYPES = {
+    "first_trace_at": "timestamptz",
+    "started_at": "timestamptz",
+    "deployment_version": "text",
+    "last_activity_at": "timestamptz",
+    "trace_count": "integer",
+    "error_count": "integer",
+    "input_tokens": "bigint",
+    "output_tokens": "bigint",
+    "latency_count": "integer",
+    "latency_sum_ms": "bigint",
+    "llm_cost_usd": "numeric",
+    "unpriced_traces": "integer",
+}
+
+
+def _finish_sql() -> str:
+    from dashboard.models import DailyRollup, HourlyRollup
+
+    from .services import SESSION_FACTS
+
+    session_columns = [("id", "bigint"), *((n, _SESSION_TYPES[n]) for n in SESSION_FACTS)]
+    sets = ", ".join(f"{n} = v.{n}" for n in SESSION_FACTS)
+    parts = [
+        f"UPDATE agents_session SET {sets} FROM {_rows_of('sessions', session_columns, 'v')} "
+        "WHERE agents_session.id = v.id"
+    ]
+    for param, model in (("hourly", HourlyRollup), ("daily", DailyRollup)):
+        table = model._meta.db_table
+        fields = {f.name: f for f in model._meta.concrete_fields}
+        typed = [
+            (name, _ROLLUP_TYPES.get(name) or fields[name].db_type(connection).split("(")[0])
+            for name in _ROLLUP_COLUMNS
+        ]
+        columns = [fields[n].column for n in _ROLLUP_COLUMNS]
+        updates = [f"{c} = {table}.{c} + EXCLUDED.{c}" for c in columns[5:]]
+        updates.append(f"latency_sketch = ta_sketch_merge({table}.latency_sketch, EXCLUDED.latency_sketch)")
+        parts.append(
+            f"INSERT INTO {table} ({', '.join(columns)}, latency_sketch) "
+            f"SELECT {', '.join('v.' + n for n in _ROLLUP_COLUMNS)}, v.latency_sketch "
+            f"FROM {_rows_of(param, [*typed, ('latency_sketch', 'jsonb')], 'v')} "
+            f"ORDER BY v.ord "
+            f"ON CONFLICT ({', '.join(columns[:5])}) DO UPDATE SET {', '.join(updates)}"
+        )
+    return "WITH " + ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(parts)) + " SELECT 1"
+
+
+def _rollup_types() -> dict[str, str]:
+    from dashboard.models import HourlyRollup
+    from django.db import models
+
+    kinds = {}
+    for name in _ROLLUP_COLUMNS:
+        field = HourlyRollup._meta.get_field(name)
+        if isinstance(field, models.ForeignKey | models.BigIntegerField):
+            kinds[name] = "bigint"
+        elif isinstance(field, models.DecimalField):
+            kinds[name] = "numeric"
+    return kinds
+
+
+def _rollup_columns() -> tuple[str, ...]:
+    from dashboard.models import COUNTERS, KEY_FIELDS
+
+    return (*KEY_FIELDS, *COUNTERS)
+
+
+_ROLLUP_COLUMNS = _rollup_columns()
+_ROLLUP_TYPES = _rollup_types()
+_finish: list[str] = []
+
+
+def _finish_statement() -> str:
+    # Built on first use: column types come from the connection's vendor.
+    if not _finish:
+        _finish.append(_finish_sql())
+    return _finish[0]
