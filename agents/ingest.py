@@ -648,7 +648,7 @@ _SESSION_TYPES = {
 
 
 def _finish_sql() -> str:
-    from dashboard.models import DailyRollup, HourlyRollup
+    from metrics.models import DailyRollup, HourlyRollup
 
     from .services import SESSION_FACTS
 
@@ -679,7 +679,7 @@ def _finish_sql() -> str:
 
 
 def _rollup_types() -> dict[str, str]:
-    from dashboard.models import HourlyRollup
+    from metrics.models import HourlyRollup
     from django.db import models
 
     kinds = {}
@@ -693,7 +693,7 @@ def _rollup_types() -> dict[str, str]:
 
 
 def _rollup_columns() -> tuple[str, ...]:
-    from dashboard.models import COUNTERS, KEY_FIELDS
+    from metrics.models import COUNTERS, KEY_FIELDS
 
     return (*KEY_FIELDS, *COUNTERS)
 
