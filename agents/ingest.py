@@ -35,9 +35,10 @@ from decimal import Decimal
 from typing import Any
 
 import msgspec
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 
 from audit.services import Actor, audit_record_many
+from metrics.models import COUNTERS, KEY_FIELDS, DailyRollup, HourlyRollup
 from metrics.rollups import RollupDeltas
 from pricing.prices import money, price_table, trace_cost
 
@@ -648,7 +649,6 @@ _SESSION_TYPES = {
 
 
 def _finish_sql() -> str:
-    from metrics.models import DailyRollup, HourlyRollup
 
     from .services import SESSION_FACTS
 
@@ -679,8 +679,6 @@ def _finish_sql() -> str:
 
 
 def _rollup_types() -> dict[str, str]:
-    from metrics.models import HourlyRollup
-    from django.db import models
 
     kinds = {}
     for name in _ROLLUP_COLUMNS:
@@ -693,7 +691,6 @@ def _rollup_types() -> dict[str, str]:
 
 
 def _rollup_columns() -> tuple[str, ...]:
-    from metrics.models import COUNTERS, KEY_FIELDS
 
     return (*KEY_FIELDS, *COUNTERS)
 
