@@ -56,8 +56,10 @@ class TraceRecord(msgspec.Struct, kw_only=True):
     ``None`` means "work it out": no session id makes the trace its own
     conversation; no channel takes the conversation's (chat for a new one); no
     deployment version takes the agent's active one; no token counts sum the
-    steps'; no cost comes from the price table. ``steps`` hold objects with the
-    attributes of ``agents.schemas.StepIn`` (kind, name, span_id, …)."""
+    steps'; no cost comes from the price table. A cost source says the cost
+    was worked out already (OTLP prices its spans itself): cost and source are
+    stored as given. ``steps`` hold objects with the attributes of
+    ``agents.schemas.StepIn`` (kind, name, span_id, …)."""
 
     public_id: str
     agent_id: str
@@ -75,6 +77,7 @@ class TraceRecord(msgspec.Struct, kw_only=True):
     output_tokens: int | None = None
     latency_ms: float | None = None
     cost_usd: Decimal | None = None
+    cost_source: str | None = None
     status: str = "success"
     error: str = ""
     evaluation_score: Decimal | None = None
@@ -206,7 +209,9 @@ class _Batch:
             output_tokens = (
                 r.output_tokens if r.output_tokens is not None else sum(s.output_tokens for s in r.steps)
             )
-            if r.cost_usd is not None:
+            if r.cost_source is not None:
+                cost, source = r.cost_usd, r.cost_source
+            elif r.cost_usd is not None:
                 cost, source = money(r.cost_usd), CostSource.REPORTED
             else:
                 cost, source = trace_cost(
@@ -679,6 +684,8 @@ def _finish_sql() -> str:
 
 
 def _rollup_types() -> dict[str, str]:
+
+    from metrics.models import HourlyRollup
 
     kinds = {}
     for name in _ROLLUP_COLUMNS:

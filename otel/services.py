@@ -4,11 +4,13 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from types import SimpleNamespace
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from agents.ingest import DUPLICATE, STORED, TraceRecord, traces_store
 from agents.models import Deployment, DeploymentStatus, Score, Session, Trace, TraceStep
 from agents.services import (
     STEP_FIELDS,
@@ -330,9 +332,22 @@ def derived_traces_store(
     conversation of its own, which follows it to another agent or channel and
     is removed once left empty; a draft whose conversation belongs to another
     agent or channel, or whose id another trace took meanwhile, is refused
-    (``_refuse``: its new spans and log records are rejected with the reason)."""
+    (``_refuse``: its new spans and log records are rejected with the reason).
+
+    When none of the drafts was derived before, they are stored as new traces
+    by ingestion's ``traces_store`` in one call; the few it refuses for their
+    conversation take the path of traces derived again, which words the
+    refusal or lets a trace's own conversation follow it. A request that also
+    derives traces again takes that path for all of its drafts, so that its
+    conversations are locked once, in one order."""
     if not drafts:
         return set()
+    written: set[str] = set()
+    if not any(d.public_id in old for d in drafts.values()):
+        written = _new_traces_store(organisation, drafts, pending, actor, result)
+        drafts = {trace_id: d for trace_id, d in drafts.items() if trace_id not in written}
+        if not drafts:
+            return written
     agents = agents_resolve(
         organisation=organisation,
         wanted={d.agent_id: d.agent_name for d in drafts.values()},
@@ -363,7 +378,61 @@ def derived_traces_store(
     _scores_move(deltas, organisation.pk, moved)
     _conversations_refresh(deltas, organisation.pk, drafts, old, rows, sessions, adopted)
     deltas.apply()
-    return set(rows)
+    return written | set(rows)
+
+
+def _new_traces_store(organisation, drafts: dict[str, Draft], pending: _Pending, actor, result) -> set[str]:
+    """Store drafts derived for the first time as new traces, in one call of
+    ``traces_store``. Returns the ids of the traces stored; a draft whose id
+    another trace took meanwhile is refused; one refused for its conversation
+    stays in ``drafts`` for the caller."""
+    trace_ids = sorted(drafts)
+    outcomes = traces_store(
+        organisation=organisation,
+        records=[_record_of(drafts[trace_id]) for trace_id in trace_ids],
+        actor=actor,
+        now=timezone.now(),
+    )
+    written = set()
+    for trace_id, outcome in zip(trace_ids, outcomes, strict=True):
+        if outcome == STORED:
+            written.add(trace_id)
+        elif outcome == DUPLICATE:  # taken meanwhile by a trace sent to /api/traces
+            _refuse(
+                result,
+                pending,
+                drafts,
+                trace_id,
+                f"the id {drafts[trace_id].public_id} is used by another trace",
+            )
+    return written
+
+
+def _record_of(d: Draft) -> TraceRecord:
+    """A draft as ingestion's record: priced already, with its steps as objects."""
+    return TraceRecord(
+        public_id=d.public_id,
+        agent_id=d.agent_id,
+        created_at=d.created_at,
+        agent_name=d.agent_name,
+        session_id=d.session_id,
+        channel=d.channel,
+        deployment_version=d.deployment_version,
+        input=d.input,
+        reasoning=d.reasoning,
+        output=d.output,
+        tool_calls=d.tool_calls,
+        model=d.model,
+        input_tokens=d.input_tokens,
+        output_tokens=d.output_tokens,
+        latency_ms=d.latency_ms,
+        cost_usd=d.cost_usd,
+        cost_source=str(d.cost_source),
+        status=d.status,
+        error=d.error,
+        metadata=d.metadata,
+        steps=[SimpleNamespace(**step) for step in d.steps],
+    )
 
 
 def _rows_of(organisation, drafts, old, agents, sessions, pending, result):
