@@ -390,16 +390,6 @@ SESSION_FACTS = (
 )
 
 
-def _sessions_apply(
-    sessions: dict[str, LockedSession], new_rows: list[TraceRow]
-) -> list[tuple[SessionState, SessionState]]:
-    """Fold newly stored traces into their (locked) conversations and save them;
-    returns each changed conversation's state before and after."""
-    changed, transitions = _sessions_fold(sessions, new_rows)
-    update_by_pk(Session, SESSION_FACTS, [(s.pk, *(getattr(s, f) for f in SESSION_FACTS)) for s in changed])
-    return transitions
-
-
 def _sessions_fold(
     sessions: dict[str, LockedSession], new_rows: Sequence[Any]
 ) -> tuple[list[LockedSession], list[tuple[SessionState, SessionState]]]:
