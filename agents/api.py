@@ -20,17 +20,11 @@ from thinnest_analytics.validation import UtcDateTime
 
 from . import selectors
 from .config import AgentConfig, AgentConfigPatch, AgentName, VersionLabel
+from .deployments import deployment_create, deployment_rollback
 from .ingest_schemas import batch_raw_items
 from .schemas import AgentId, TraceIn, no_nul
-from .services import (
-    agent_archive,
-    agent_create,
-    agent_update,
-    deployment_create,
-    deployment_rollback,
-    score_add,
-    trace_ingest,
-)
+from .scores import score_add
+from .services import agent_archive, agent_create, agent_update, trace_ingest
 
 router = Router(tags=["traces"])
 

@@ -28,6 +28,7 @@ SQLite (the embedded default) runs the same steps as separate ORM statements.
 """
 
 import json
+from collections import namedtuple
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,6 +49,64 @@ STORED = "stored"
 DUPLICATE = "duplicate"
 
 _encode = msgspec.json.Encoder(decimal_format="number").encode
+
+# Column orders of stored traces, steps and scores, as the set writes pass them.
+TRACE_FIELDS = (
+    "organisation",
+    "agent",
+    "session",
+    "public_id",
+    "channel",
+    "deployment_version",
+    "input",
+    "reasoning",
+    "output",
+    "tool_calls",
+    "tool_call_count",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "latency_ms",
+    "cost_usd",
+    "cost_source",
+    "status",
+    "error",
+    "metadata",
+    "created_at",
+    "received_at",
+)
+STEP_FIELDS = (
+    "trace",
+    "position",
+    "span_id",
+    "parent_span_id",
+    "kind",
+    "name",
+    "started_at",
+    "latency_ms",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "input",
+    "output",
+    "error",
+    "attributes",
+)
+SCORE_FIELDS = (
+    "organisation",
+    "trace",
+    "agent",
+    "channel",
+    "deployment_version",
+    "trace_created_at",
+    "name",
+    "value",
+    "comment",
+    "created_at",
+)
+# One stored trace, in the column order of TRACE_FIELDS.
+TraceRow = namedtuple("TraceRow", TRACE_FIELDS)
 
 
 class TraceRecord(msgspec.Struct, kw_only=True):
@@ -136,7 +195,7 @@ class _Batch:
         self.outcomes = outcomes
 
     def store(self) -> None:
-        from .services import _sessions_fold, conversation_moves
+        from .conversations import _sessions_fold, conversation_moves
 
         agents, versions, sessions = self.head()
         rows = self.prepare(agents, versions, sessions)
@@ -296,7 +355,8 @@ class _PortableBatch(_Batch):
     """Any database Django supports (SQLite here): the ORM and shared set writes."""
 
     def head(self):
-        from .services import agents_resolve, sessions_lock
+        from .conversations import sessions_lock
+        from .services import agents_resolve
 
         agents = {
             pid: a.pk
@@ -319,7 +379,6 @@ class _PortableBatch(_Batch):
         from thinnest_analytics.db import insert_ignore_conflicts
 
         from .models import Trace
-        from .services import SCORE_FIELDS, STEP_FIELDS, TRACE_FIELDS
 
         org = self.organisation.pk
         inserted = insert_ignore_conflicts(
@@ -376,8 +435,8 @@ class _PortableBatch(_Batch):
     def finish(self, changed, deltas: RollupDeltas) -> None:
         from thinnest_analytics.db import update_by_pk
 
+        from .conversations import SESSION_FACTS
         from .models import Session
-        from .services import SESSION_FACTS
 
         update_by_pk(
             Session, SESSION_FACTS, [(s.pk, *(getattr(s, f) for f in SESSION_FACTS)) for s in changed]
@@ -509,7 +568,7 @@ class _PostgresBatch(_Batch):
         return psycopg.Cursor(connection.connection)
 
     def head(self):
-        from .services import LOCKED_SESSION_FIELDS, LockedSession
+        from .conversations import LOCKED_SESSION_FIELDS, LockedSession
 
         wanted_agents = self.wanted_agents()
         wanted_sessions = self.wanted_sessions()
@@ -609,7 +668,7 @@ class _PostgresBatch(_Batch):
             return dict(cursor.fetchall())
 
     def finish(self, changed, deltas: RollupDeltas) -> None:
-        from .services import SESSION_FACTS
+        from .conversations import SESSION_FACTS
 
         hourly, daily = deltas.upsert_rows()
         sessions = [
@@ -655,7 +714,7 @@ _SESSION_TYPES = {
 
 def _finish_sql() -> str:
 
-    from .services import SESSION_FACTS
+    from .conversations import SESSION_FACTS
 
     session_columns = [("id", "bigint"), *((n, _SESSION_TYPES[n]) for n in SESSION_FACTS)]
     sets = ", ".join(f"{n} = v.{n}" for n in SESSION_FACTS)

@@ -16,7 +16,8 @@ from accounts.models import Role
 from audit.services import Actor
 from thinnest_analytics.pages import button_apply, form_apply, or_404
 
-from . import selectors, services
+from . import deployments, selectors, services
+from . import phone_numbers as phone_number_services
 from .config import config_masked, config_of
 from .forms import (
     AgentCreateForm,
@@ -227,7 +228,7 @@ def agent_deployments(request: HttpRequest, agent_id: str) -> HttpResponse:
     form = DeploymentForm(request.POST)
     deployment = form_apply(
         form,
-        lambda data: services.deployment_create(
+        lambda data: deployments.deployment_create(
             agent=agent,
             actor=Actor.for_request(request),
             version=data["version"] or None,
@@ -248,7 +249,7 @@ def deployment_rollback(request: HttpRequest, agent_id: str, deployment_id: int)
     if request.method == "POST":
         button_apply(
             request,
-            lambda: services.deployment_rollback(
+            lambda: deployments.deployment_rollback(
                 agent=agent, version_id=target.pk, actor=Actor.for_request(request)
             ),
             f"Rolled back to {target.version}: its configuration is active again.",
@@ -276,7 +277,7 @@ def phone_numbers(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         phone = form_apply(
             form,
-            lambda data: services.phone_number_assign(
+            lambda data: phone_number_services.phone_number_assign(
                 organisation=request.organisation,
                 number=data["number"],
                 agent=selectors.agent_get(organisation=request.organisation, public_id=data["agent"]),
@@ -301,7 +302,9 @@ def phone_number_release(request: HttpRequest, phone_id: int) -> HttpResponse:
     phone = or_404(selectors.phone_number_get, organisation=request.organisation, phone_id=phone_id)
     button_apply(
         request,
-        lambda: services.phone_number_release(phone_number=phone, actor=Actor.for_request(request)),
+        lambda: phone_number_services.phone_number_release(
+            phone_number=phone, actor=Actor.for_request(request)
+        ),
         f"{phone.number} released.",
     )
     return redirect("agents:phone_numbers")

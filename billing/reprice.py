@@ -10,8 +10,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from django.db import transaction
 
 from accounts.models import Organisation
+from agents.conversations import sessions_costs_shift
 from agents.models import Agent, CostSource, Trace, TraceStep
-from agents.services import sessions_costs_shift
 from audit.services import Actor, audit_record
 from metrics.models import DailyRollup
 from metrics.rebuild import rollups_rebuild

@@ -10,18 +10,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from agents.ingest import DUPLICATE, STORED, TraceRecord, traces_store
+from agents.conversations import SessionState, conversation_moves, sessions_lock, sessions_refresh
+from agents.ingest import DUPLICATE, STEP_FIELDS, STORED, TRACE_FIELDS, TraceRecord, TraceRow, traces_store
 from agents.models import Deployment, DeploymentStatus, Score, Session, Trace, TraceStep
-from agents.services import (
-    STEP_FIELDS,
-    TRACE_FIELDS,
-    SessionState,
-    TraceRow,
-    agents_resolve,
-    conversation_moves,
-    sessions_lock,
-    sessions_refresh,
-)
+from agents.services import agents_resolve
 from audit.services import Actor
 from metrics.rollups import RollupDeltas
 from pricing.prices import price_table

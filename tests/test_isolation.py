@@ -33,7 +33,9 @@ ROLES = [Role.VIEWER, Role.MEMBER, Role.ADMIN, Role.OWNER]
 
 @pytest.fixture
 def world(db):
-    from agents.services import agent_tool_save, deployment_create, phone_number_assign
+    from agents.deployments import deployment_create
+    from agents.phone_numbers import phone_number_assign
+    from agents.services import agent_tool_save
 
     victim, outsider = _tenant("victim"), _tenant("other-corp")
     users = {}

@@ -11,16 +11,10 @@ from django.db import transaction
 from django.utils import timezone
 from pydantic import ValidationError
 
+from agents.conversations import LockedSession, SessionState, conversation_moves, sessions_lock
 from agents.models import Agent, Deployment, DeploymentStatus, Session
 from agents.schemas import NUL_MESSAGE, nul_paths, validation_reason
-from agents.services import (
-    IngestResult,
-    LockedSession,
-    SessionState,
-    agents_resolve,
-    conversation_moves,
-    sessions_lock,
-)
+from agents.services import IngestResult, agents_resolve
 from audit.services import Actor, audit_record
 from metrics.rollups import RollupDeltas
 from pricing.prices import voice_cost, voice_price_per_minute, voice_seconds

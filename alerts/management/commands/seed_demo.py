@@ -17,8 +17,9 @@ from tqdm import tqdm
 
 from accounts.models import Role
 from accounts.services import organisation_get_or_create, user_create_or_update
+from agents.deployments import deployment_create
 from agents.models import Agent, Deployment
-from agents.services import agent_update, agents_resolve, deployment_create, trace_ingest
+from agents.services import agent_update, agents_resolve, trace_ingest
 from audit.services import Actor
 from voice.services import voice_events_ingest
 
