@@ -155,7 +155,7 @@ SESSION_FACTS = (
 )
 
 
-def _sessions_fold(
+def sessions_fold(
     sessions: dict[str, LockedSession], new_rows: Sequence[Any]
 ) -> tuple[list[LockedSession], list[tuple[SessionState, SessionState]]]:
     """Fold newly stored traces (rows with session, created_at, status, token,

@@ -19,7 +19,7 @@ from .config import (
     tools_restore,
 )
 from .models import Agent, Deployment, DeploymentStatus
-from .services import _agent_lock, _config_store
+from .services import agent_config_store, agent_lock
 
 
 def _next_version(agent: Agent) -> str:
@@ -61,7 +61,7 @@ def deployment_create(
     agent's configuration (masked tool settings sent back unchanged keep their
     secrets); without it the deployment snapshots the current configuration.
     Traces ingested from now on carry this version unless they name another."""
-    agent = _agent_lock(agent)
+    agent = agent_lock(agent)
     current = config_of(agent)
     if config is not None:
         config = config_validate(config)
@@ -80,7 +80,7 @@ def deployment_create(
     config_change = change_details(agent_fields(agent.name, current), agent_fields(agent.name, config))
     if config_change:
         details["changed_fields"] = config_change["changed_fields"]
-        _config_store(agent, config=config)
+        agent_config_store(agent, config=config)
     deployment, previous = _deployment_activate(
         agent,
         replaced_status=DeploymentStatus.SUPERSEDED,
@@ -111,7 +111,7 @@ def deployment_rollback(*, agent: Agent, version_id: int, actor: Actor) -> Deplo
     another agent's is a 404; one whose configuration is already active a 409.
     The agent's row lock makes concurrent rollbacks queue, so there is never more
     than one active deployment."""
-    agent = _agent_lock(agent)
+    agent = agent_lock(agent)
     target = Deployment.objects.filter(agent=agent, pk=version_id).first()
     if target is None:
         raise not_found(f"deployment {version_id} of agent '{agent.public_id}'")
@@ -122,7 +122,7 @@ def deployment_rollback(*, agent: Agent, version_id: int, actor: Actor) -> Deplo
     config = config_complete(target.config)
     config_change = change_details(agent_fields(agent.name, current), agent_fields(agent.name, config))
     if config_change:
-        _config_store(agent, config=config)
+        agent_config_store(agent, config=config)
     deployment, previous = _deployment_activate(
         agent,
         replaced_status=DeploymentStatus.ROLLED_BACK,

@@ -195,7 +195,7 @@ class _Batch:
         self.outcomes = outcomes
 
     def store(self) -> None:
-        from .conversations import _sessions_fold, conversation_moves
+        from .conversations import conversation_moves, sessions_fold
 
         agents, versions, sessions = self.head()
         rows = self.prepare(agents, versions, sessions)
@@ -208,7 +208,7 @@ class _Batch:
                 new_rows.append((pk, row))
         if not new_rows:
             return
-        changed, transitions = _sessions_fold(sessions, [row for _, row in new_rows])
+        changed, transitions = sessions_fold(sessions, [row for _, row in new_rows])
         deltas = RollupDeltas()
         org = self.organisation.pk
         for _, row in new_rows:

@@ -9,7 +9,7 @@ from audit.services import Actor, audit_record
 from thinnest_analytics.errors import ApiError, not_found
 
 from .models import Agent, PhoneNumber
-from .services import _agent_lock
+from .services import agent_lock
 
 E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 
@@ -33,7 +33,7 @@ def phone_number_assign(*, organisation, number: str, agent: Agent, actor: Actor
     adding the number if it is new and moving it if another agent has it.
     Records phone_number.assign with the agent and the previous one."""
     number = phone_number_normalise(number)
-    agent = _agent_lock(agent)
+    agent = agent_lock(agent)
     if agent.organisation_id != organisation.pk:
         raise not_found(f"agent '{agent.public_id}'")
     phone, _ = PhoneNumber.objects.select_for_update().get_or_create(organisation=organisation, number=number)

@@ -181,7 +181,7 @@ def agents_resolve(*, organisation, wanted: dict[str, str], actor: Actor) -> dic
 # --- agents: configuration, tools, archive ------------------------------------
 
 
-def _agent_lock(agent: Agent) -> Agent:
+def agent_lock(agent: Agent) -> Agent:
     """The agent's row, locked until the transaction ends, so that changes to one
     agent queue instead of overwriting each other. Archived agents are read-only."""
     locked = Agent.objects.select_for_update(of=("self",)).select_related("organisation").get(pk=agent.pk)
@@ -197,7 +197,9 @@ def _name_clean(name: str) -> str:
     return name
 
 
-def _config_store(agent: Agent, *, config: dict, name: str | None = None) -> None:
+def agent_config_store(agent: Agent, *, config: dict, name: str | None = None) -> None:
+    """Save the agent's configuration (and name, if given); the caller holds
+    ``agent_lock``."""
     agent.config = config
     agent.name = name if name is not None else agent.name
     agent.updated_at = timezone.now()
@@ -248,7 +250,7 @@ def agent_update(*, agent: Agent, actor: Actor, name: str | None = None, config:
     keep their stored secrets). Records agent.update with the changed fields and
     their old and new values, secrets redacted; a change that changes nothing
     records nothing."""
-    agent = _agent_lock(agent)
+    agent = agent_lock(agent)
     old_config = config_of(agent)
     new_config = config_validate({**old_config, **(config or {})})
     if config and "tools" in config:
@@ -256,7 +258,7 @@ def agent_update(*, agent: Agent, actor: Actor, name: str | None = None, config:
     new_name = _name_clean(name) if name is not None else agent.name
     details = change_details(agent_fields(agent.name, old_config), agent_fields(new_name, new_config))
     if details:
-        _config_store(agent, config=new_config, name=new_name)
+        agent_config_store(agent, config=new_config, name=new_name)
         audit_record(
             organisation=agent.organisation,
             actor=actor,
@@ -312,7 +314,7 @@ def agent_tool_save(
     Masked values sent back unchanged keep their stored secrets. Records
     tool.add or tool.config_update with the setting paths that changed and the
     old and new settings, secrets redacted."""
-    agent = _agent_lock(agent)
+    agent = agent_lock(agent)
     current = config_of(agent)
     tools = list(current["tools"])
     index = next((i for i, t in enumerate(tools) if t["name"] == name), None)
@@ -337,7 +339,7 @@ def agent_tool_save(
         changed.append("public_settings")
     if not create and not changed:
         return agent
-    _config_store(agent, config=new_config)
+    agent_config_store(agent, config=new_config)
     audit_record(
         organisation=agent.organisation,
         actor=actor,
@@ -359,13 +361,13 @@ def agent_tool_save(
 @transaction.atomic
 def agent_tool_remove(*, agent: Agent, actor: Actor, name: str) -> Agent:
     """Remove the tool ``name``. Records tool.remove with its settings, secrets redacted."""
-    agent = _agent_lock(agent)
+    agent = agent_lock(agent)
     current = config_of(agent)
     removed = next((t for t in current["tools"] if t["name"] == name), None)
     if removed is None:
         raise not_found(f"tool '{name}'")
     tools = [t for t in current["tools"] if t["name"] != name]
-    _config_store(agent, config={**current, "tools": tools})
+    agent_config_store(agent, config={**current, "tools": tools})
     audit_record(
         organisation=agent.organisation,
         actor=actor,
