@@ -4,6 +4,7 @@ from django.shortcuts import render
 from django.utils.deprecation import MiddlewareMixin
 
 from .errors import ApiError
+from .replica import replica_lag_header, replica_pin
 
 
 class RejectNulMiddleware(MiddlewareMixin):
@@ -96,3 +97,15 @@ class ApiJsonErrorsMiddleware(MiddlewareMixin):
         if response.has_header("Allow"):
             answer["Allow"] = response["Allow"]
         return answer
+
+
+class ReplicaMiddleware(MiddlewareMixin):
+    """With a read replica: the answer of a page or endpoint that read it says
+    how far behind it is (``X-Replica-Lag-Seconds``), and a browser that changed
+    something reads the primary until the replica has the change
+    (``thinnest_analytics.replica``)."""
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        replica_lag_header(request, response)
+        replica_pin(request, response)
+        return response
