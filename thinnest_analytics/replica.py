@@ -186,20 +186,23 @@ def replica_reads(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespon
     return wrapped
 
 
-def replica_pin(request: HttpRequest, response: HttpResponse) -> None:
-    """After a browser's change (a POST to a page), note the primary's WAL
-    position in a signed cookie: that browser's replica reads go to the primary
-    until the replica has replayed it."""
+def replica_pin_wanted(request: HttpRequest, response: HttpResponse) -> bool:
+    """A change (a POST…) to a page from a browser, with a replica to read: pin it."""
     browser = (
         settings.SESSION_COOKIE_NAME in request.COOKIES or settings.SESSION_COOKIE_NAME in response.cookies
     )
-    if (
-        request.method in ("GET", "HEAD", "OPTIONS", "TRACE")
-        or request.path.startswith("/api/")
-        or not browser
-        or not replica_configured()
-    ):
-        return
+    return (
+        request.method not in ("GET", "HEAD", "OPTIONS", "TRACE")
+        and not request.path.startswith("/api/")
+        and browser
+        and replica_configured()
+    )
+
+
+def replica_pin(response: HttpResponse) -> None:
+    """After a browser's change, note the primary's WAL position in a signed
+    cookie: that browser's replica reads go to the primary until the replica
+    has replayed it."""
     try:
         with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
             cursor.execute("SELECT pg_current_wal_lsn()::text")
