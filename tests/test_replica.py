@@ -231,6 +231,24 @@ def test_a_person_who_just_changed_something_reads_the_primary_until_the_replica
     assert float(page.headers["X-Replica-Lag-Seconds"]) >= 0
 
 
+def test_while_the_replica_is_down_reads_come_from_the_primary_and_return_to_it_after(replicated):
+    before = replicated.traces_counted()
+    replicated.standby.stop("immediate")
+    try:
+        replicated.ingest("trace_down_1")
+        status, headers, body = replicated.get("/api/analytics/overview?period=24h")
+        assert status == 200 and body["total_traces"] == before + 1
+        assert "X-Replica-Lag-Seconds" not in headers
+    finally:
+        replicated.standby.start()
+    replicated.wait_replayed()
+    wait_until(
+        lambda: "X-Replica-Lag-Seconds" in replicated.get("/api/analytics/overview?period=24h")[1],
+        timeout=30,
+        what="reads did not return to the replica",
+    )
+
+
 def test_without_a_replica_the_server_reads_the_primary_and_says_nothing_of_lag(replicated):
     env = {k: v for k, v in replicated.env.items() if k != "DATABASE_REPLICA_URL"}
     with daphne(env, replicated.tmp) as base, replicated.paused():

@@ -19,7 +19,8 @@ The handler reads the primary instead when
   has not replayed yet: read-your-writes for the person who just changed
   something (a signed cookie holds the position, for ``REPLICA_PIN_SECONDS`` at
   most);
-- the replica cannot be reached (then for ``REPLICA_LAG_CACHE_SECONDS``).
+- the replica cannot be reached, or a read on it failed (then for
+  ``UNREACHABLE_RETRY_SECONDS``; the failed read is done again on the primary).
 
 A replica that answers "not found" (a trace stored a moment ago) is asked
 again on the primary, so an object is never missing only because of lag.
@@ -99,37 +100,50 @@ class _Probe:
     lag: float | None
 
 
+# A replica found unreachable is tried again after this long: a connection
+# attempt can take DB_POOL_TIMEOUT, which requests should not pay every second.
+UNREACHABLE_RETRY_SECONDS = 5.0
+
 _probe: _Probe | None = None
-_probe_lock = threading.Lock()
+_probing = threading.Lock()  # one probe at a time per process
+
+
+def _still_fresh(kept: _Probe | None, now: float) -> bool:
+    if kept is None:
+        return False
+    keep = settings.REPLICA_LAG_CACHE_SECONDS
+    return now - kept.at < (keep if kept.available else max(keep, UNREACHABLE_RETRY_SECONDS))
 
 
 def replica_lag_probe() -> tuple[bool, float | None]:
     """(reachable, lag in seconds or None when unknown), read at most every
-    ``REPLICA_LAG_CACHE_SECONDS`` per process."""
+    ``REPLICA_LAG_CACHE_SECONDS`` per process; while one request reads it, the
+    others use the last reading."""
     global _probe
-    now = time.monotonic()
-    with _probe_lock:
-        kept = _probe
-    if kept is not None and now - kept.at < settings.REPLICA_LAG_CACHE_SECONDS:
+    kept = _probe
+    if _still_fresh(kept, time.monotonic()):
+        return kept.available, kept.lag
+    if not _probing.acquire(blocking=kept is None):
         return kept.available, kept.lag
     try:
-        with connections[REPLICA].cursor() as cursor:
-            cursor.execute(_LAG_SQL)
-            (lag,) = cursor.fetchone()
-        fresh = _Probe(now, True, None if lag is None else float(lag))
-    except (OperationalError, InterfaceError) as exc:
-        logger.warning("replica unavailable, reading the primary: %s", exc)
-        connections[REPLICA].close()
-        fresh = _Probe(now, False, None)
-    with _probe_lock:
-        _probe = fresh
-    return fresh.available, fresh.lag
+        try:
+            with connections[REPLICA].cursor() as cursor:
+                cursor.execute(_LAG_SQL)
+                (lag,) = cursor.fetchone()
+            _probe = _Probe(time.monotonic(), True, None if lag is None else float(lag))
+        except (OperationalError, InterfaceError) as exc:
+            replica_unreachable(exc)
+    finally:
+        _probing.release()
+    return _probe.available, _probe.lag
 
 
-def replica_probe_forget() -> None:
+def replica_unreachable(exc: Exception) -> None:
+    """Read the primary instead for ``UNREACHABLE_RETRY_SECONDS``."""
     global _probe
-    with _probe_lock:
-        _probe = None
+    logger.warning("replica unreachable, reading the primary: %s", exc)
+    connections[REPLICA].close()
+    _probe = _Probe(time.monotonic(), False, None)
 
 
 def _replayed(lsn: str) -> bool:
@@ -164,7 +178,7 @@ def replica_reads(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespon
             if not available or _pinned(request):
                 return _on_primary(view, request, *args, **kwargs)
         except (OperationalError, InterfaceError) as exc:
-            logger.warning("replica unavailable, reading the primary: %s", exc)
+            replica_unreachable(exc)
             return _on_primary(view, request, *args, **kwargs)
         request.read_replica = True
         request.replica_lag = lag
@@ -176,9 +190,7 @@ def replica_reads(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespon
                 raise
             # Not on the replica yet, perhaps: the primary decides.
         except (OperationalError, InterfaceError) as exc:
-            logger.warning("replica failed during a read, reading the primary: %s", exc)
-            replica_probe_forget()
-            connections[REPLICA].close()
+            replica_unreachable(exc)
         finally:
             _reading.reset(token)
         return _on_primary(view, request, *args, **kwargs)
