@@ -128,7 +128,7 @@ from audit.services import Actor
 call_command("migrate", interactive=False, verbosity=0)
 org = organisation_get_or_create(slug="acme")
 user_create_or_update(organisation=org, username="olivia", password="{PASSWORD}", role="owner")
-print(api_key_create(organisation=org, name="probe", scopes=["ingest", "read"], actor=Actor.system("test")).raw_key)
+print(api_key_create(organisation=org, name="probe", scopes=["admin", "ingest", "read"], actor=Actor.system("test")).raw_key)
 """
 
 
@@ -168,6 +168,50 @@ def test_the_analytics_api_answers_from_the_replica_and_says_how_far_behind_it_i
     status, headers, body = replicated.get("/api/analytics/overview?period=24h")
     assert status == 200 and body["total_traces"] >= 2
     assert float(headers["X-Replica-Lag-Seconds"]) >= 0
+
+
+READ_ENDPOINTS = [
+    "/api/agents/agent_abc123/summary?period=24h",
+    "/api/analytics/overview?period=24h",
+    "/api/analytics/channels?period=24h",
+    "/api/analytics/timeseries?period=24h",
+    "/api/agents/agent_abc123/traces",
+    "/api/traces/trace_every_1",
+    "/api/agents/agent_abc123/voice?period=24h",
+    "/api/metrics/usage",
+    "/api/admin/audit/logs",
+]
+READ_PAGES = [
+    "/",
+    "/agents/agent_abc123/performance/",
+    "/agents/agent_abc123/compare/",
+    "/agents/agent_abc123/voice/",
+    "/conversations/",
+    "/conversations/sess_trace_every_1/",
+    "/traces/",
+    "/traces/trace_every_1/",
+    "/audit/",
+]
+
+
+def test_every_read_endpoint_and_dashboard_page_is_served_by_the_replica(replicated):
+    browser = replicated.browser()
+    replicated.ingest("trace_every_1")
+    replicated.wait_replayed()
+    answers = {path: replicated.get(path)[:2] for path in READ_ENDPOINTS}
+    answers.update(
+        {
+            path: (r.status_code, r.headers)
+            for path in READ_PAGES
+            for r in [browser.get(replicated.base + path)]
+        }
+    )
+    not_from_replica = {
+        path: status
+        for path, (status, headers) in answers.items()
+        if status != 200 or "X-Replica-Lag-Seconds" not in headers
+    }
+    assert not_from_replica == {}
 
 
 def test_a_paused_replica_answers_with_its_own_state_and_its_lag_until_it_catches_up(replicated):
