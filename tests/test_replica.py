@@ -138,6 +138,8 @@ def replicated(tmp_path_factory) -> Iterator[Replicated]:
     primary_port, standby_port = _free_ports(2)
     primary = PostgresCluster(port=primary_port)
     standby = PostgresCluster(port=standby_port)
+    if not (primary.bin / "pg_basebackup").exists():
+        pytest.skip(f"needs pg_basebackup beside {primary.bin / 'initdb'}")
     try:
         primary.init()
         primary.start()
