@@ -16,6 +16,7 @@ from audit.services import Actor
 from thinnest_analytics.db import in_worker_thread
 from thinnest_analytics.errors import ApiError
 from thinnest_analytics.parsing import json_body
+from thinnest_analytics.replica import replica_reads
 from thinnest_analytics.validation import UtcDateTime
 
 from . import selectors
@@ -228,6 +229,7 @@ class TraceFilters(Schema):
 @router.get(
     "/agents/{agent_id}/traces", auth=read_key, response=TracePage, summary="An agent's traces, newest first"
 )
+@replica_reads
 def agent_traces(request: HttpRequest, agent_id: str, filters: Query[TraceFilters]):
     """Cursor-paginated: pass ``next_cursor`` back as ``cursor`` for the next page.
     ``from``/``to`` bound ``created_at`` as ``[from, to)``."""
@@ -249,6 +251,7 @@ def agent_traces(request: HttpRequest, agent_id: str, filters: Query[TraceFilter
     response=TraceDetail,
     summary="One trace with reasoning, tool calls and steps",
 )
+@replica_reads
 def trace_detail(request: HttpRequest, trace_id: str):
     return selectors.trace_detail(organisation=request.organisation, public_id=trace_id)
 

@@ -9,6 +9,7 @@ from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema, Status
 from pydantic import ConfigDict, field_validator
 
+from thinnest_analytics.replica import replica_reads
 from thinnest_analytics.validation import UtcDateTime, json_value_check
 
 from .selectors import audit_entry_out, audit_log_page
@@ -57,6 +58,7 @@ class AuditFilters(Schema):
     response=AuditLogPage,
     summary="The audit log, newest first",
 )
+@replica_reads
 def audit_logs(request: HttpRequest, filters: Query[AuditFilters]):
     """Filters match exactly; ``from``/``to`` bound ``created_at`` as ``[from, to)``.
     Pass ``next_cursor`` back as ``cursor`` for the next page."""

@@ -13,6 +13,7 @@ from agents.api import IngestOut, ingest_batch, one_or_batch
 from audit.services import Actor
 from thinnest_analytics.db import in_worker_thread, on_worker_thread
 from thinnest_analytics.errors import ApiError
+from thinnest_analytics.replica import replica_reads
 
 from . import selectors
 from .models import LedgerEntry
@@ -99,6 +100,7 @@ class UsageParams(Schema):
     summary="Balance, usage today and this month, top agents by cost, cost per category",
 )
 @on_worker_thread
+@replica_reads
 def usage_summary(request: HttpRequest, params: Query[UsageParams]):
     """USD. "Today" and "this month" follow the organisation's time zone
     (``timezone``); ``period`` gives the UTC instants they span. Top agents and

@@ -10,6 +10,7 @@ from agents import selectors as agent_selectors
 from metrics.schemas import AgentWindowParams, WindowOut, WindowParams, window_from
 from thinnest_analytics.db import on_worker_thread
 from thinnest_analytics.errors import ApiError
+from thinnest_analytics.replica import replica_reads
 
 from . import selectors
 
@@ -97,6 +98,7 @@ class TimeseriesOut(WindowOut):
     summary="An agent's metrics for a window",
 )
 @on_worker_thread
+@replica_reads
 def agent_summary(request: HttpRequest, agent_id: str, params: Query[WindowParams]):
     """Every metric of the product's Performance tab. Rates are null for an empty window."""
     window = window_from(params)
@@ -112,6 +114,7 @@ def agent_summary(request: HttpRequest, agent_id: str, params: Query[WindowParam
     summary="Organisation-wide headline metrics",
 )
 @on_worker_thread
+@replica_reads
 def overview(request: HttpRequest, params: Query[WindowParams]):
     return selectors.overview(organisation=request.organisation, window=window_from(params))
 
@@ -126,6 +129,7 @@ def _optional_agent(request: HttpRequest, agent_id: str | None):
     "/analytics/channels", auth=read_key, response=ChannelsOut, by_alias=True, summary="Metrics per channel"
 )
 @on_worker_thread
+@replica_reads
 def channels(request: HttpRequest, params: Query[AgentWindowParams]):
     window = window_from(params)
     agent = _optional_agent(request, params.agent_id)
@@ -140,6 +144,7 @@ def channels(request: HttpRequest, params: Query[AgentWindowParams]):
     summary="Metrics per hour or day",
 )
 @on_worker_thread
+@replica_reads
 def timeseries(request: HttpRequest, params: Query[AgentWindowParams]):
     """Hourly points for windows up to three days, daily points beyond."""
     window = window_from(params)
@@ -154,6 +159,7 @@ class CompareParams(WindowParams):
 
 @router.get("/agents/{agent_id}/versions/compare", auth=read_key, summary="Compare two deployment versions")
 @on_worker_thread
+@replica_reads
 def versions_compare(request: HttpRequest, agent_id: str, params: Query[CompareParams]):
     """Each version's summary metrics for the window, the absolute and relative
     change from ``a`` to ``b``, and whether the differences in success rate

@@ -18,6 +18,7 @@ from audit import selectors as audit_selectors
 from otel import selectors as otel_selectors
 from thinnest_analytics.errors import ApiError
 from thinnest_analytics.pages import or_404
+from thinnest_analytics.replica import replica_reads
 from voice.selectors import voice_metrics
 
 from . import drill, lists, panels, selectors
@@ -90,6 +91,7 @@ def _sorted_agents(rows: list[dict], sort: str) -> tuple[list[dict], str]:
 
 
 @member_required()
+@replica_reads
 def overview(request: HttpRequest) -> HttpResponse:
     """Six cards with their change against the previous window, charts over time,
     and the agents table."""
@@ -135,6 +137,7 @@ def overview(request: HttpRequest) -> HttpResponse:
 
 
 @member_required()
+@replica_reads
 def agent_performance(request: HttpRequest, agent_id: str) -> HttpResponse:
     """The agent's Performance tab: response, cost and quality metrics, charts,
     and the channel breakdown."""
@@ -179,6 +182,7 @@ def agent_performance(request: HttpRequest, agent_id: str) -> HttpResponse:
 
 
 @member_required()
+@replica_reads
 def agent_voice(request: HttpRequest, agent_id: str) -> HttpResponse:
     """The agent's Voice tab: calls live over WebSocket (the panel on top), and
     the voice metrics of a window, which refresh every 30 s while it ends now."""
@@ -246,6 +250,7 @@ def _list_context(request: HttpRequest, kind: lists.Kind) -> dict:
 
 
 @member_required()
+@replica_reads
 def conversations(request: HttpRequest) -> HttpResponse:
     """Conversations that started in the window: filters, sorting by time, latency
     or cost, newer and older pages, and how many match."""
@@ -253,6 +258,7 @@ def conversations(request: HttpRequest) -> HttpResponse:
 
 
 @member_required()
+@replica_reads
 def conversation_detail(request: HttpRequest, session_id: str) -> HttpResponse:
     conversation = or_404(
         agent_selectors.conversation_get, organisation=request.organisation, public_id=session_id
@@ -261,6 +267,7 @@ def conversation_detail(request: HttpRequest, session_id: str) -> HttpResponse:
 
 
 @member_required()
+@replica_reads
 def traces(request: HttpRequest) -> HttpResponse:
     """Traces in the window: filters, sorting by time, latency or cost, newer and
     older pages, and how many match."""
@@ -268,6 +275,7 @@ def traces(request: HttpRequest) -> HttpResponse:
 
 
 @member_required()
+@replica_reads
 def trace_detail(request: HttpRequest, trace_id: str) -> HttpResponse:
     found = or_404(agent_selectors.trace_with_steps, organisation=request.organisation, public_id=trace_id)
     context = {
@@ -287,6 +295,7 @@ def settings_page(request: HttpRequest) -> HttpResponse:
 
 
 @member_required(Role.ADMIN)
+@replica_reads
 def audit_log(request: HttpRequest) -> HttpResponse:
     """The organisation's audit log, newest first, filterable; the Django admin
     offers the same entries to auditors with CSV export."""
@@ -311,6 +320,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
 
 
 @member_required()
+@replica_reads
 def agent_compare(request: HttpRequest, agent_id: str) -> HttpResponse:
     """Two versions of the agent side by side (the Deployments tab links here):
     each change reads from A to B. Without a chosen window, the page picks

@@ -14,6 +14,7 @@ from accounts.auth import ingest_key, read_key
 from audit.services import Actor
 from thinnest_analytics.db import in_worker_thread, on_worker_thread
 from thinnest_analytics.errors import error_response
+from thinnest_analytics.replica import replica_reads
 
 from . import selectors
 from .otlp import JSON, PROTOBUF, request_decode, response_body
@@ -264,6 +265,7 @@ def _otel_export(request: HttpRequest, signal: str) -> HttpResponse:
     summary="The OpenTelemetry spans and GenAI log records a trace was derived from, as received",
 )
 @on_worker_thread
+@replica_reads
 def trace_spans(request: HttpRequest, trace_id: str):
     """Every received span of the trace (``otel-<trace id>``) with all its
     attributes, events and resource, in start order, and the GenAI events that

@@ -84,7 +84,9 @@ def stop(proc: subprocess.Popen, *, sig: int = signal.SIGTERM, timeout: float = 
 def app_env(**overrides: str) -> dict[str, str]:
     """The environment of a server or worker process: the test's own, minus the
     database and Redis it would otherwise inherit, plus ``overrides``."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DATABASE_REPLICA_URL", "REDIS_URL")
+    }
     env.update(LOG_LEVEL="WARNING", **overrides)
     return env
 
@@ -188,7 +190,7 @@ class PostgresCluster:
     loopback port, trust authentication. PostgreSQL refuses to run as root, so
     as root its programs run as the ``postgres`` OS user."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
         initdb = found[-1] if found else shutil.which("initdb")
         if initdb is None:
@@ -205,7 +207,7 @@ class PostgresCluster:
             self.user = "postgres"
         self.dir = _owned_tempdir(self.user)
         self.data = self.dir / "data"
-        self.port = free_port()
+        self.port = port or free_port()
 
     def _run(self, *command: str) -> None:
         prefix = ["runuser", "-u", self.user, "--"] if self.user else []
@@ -217,6 +219,14 @@ class PostgresCluster:
     def init(self) -> None:
         self._run(
             str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8"
+        )
+
+    def basebackup(self, primary: "PostgresCluster") -> None:
+        """Make this cluster a streaming standby of ``primary`` (``pg_basebackup -R``)."""
+        self._run(
+            str(self.bin / "pg_basebackup"),
+            *("-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres"),
+            *("-D", str(self.data), "-R", "-X", "stream", "-c", "fast"),
         )
 
     def start(self) -> None:

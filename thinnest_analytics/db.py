@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connection, models, transaction
+from django.db import connection, connections, models, transaction
 
 # JSON columns are encoded by msgspec: several times faster than json.dumps, same documents.
 _json_text = msgspec.json.Encoder().encode
@@ -185,7 +185,8 @@ def update_by_pk(model: type[models.Model], fields: Sequence[str], rows: Sequenc
 async def in_worker_thread(fn, /, **kwargs):
     """Run a database-heavy call on a worker thread of its own, so concurrent
     requests overlap (Django runs synchronous views one at a time under ASGI).
-    The thread's connection goes back to the pool when the call returns.
+    The thread's connections (primary, replica) go back to their pools when
+    the call returns.
     With ``DB_WORKER_THREADS`` off (tests inside one transaction), the call runs
     on Django's usual thread."""
     if not settings.DB_WORKER_THREADS:
@@ -195,7 +196,8 @@ async def in_worker_thread(fn, /, **kwargs):
         try:
             return fn(**kwargs)
         finally:
-            connection.close()
+            for opened in connections.all(initialized_only=True):
+                opened.close()
 
     return await sync_to_async(run, thread_sensitive=False)()
 

@@ -1,9 +1,12 @@
-from django.db import InterfaceError, OperationalError
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.core.exceptions import MiddlewareNotUsed
+from django.db import InterfaceError, OperationalError, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.deprecation import MiddlewareMixin
 
 from .errors import ApiError
+from .replica import REPLICA, replica_lag_header, replica_pin, replica_pin_wanted
 
 
 class RejectNulMiddleware(MiddlewareMixin):
@@ -96,3 +99,37 @@ class ApiJsonErrorsMiddleware(MiddlewareMixin):
         if response.has_header("Allow"):
             answer["Allow"] = response["Allow"]
         return answer
+
+
+class ReplicaMiddleware:
+    """With a read replica: the answer of a page or endpoint that read it says
+    how far behind it is (``X-Replica-Lag-Seconds``), and a browser that changed
+    something reads the primary until the replica has the change
+    (``thinnest_analytics.replica``). Not installed without a replica; in async
+    mode an API request passes without a hop to a thread."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        if REPLICA not in connections.settings:
+            raise MiddlewareNotUsed
+        self.get_response = get_response
+        if iscoroutinefunction(self.get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest):
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        response = self.get_response(request)
+        replica_lag_header(request, response)
+        if replica_pin_wanted(request, response):
+            replica_pin(response)
+        return response
+
+    async def __acall__(self, request: HttpRequest):
+        response = await self.get_response(request)
+        replica_lag_header(request, response)
+        if replica_pin_wanted(request, response):
+            await sync_to_async(replica_pin)(response)
+        return response

@@ -2,8 +2,9 @@
 
 With nothing set, the app runs on embedded defaults: SQLite under ``var/``, the
 in-memory channel layer and Celery's filesystem broker. ``DATABASE_URL`` switches
-to PostgreSQL; ``REDIS_URL`` makes Redis carry both the channel layer and the
-Celery broker.
+to PostgreSQL; ``DATABASE_REPLICA_URL`` adds a streaming replica for the read
+pages and endpoints; ``REDIS_URL`` makes Redis carry both the channel layer and
+the Celery broker.
 """
 
 import ipaddress
@@ -61,6 +62,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "thinnest_analytics.middleware.ApiJsonErrorsMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    # Before sessions: on the way out it sees the session cookie a sign-in sets.
+    "thinnest_analytics.middleware.ReplicaMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "thinnest_analytics.middleware.RejectNulMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -90,6 +93,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "accounts.context_processors.organisation",
+                "thinnest_analytics.replica.replica_lag_context",
             ],
             # {% load formatting %}: one number and money style for every page.
             "libraries": {"formatting": "thinnest_analytics.formatting_tags"},
@@ -108,42 +112,62 @@ else:
             "NAME": VAR_DIR / "db.sqlite3",
         }
     }
-_db = DATABASES["default"]
-if _db["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL lets the dashboard read while ingestion writes; IMMEDIATE takes the
-    # write lock up front so concurrent batches queue instead of failing.
-    _db.setdefault("OPTIONS", {}).update(
-        {
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-            "transaction_mode": "IMMEDIATE",
-            "timeout": 30,
-        }
-    )
-elif envbool("DB_POOL", "true"):
-    # ASGI runs views on worker threads: a pool instead of per-thread persistent
-    # connections. connect_timeout keeps an outage answer (503) quick; the check
-    # before each use drops connections a database restart broke, so the first
-    # requests after a restart are served instead of answered 503. Reconnection
-    # attempts back off exponentially; giving up after the pool timeout lets the
-    # next request start a fresh one, so a long outage never leaves the pool
-    # waiting out a long back-off once the database is back.
-    from .pool import pool_check
+# A streaming replica of the primary (docs/operations.md, "Read replica"): the
+# dashboard's pages and the read endpoints read it; everything else the primary.
+DATABASE_REPLICA_URL = os.getenv("DATABASE_REPLICA_URL", "")
+if DATABASE_REPLICA_URL:
+    if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        from django.core.exceptions import ImproperlyConfigured
 
-    _pool_timeout = float(os.getenv("DB_POOL_TIMEOUT", "5"))
-    _db.setdefault("OPTIONS", {}).update(
-        {
-            "pool": {
-                "min_size": 1,
-                "max_size": envint("DB_POOL_MAX", "16"),
-                "timeout": _pool_timeout,
-                "reconnect_timeout": _pool_timeout,
-                "check": pool_check,
-            },
-            "connect_timeout": 3,
-        }
-    )
-else:
-    _db.setdefault("OPTIONS", {})["connect_timeout"] = 3
+        raise ImproperlyConfigured("DATABASE_REPLICA_URL needs a PostgreSQL DATABASE_URL")
+    # In tests the replica alias is the test database itself (Django's test mirror).
+    DATABASES["replica"] = {**dj_database_url.parse(DATABASE_REPLICA_URL), "TEST": {"MIRROR": "default"}}
+    DATABASE_ROUTERS = ["thinnest_analytics.replica.ReplicaRouter"]
+# Lag above this many seconds is shown on pages that read the replica ("data as
+# of N s ago"); the lag is read at most every REPLICA_LAG_CACHE_SECONDS per process.
+REPLICA_LAG_NOTICE_SECONDS = float(os.getenv("REPLICA_LAG_NOTICE_SECONDS", "10"))
+REPLICA_LAG_CACHE_SECONDS = float(os.getenv("REPLICA_LAG_CACHE_SECONDS", "1"))
+# After a change made in a browser, its replica reads go to the primary until the
+# replica has replayed the change, for this long at most.
+REPLICA_PIN_SECONDS = envint("REPLICA_PIN_SECONDS", "60")
+
+for _alias, _db in DATABASES.items():
+    if _db["ENGINE"] == "django.db.backends.sqlite3":
+        # WAL lets the dashboard read while ingestion writes; IMMEDIATE takes the
+        # write lock up front so concurrent batches queue instead of failing.
+        _db.setdefault("OPTIONS", {}).update(
+            {
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 30,
+            }
+        )
+    elif envbool("DB_POOL", "true"):
+        # ASGI runs views on worker threads: a pool instead of per-thread persistent
+        # connections (one pool per alias). connect_timeout keeps an outage answer
+        # (503) quick; the check before each use drops connections a database
+        # restart broke, so the first requests after a restart are served instead
+        # of answered 503. Reconnection attempts back off exponentially; giving up
+        # after the pool timeout lets the next request start a fresh one, so a long
+        # outage never leaves the pool waiting out a long back-off once the
+        # database is back.
+        from .pool import pool_check
+
+        _pool_timeout = float(os.getenv("DB_POOL_TIMEOUT", "5"))
+        _db.setdefault("OPTIONS", {}).update(
+            {
+                "pool": {
+                    "min_size": 1,
+                    "max_size": envint("DB_POOL_MAX", "16"),
+                    "timeout": _pool_timeout,
+                    "reconnect_timeout": _pool_timeout,
+                    "check": pool_check(_alias),
+                },
+                "connect_timeout": 3,
+            }
+        )
+    else:
+        _db.setdefault("OPTIONS", {})["connect_timeout"] = 3
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Ingestion runs on worker threads so concurrent batches overlap.
 DB_WORKER_THREADS = envbool("DB_WORKER_THREADS", "true")

@@ -12,6 +12,7 @@ from audit.services import Actor
 from metrics.schemas import WindowOut, WindowParams, window_from
 from thinnest_analytics.db import in_worker_thread, on_worker_thread
 from thinnest_analytics.parsing import json_body
+from thinnest_analytics.replica import replica_reads
 
 from .schemas import CallEnded, CallStarted, CallTurn
 from .selectors import voice_metrics
@@ -101,6 +102,7 @@ class VoiceMetricsOut(WindowOut):
     summary="An agent's voice metrics for a window",
 )
 @on_worker_thread
+@replica_reads
 def agent_voice(request: HttpRequest, agent_id: str, params: Query[WindowParams]):
     """Active calls now; calls ended in the window (duration in seconds, minutes,
     cost); voice latency (ms), transcription accuracy and interruption rate of
