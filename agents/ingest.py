@@ -43,6 +43,7 @@ from metrics.rollups import RollupDeltas
 from pricing.prices import money, price_table, trace_cost
 
 from .models import CostSource, Deployment, DeploymentStatus, Score, TraceStep
+from .steps import step_texts
 
 STORED = "stored"
 DUPLICATE = "duplicate"
@@ -269,27 +270,34 @@ class _Batch:
         )
 
     def steps_of(self, pk: int, row: _Row) -> list[tuple]:
-        return [
-            (
-                pk,
-                position,
-                s.span_id,
-                s.parent_span_id,
-                s.kind,
-                s.name,
-                s.started_at,
-                round(s.latency_ms) if s.latency_ms is not None else None,
-                s.model,
-                s.input_tokens,
-                s.output_tokens,
-                s.cost_usd,
-                s.input,
-                s.output,
-                s.error,
-                s.attributes,
+        r = row.record
+        rows = []
+        for position, s in enumerate(r.steps):
+            step_input, step_output, shared = step_texts(
+                s.input, s.output, trace_input=r.input, trace_output=r.output
             )
-            for position, s in enumerate(row.record.steps)
-        ]
+            rows.append(
+                (
+                    pk,
+                    position,
+                    s.span_id,
+                    s.parent_span_id,
+                    s.kind,
+                    s.name,
+                    s.started_at,
+                    round(s.latency_ms) if s.latency_ms is not None else None,
+                    s.model,
+                    s.input_tokens,
+                    s.output_tokens,
+                    s.cost_usd,
+                    step_input,
+                    step_output,
+                    s.error,
+                    s.attributes,
+                    shared,
+                )
+            )
+        return rows
 
 
 class _PortableBatch(_Batch):
@@ -459,6 +467,7 @@ _STEP_COLUMNS = (
     ("output", "jsonb"),
     ("error", "text"),
     ("attributes", "jsonb"),
+    ("texts_from_trace", "smallint"),
 )
 
 
@@ -577,6 +586,9 @@ class _PostgresBatch(_Batch):
                 }
             )
             for position, s in enumerate(r.steps):
+                step_input, step_output, shared = step_texts(
+                    s.input, s.output, trace_input=r.input, trace_output=r.output
+                )
                 steps.append(
                     {
                         "ord": len(steps),
@@ -592,10 +604,11 @@ class _PostgresBatch(_Batch):
                         "input_tokens": s.input_tokens,
                         "output_tokens": s.output_tokens,
                         "cost_usd": s.cost_usd,
-                        "input": s.input,
-                        "output": s.output,
+                        "input": step_input,
+                        "output": step_output,
                         "error": s.error,
                         "attributes": s.attributes,
+                        "texts_from_trace": shared,
                     }
                 )
         params = {

@@ -131,6 +131,7 @@ STEP_FIELDS = (
     "output",
     "error",
     "attributes",
+    "texts_from_trace",
 )
 SCORE_FIELDS = (
     "organisation",

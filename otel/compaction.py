@@ -43,6 +43,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from agents.models import Trace, TraceStep
+from agents.steps import steps_with_texts
 from thinnest_analytics.db import delete_in, insert_ignore_conflicts, update_by_pk
 
 from .mapping import public_id_of
@@ -239,12 +240,14 @@ def texts_of(organisation_id: int, trace_ids: list[str]) -> dict[str, Texts]:
             organisation_id=organisation_id, public_id__in=[public_id_of(t) for t in trace_ids]
         ).values("id", "public_id", "input", "output", "reasoning", "error")
     }
+    by_pk = {t["id"]: t for t in traces.values()}
     steps: dict[int, dict[str, dict]] = defaultdict(dict)
     for step in (
-        TraceStep.objects.filter(trace_id__in=[t["id"] for t in traces.values()])
+        TraceStep.objects.filter(trace_id__in=list(by_pk))
         .order_by("trace_id", "position")
-        .values("trace_id", "span_id", "input", "output", "attributes")
+        .values("trace_id", "span_id", "input", "output", "attributes", "texts_from_trace")
     ):
+        steps_with_texts(by_pk[step["trace_id"]], [step])
         if step["span_id"]:
             steps[step["trace_id"]].setdefault(step["span_id"], step)
     out = {}
