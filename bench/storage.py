@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from datetime import UTC, datetime
 from urllib.parse import urlparse
 
@@ -111,6 +112,7 @@ def bench_bytes(server_factory, *, url: str, root, traces: int = 20_000, per_req
         load_seconds = time.perf_counter() - started
     finally:
         server.stop()
+    as_loaded = table_sizes(url, full=False)
     loaded = table_sizes(url)
     cpu_before = _children_cpu()
     started = time.perf_counter()
@@ -127,11 +129,98 @@ def bench_bytes(server_factory, *, url: str, root, traces: int = 20_000, per_req
         # CPU of the command's process (Django's start included), not PostgreSQL's.
         "compact_cpu_us_per_trace": round(compact_cpu / traces * 1e6),
         "compact_output": out.strip().splitlines()[-1:] if out else [],
+        # After a plain VACUUM: what the files hold as loaded (rows updated while
+        # ingesting leave their old versions' space behind, for new rows to reuse).
+        "bytes_per_trace_as_loaded": sum(t["total"] for t in _grown(as_loaded, empty, traces).values()),
         "bytes_per_trace_before": sum(t["total"] for t in before.values()),
         "bytes_per_trace_after": sum(t["total"] for t in after.values()),
         "before": before,
         "after": after,
+        "packing": bench_packing(specs[:2000]),
     }
+
+
+def bench_packing(specs: list[dict]) -> dict:
+    """Bytes and CPU per trace of the ways received spans could be kept, on the
+    spans of ``specs`` and the trace and steps derived from them (in memory)."""
+    import msgspec
+
+    from otel import compaction
+    from otel.mapping import trace_draft
+    from otel.otlp import PROTOBUF, request_decode
+
+    class NoPrices:
+        def cost(self, *args):
+            return None
+
+    now = datetime.now(UTC)
+    _, decoded = request_decode(body=otlp_request(specs), content_type=PROTOBUF, content_encoding="")
+    by_trace: dict[str, list] = {}
+    for span in decoded.spans:
+        by_trace.setdefault(span.trace_id, []).append(span)
+    stored = msgspec.json.Decoder().decode  # the texts as the database gives them back
+    encode = msgspec.json.Encoder().encode
+    traces = []
+    for spans in by_trace.values():
+        draft = trace_draft(spans, NoPrices())
+        steps = {
+            step["span_id"]: {k: stored(encode(step[k])) for k in ("input", "output", "attributes")}
+            for step in draft.steps
+        }
+        texts = compaction.Texts({"input": draft.input, "output": draft.output, "error": draft.error}, steps)
+        rows = [
+            {**{c: getattr(s, c) for c in compaction.SPAN_COLUMNS[:-1]}, "received_at": now} for s in spans
+        ]
+        traces.append((rows, texts))
+    nothing = compaction.Texts({}, {})
+
+    def document(rows, texts) -> bytes:
+        packed = compaction.spans_pack(rows, texts)
+        unpacker = zlib.decompressobj(-15, zdict=compaction.ZDICT)
+        return unpacker.decompress(packed[1:]) + unpacker.flush()
+
+    def deflated(doc: bytes, zdict: bool) -> bytes:
+        packer = zlib.compressobj(9, zlib.DEFLATED, -15, 9, **({"zdict": compaction.ZDICT} if zdict else {}))
+        return packer.compress(doc) + packer.flush()
+
+    def per_trace(fn) -> tuple[float, float]:
+        """(bytes, CPU µs) per trace, the CPU the median of three runs."""
+        runs, size = [], 0
+        for _ in range(3):
+            started = time.process_time()
+            size = sum(len(fn(rows, texts)) for rows, texts in traces)
+            runs.append(time.process_time() - started)
+        return size / len(traces), sorted(runs)[1] / len(traces) * 1e6
+
+    forms = {
+        "rows (attributes, resource, events as JSON)": lambda rows, texts: b"".join(
+            encode([r["attributes"], r["resource"], r["events"]]) for r in rows
+        ),
+        "packed, every text kept": lambda rows, texts: document(rows, nothing),
+        "packed, every text kept, deflate": lambda rows, texts: deflated(document(rows, nothing), False),
+        "packed, every text kept, deflate + dictionary": lambda rows, texts: deflated(
+            document(rows, nothing), True
+        ),
+        "packed, texts referenced": lambda rows, texts: document(rows, texts),
+        "packed, texts referenced, deflate": lambda rows, texts: deflated(document(rows, texts), False),
+        "packed, texts referenced, deflate + dictionary (kept)": compaction.spans_pack,
+    }
+    out = {}
+    for name, fn in forms.items():
+        size, _ = per_trace(fn)
+        out[name] = {"bytes": round(size)}
+    _, pack_us = per_trace(compaction.spans_pack)
+    packed = [compaction.spans_pack(rows, texts) for rows, texts in traces]
+    runs = []
+    for _ in range(3):
+        started = time.process_time()
+        for (_rows, texts), p in zip(traces, packed, strict=True):
+            compaction.spans_unpack(p, texts)
+        runs.append(time.process_time() - started)
+    kept = out["packed, texts referenced, deflate + dictionary (kept)"]
+    kept["pack_cpu_us"] = round(pack_us)
+    kept["read_cpu_us"] = round(sorted(runs)[1] / len(traces) * 1e6)
+    return out
 
 
 def _children_cpu() -> float:
@@ -185,6 +274,13 @@ def print_bytes(r: dict) -> None:
             if t["total"] >= 1:
                 print(f"    {name:<32}{t['heap']:>8,}{t['toast']:>8,}{t['indexes']:>9,}{t['total']:>8,}")
         print(f"    {'all tables':<32}{'':>25}{sum(t['total'] for t in tables.values()):>8,}")
+    print(
+        f"  as loaded (plain VACUUM, before compaction): {r['bytes_per_trace_as_loaded']:,} bytes per trace"
+    )
+    print("  ways to keep the received spans, per trace (in memory, 2,000 traces):")
+    for name, p in r["packing"].items():
+        cpu = f"  pack {p['pack_cpu_us']} µs, read {p['read_cpu_us']} µs of CPU" if "pack_cpu_us" in p else ""
+        print(f"    {name:<56}{p['bytes']:>6,} bytes{cpu}")
     print(
         f"  compact_spans --older-than 0: {r['compact_seconds']} s, "
         f"{r['compact_cpu_us_per_trace']} µs of its CPU per trace; {' '.join(r['compact_output'])}"
