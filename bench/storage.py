@@ -122,6 +122,7 @@ def bench_bytes(server_factory, *, url: str, root, traces: int = 20_000, per_req
     compacted = table_sizes(url)
     before, after = _grown(loaded, empty, traces), _grown(compacted, empty, traces)
     return {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "traces": traces,
         "spans_per_trace": 3,
         "load_seconds": round(load_seconds, 1),
