@@ -44,6 +44,7 @@ from metrics.rollups import RollupDeltas
 from pricing.prices import money, price_table, trace_cost
 
 from .models import CostSource, Deployment, DeploymentStatus, Score, TraceStep
+from .steps import step_texts
 
 STORED = "stored"
 DUPLICATE = "duplicate"
@@ -92,6 +93,7 @@ STEP_FIELDS = (
     "output",
     "error",
     "attributes",
+    "texts_from_trace",
 )
 SCORE_FIELDS = (
     "organisation",
@@ -328,27 +330,34 @@ class _Batch:
         )
 
     def steps_of(self, pk: int, row: _Row) -> list[tuple]:
-        return [
-            (
-                pk,
-                position,
-                s.span_id,
-                s.parent_span_id,
-                s.kind,
-                s.name,
-                s.started_at,
-                round(s.latency_ms) if s.latency_ms is not None else None,
-                s.model,
-                s.input_tokens,
-                s.output_tokens,
-                s.cost_usd,
-                s.input,
-                s.output,
-                s.error,
-                s.attributes,
+        r = row.record
+        rows = []
+        for position, s in enumerate(r.steps):
+            step_input, step_output, shared = step_texts(
+                s.input, s.output, trace_input=r.input, trace_output=r.output
             )
-            for position, s in enumerate(row.record.steps)
-        ]
+            rows.append(
+                (
+                    pk,
+                    position,
+                    s.span_id,
+                    s.parent_span_id,
+                    s.kind,
+                    s.name,
+                    s.started_at,
+                    round(s.latency_ms) if s.latency_ms is not None else None,
+                    s.model,
+                    s.input_tokens,
+                    s.output_tokens,
+                    s.cost_usd,
+                    step_input,
+                    step_output,
+                    s.error,
+                    s.attributes,
+                    shared,
+                )
+            )
+        return rows
 
 
 class _PortableBatch(_Batch):
@@ -518,6 +527,7 @@ _STEP_COLUMNS = (
     ("output", "jsonb"),
     ("error", "text"),
     ("attributes", "jsonb"),
+    ("texts_from_trace", "smallint"),
 )
 
 
@@ -636,6 +646,9 @@ class _PostgresBatch(_Batch):
                 }
             )
             for position, s in enumerate(r.steps):
+                step_input, step_output, shared = step_texts(
+                    s.input, s.output, trace_input=r.input, trace_output=r.output
+                )
                 steps.append(
                     {
                         "ord": len(steps),
@@ -651,10 +664,11 @@ class _PostgresBatch(_Batch):
                         "input_tokens": s.input_tokens,
                         "output_tokens": s.output_tokens,
                         "cost_usd": s.cost_usd,
-                        "input": s.input,
-                        "output": s.output,
+                        "input": step_input,
+                        "output": step_output,
                         "error": s.error,
                         "attributes": s.attributes,
+                        "texts_from_trace": shared,
                     }
                 )
         params = {

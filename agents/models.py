@@ -272,6 +272,9 @@ class TraceStep(models.Model):
     output = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     attributes = models.JSONField(default=dict, blank=True)
+    # Bit 1: the input is the trace's input; bit 2: the output is the trace's
+    # output. Such a text is stored once, on the trace (``agents.steps``).
+    texts_from_trace = models.SmallIntegerField(default=0)
 
     class Meta:
         ordering = ["position"]

@@ -11,6 +11,7 @@ from thinnest_analytics.errors import ApiError, not_found
 
 from .config import agent_fields, change_details, config_complete, config_masked, config_of
 from .models import Agent, Deployment, DeploymentStatus, PhoneNumber, Session, Trace
+from .steps import steps_with_texts
 
 
 def agent_get(*, organisation, public_id: str) -> Agent:
@@ -136,7 +137,7 @@ def trace_with_steps(*, organisation, public_id: str) -> dict:
     """The trace page's parts: the trace, its steps in order with their
     waterfall (``step_waterfall``), and its scores oldest first."""
     trace = trace_get(organisation=organisation, public_id=public_id)
-    steps = list(trace.steps.all())
+    steps = steps_with_texts(trace, trace.steps.all())
     return {
         "trace": trace,
         "steps": steps,
@@ -153,7 +154,7 @@ def trace_detail(*, organisation, public_id: str) -> dict:
         "reasoning": trace.reasoning,
         "cost_source": trace.cost_source,
         "metadata": trace.metadata,
-        "steps": list(trace.steps.all()),
+        "steps": steps_with_texts(trace, trace.steps.all()),
         "scores": list(trace.scores.order_by("created_at", "pk")),
     }
 
@@ -267,6 +268,8 @@ def conversation_get(*, organisation, public_id: str) -> dict:
     if session is None:
         raise not_found(f"conversation '{public_id}'")
     turns = list(Trace.objects.filter(session=session).order_by("created_at", "pk").prefetch_related("steps"))
+    for turn in turns:
+        steps_with_texts(turn, turn.steps.all())
     latencies = [t.latency_ms for t in turns if t.latency_ms is not None]
     totals = {
         "turns": len(turns),

@@ -4,9 +4,11 @@
     python -m bench                 # 100k data set
     python -m bench --size 100k,10m # both sizes (the 10M load takes several minutes once)
     python -m bench --otlp-only     # OTLP span ingestion against JSON ingestion only
+    python -m bench --bytes-only    # bytes per OTLP trace, before and after span compaction
 
 Needs PostgreSQL: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/thinnest_bench),
-created and migrated if missing. Every number is measured in this run; ratios
+created and migrated if missing. The bytes figure loads a database of its own, dropped and
+created anew each run: BENCH_BYTES_DATABASE_URL (default: BENCH_DATABASE_URL's name + "_bytes"). Every number is measured in this run; ratios
 compare with baselines measured in the same run.
 """
 
@@ -53,10 +55,12 @@ def _free_port() -> int:
 class Server:
     """Daphne on loopback, as `make run` serves the app."""
 
-    def __init__(self) -> None:
+    def __init__(self, env: dict[str, str] | None = None) -> None:
         self.port = _free_port()
         # Loopback without TLS; capacity is measured, so the per-key request limit is off.
-        env = dict(os.environ, LOG_LEVEL="ERROR", ALLOW_HTTP="true", INGEST_REQUESTS_PER_MINUTE="0")
+        env = dict(
+            os.environ, LOG_LEVEL="ERROR", ALLOW_HTTP="true", INGEST_REQUESTS_PER_MINUTE="0", **(env or {})
+        )
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -519,6 +523,14 @@ def main() -> None:
         help="only OTLP ingestion (and JSON ingestion of the same traces, to compare)",
     )
     parser.add_argument(
+        "--bytes-only",
+        action="store_true",
+        help="only bytes per OTLP trace, per table, before and after span compaction",
+    )
+    parser.add_argument(
+        "--bytes-traces", type=int, default=20_000, help="OTLP traces loaded for the bytes figure"
+    )
+    parser.add_argument(
         "--pages-only",
         action="store_true",
         help="only the dashboard pages (no ingestion, API or percentiles)",
@@ -539,6 +551,10 @@ def main() -> None:
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{os.cpu_count()} cores",
     }
+    if args.bytes_only:
+        results["storage"] = _bench_storage(url, args.bytes_traces)
+        _write(results)
+        return
     server = Server()
     try:
         if not (args.skip_ingest or args.pages_only):
@@ -573,6 +589,24 @@ def main() -> None:
             _print_pages(label, results["pages"][label])
     finally:
         server.stop()
+    if not (args.skip_ingest or args.pages_only or args.otlp_only or args.ingest_only):
+        results["storage"] = _bench_storage(url, args.bytes_traces)
+    _write(results)
+
+
+def _bench_storage(url: str, traces: int) -> dict:
+    from .storage import bench_bytes, print_bytes
+
+    parsed = urlparse(url)
+    default = parsed._replace(path=f"{parsed.path}_bytes").geturl()
+    result = bench_bytes(
+        Server, url=os.environ.get("BENCH_BYTES_DATABASE_URL", default), root=ROOT, traces=traces
+    )
+    print_bytes(result)
+    return result
+
+
+def _write(results: dict) -> None:
     out = ROOT / "bench" / "results.json"
     previous = json.loads(out.read_text()) if out.exists() else {}
     previous.update({k: v for k, v in results.items() if k not in ("queries", "percentiles", "pages")})

@@ -20,10 +20,20 @@ class ReceivedTrace(models.Model):
     # GenAI events received as OTLP log records (``otlp.LogIn.as_stored``), in
     # arrival order; each is read as an event of its span, whichever came first.
     log_records = models.JSONField(default=list)
+    # Once the trace has settled (nothing received for OTEL_SPAN_SETTLE_SECONDS),
+    # its spans packed here and their ``ReceivedSpan`` rows deleted; None while
+    # they are rows (``otel.compaction``).
+    compacted_spans = models.BinaryField(null=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["organisation", "trace_id"], name="received_trace_unique")
+        ]
+        indexes = [
+            # The traces whose spans are still rows: those compaction looks at.
+            models.Index(
+                fields=["id"], name="received_trace_open", condition=models.Q(compacted_spans__isnull=True)
+            )
         ]
 
 

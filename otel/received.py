@@ -22,6 +22,7 @@ from django.db import connection
 
 from thinnest_analytics.db import insert_ignore_conflicts, update_by_pk
 
+from .compaction import COMPACTED_SQL, compacted_of, spans_reopen
 from .models import ReceivedSpan, ReceivedTrace
 from .otlp import SpanIn
 
@@ -135,9 +136,11 @@ def received_lock(organisation, trace_ids: list[str], public_ids: list[str], now
     with connection.wrap_database_errors:
         with raw.pipeline():
             lock, spans, old = psycopg.Cursor(raw), psycopg.Cursor(raw), psycopg.Cursor(raw)
+            compacted = psycopg.Cursor(raw)
             lock.execute(_LOCK, params)
             spans.execute(_SPANS, params)
             old.execute(_OLD, params)
+            compacted.execute(COMPACTED_SQL, params)
         received = {
             row[1]: Received(row[0], row[1], row[2], row[3], _json_value(row[4])) for row in lock.fetchall()
         }
@@ -148,8 +151,10 @@ def received_lock(organisation, trace_ids: list[str], public_ids: list[str], now
             )
             stored[span.trace_id][span.span_id] = span
         olds = {row[1]: dict(zip(OLD_TRACE_FIELDS, row, strict=True)) for row in old.fetchall()}
-        for cursor in (lock, spans, old):
+        packed = dict(compacted.fetchall())
+        for cursor in (lock, spans, old, compacted):
             cursor.close()
+    spans_reopen(organisation.pk, packed, stored)  # compacted traces: their spans as rows again
     return ReceivedState(received, stored, olds)
 
 
@@ -182,6 +187,7 @@ def _received_lock_orm(organisation, trace_ids, public_ids, now) -> ReceivedStat
         *SPAN_FIELDS
     ):
         stored[row["trace_id"]][row["span_id"]] = SpanIn(**row)
+    spans_reopen(organisation.pk, compacted_of(organisation.pk, trace_ids), stored)
     return ReceivedState(received, stored, old_traces(organisation, public_ids))
 
 

@@ -1,18 +1,19 @@
 """Retention of received spans: they go with the traces derived from them, and
 spans of traces whose root never arrived go once last received before the
-horizon. Registered with ingestion's retention (``agents.retention``) from
+horizon; compacted spans (``otel.compaction``) go with their received trace
+and count as the spans they hold. Registered with ingestion's retention (``agents.retention``) from
 ``OtelConfig.ready``."""
 
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q, Value
+from django.db.models import Exists, OuterRef, Q, Sum, Value
 from django.db.models.functions import Concat
 
 from accounts.models import Organisation
 from agents.models import Trace
 from audit.services import Actor, audit_record
-from thinnest_analytics.db import delete_in
+from thinnest_analytics.db import MAX_PARAMS, delete_in
 
 from .mapping import public_id_of
 from .models import ReceivedSpan, ReceivedTrace
@@ -22,6 +23,21 @@ OTEL_PREFIX = public_id_of("")
 
 def _otel_ids(public_ids: list[str]) -> list[str]:
     return sorted(p[len(OTEL_PREFIX) :] for p in public_ids if p.startswith(OTEL_PREFIX))
+
+
+def _compacted_span_count(organisation: Organisation, trace_ids: list[str]) -> int:
+    """Spans held in the compacted form by these received traces."""
+    count = 0
+    for start in range(0, len(trace_ids), MAX_PARAMS // 2):
+        count += (
+            ReceivedTrace.objects.filter(
+                organisation=organisation,
+                trace_id__in=trace_ids[start : start + MAX_PARAMS // 2],
+                compacted_spans__isnull=False,
+            ).aggregate(n=Sum("span_count"))["n"]
+            or 0
+        )
+    return count
 
 
 class ReceivedSpans:
@@ -37,7 +53,8 @@ class ReceivedSpans:
 
     def delete(self, *, organisation: Organisation, public_ids: list[str]) -> int:
         otel_ids = _otel_ids(public_ids)
-        spans = delete_in(ReceivedSpan, "trace_id", otel_ids, organisation=organisation)
+        spans = _compacted_span_count(organisation, otel_ids)
+        spans += delete_in(ReceivedSpan, "trace_id", otel_ids, organisation=organisation)
         delete_in(ReceivedTrace, "trace_id", otel_ids, organisation=organisation)
         return spans
 
@@ -56,7 +73,8 @@ class ReceivedSpans:
             )
             if not stale:
                 return 0, 0
-            spans = delete_in(ReceivedSpan, "trace_id", stale, organisation=organisation)
+            spans = _compacted_span_count(organisation, stale)
+            spans += delete_in(ReceivedSpan, "trace_id", stale, organisation=organisation)
             delete_in(ReceivedTrace, "trace_id", stale, organisation=organisation)
             audit_record(
                 organisation=organisation,
@@ -84,7 +102,11 @@ class ReceivedSpans:
             organisation=OuterRef("organisation"),
             trace_id=OuterRef("trace_id"),
         )
-        return ReceivedSpan.objects.filter(Exists(expiring)).count()
+        compacted = ReceivedTrace.objects.filter(
+            Q(derived=False, last_received_at__lt=horizon) | Q(Exists(expiring_trace)),
+            compacted_spans__isnull=False,
+        ).aggregate(n=Sum("span_count"))["n"]
+        return ReceivedSpan.objects.filter(Exists(expiring)).count() + (compacted or 0)
 
 
 RECEIVED_SPANS = ReceivedSpans()

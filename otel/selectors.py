@@ -2,6 +2,7 @@
 
 from thinnest_analytics.errors import ApiError, not_found
 
+from .compaction import compacted_spans
 from .mapping import public_id_of
 from .models import ReceivedSpan, ReceivedTrace
 
@@ -27,22 +28,32 @@ SPAN_COLUMNS = (
 def received_spans(*, organisation, public_id: str) -> dict:
     """The spans of trace ``public_id`` (``otel-<32 hex digits>``) as they
     arrived, in start order (times in Unix nanoseconds), and its GenAI log
-    records in arrival order. Not found for any other id or organisation."""
+    records in arrival order, whether the spans are still rows or compacted
+    (``otel.compaction``). Not found for any other id or organisation."""
     trace_id = public_id.removeprefix(OTEL_PREFIX)
     received = (
         ReceivedTrace.objects.filter(organisation=organisation, trace_id=trace_id)
-        .values("trace_id", "log_records")
+        .values("trace_id", "log_records", "compacted_spans")
         .first()
         if public_id.startswith(OTEL_PREFIX)
         else None
     )
     if received is None:
         raise not_found(f"trace '{public_id}'")
-    spans = list(
-        ReceivedSpan.objects.filter(organisation=organisation, trace_id=trace_id)
-        .order_by("start_ns", "span_id")
-        .values(*SPAN_COLUMNS)
-    )
+    if received["compacted_spans"] is not None:
+        spans = compacted_spans(
+            organisation_id=organisation.pk, trace_id=trace_id, packed=received["compacted_spans"]
+        )
+        spans = [
+            {c: s[c] for c in SPAN_COLUMNS}
+            for s in sorted(spans, key=lambda s: (s["start_ns"], s["span_id"]))
+        ]
+    else:
+        spans = list(
+            ReceivedSpan.objects.filter(organisation=organisation, trace_id=trace_id)
+            .order_by("start_ns", "span_id")
+            .values(*SPAN_COLUMNS)
+        )
     return {
         "trace_id": public_id,
         "otel_trace_id": trace_id,

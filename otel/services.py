@@ -14,6 +14,7 @@ from agents.conversations import SessionState, conversation_moves, sessions_lock
 from agents.ingest import DUPLICATE, STEP_FIELDS, STORED, TRACE_FIELDS, TraceRecord, TraceRow, traces_store
 from agents.models import Deployment, DeploymentStatus, Score, Session, Trace, TraceStep
 from agents.services import agents_resolve
+from agents.steps import step_values
 from audit.services import Actor
 from metrics.rollups import RollupDeltas
 from pricing.prices import price_table
@@ -525,7 +526,7 @@ def _rows_store(organisation, drafts, old, rows, pending, result) -> dict[str, i
         TraceStep,
         STEP_FIELDS,
         [
-            (pk_of[trace_id], position, *(step[f] for f in STEP_FIELDS[2:]))
+            (pk_of[trace_id], position, *step_values(step, trace_input=d.input, trace_output=d.output))
             for trace_id, d in drafts.items()
             for position, step in enumerate(d.steps)
         ],

@@ -3,6 +3,7 @@ requests that arrive at once (children in one, their agent spans in another,
 re-sends in others) end up as the same traces, conversations and rollups as
 one request carrying them all."""
 
+import io
 import json
 from functools import partial
 
@@ -109,3 +110,49 @@ def test_a_trace_split_over_racing_requests_is_derived_as_if_sent_at_once(live_s
     received = ReceivedTrace.objects.filter(organisation=split.organisation)
     assert sorted(received.values_list("span_count", "derived")) == [(3, True)] * TRACES
     assert _rebuilt(split.organisation) == _state(at_once.organisation)["rollups"]
+
+
+def _compact_passes(passes: int) -> int:
+    """Compaction passes of every trace, one after another, as beat and an operator might run them."""
+    from django.core.management import call_command
+    from django.db import connection
+
+    try:
+        for _ in range(passes):
+            call_command("compact_spans", "--older-than", "0", "--batch-size", "3", stdout=io.StringIO())
+    finally:
+        connection.close()
+    return 200
+
+
+def test_spans_racing_compaction_make_the_same_traces_and_lose_no_span(live_server):
+    """Late spans arrive while their traces are compacted: whichever comes
+    first, each trace ends up as if its spans had come at once, with all of
+    them kept, as rows (reopened) or packed."""
+    url = f"{live_server.url}/api/otel/v1/traces"
+    spans = _spans()
+    at_once = _tenant("otel-at-once")
+    assert _post(url, at_once.keys["ingest"], spans["agent"] + spans["chat"] + spans["tool"]) == 200
+
+    late = _tenant("otel-late")
+    key = late.keys["ingest"]
+    assert _post(url, key, spans["agent"] + spans["chat"]) == 200
+
+    def one_by_one(tools: list[dict]) -> int:
+        return max(_post(url, key, [span]) for span in tools)
+
+    calls = [
+        partial(one_by_one, spans["tool"][0::2]),
+        partial(one_by_one, spans["tool"][1::2][::-1]),
+        partial(_compact_passes, 6),
+    ]
+    assert race(calls) == [200] * len(calls)
+
+    assert _state(late.organisation) == _state(at_once.organisation)
+    received = ReceivedTrace.objects.filter(organisation=late.organisation)
+    assert sorted(received.values_list("span_count", flat=True)) == [3] * TRACES
+    _compact_passes(1)
+    reader = late.api("read")
+    for n in range(TRACES):
+        read = reader.get(f"/api/traces/otel-{n + 1:032x}/spans").json()["spans"]
+        assert [s["name"] for s in read] == ["invoke_agent", "chat", "execute_tool lookup"]

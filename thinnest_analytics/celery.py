@@ -24,6 +24,11 @@ app.conf.beat_schedule = {
         "task": "alerts.sweep",
         "schedule": float(os.environ.get("ALERT_SWEEP_SECONDS", "60")),
     },
+    # Received OpenTelemetry spans of traces settled for OTEL_SPAN_SETTLE_SECONDS, packed.
+    "compact-received-spans": {
+        "task": "otel.compact_spans",
+        "schedule": float(os.environ.get("OTEL_SPAN_COMPACTION_EVERY_SECONDS", "300")),
+    },
     # Raw traces older than RETENTION_DAYS, in batches; rollups stay.
     "apply-retention": {
         "task": "agents.apply_retention",

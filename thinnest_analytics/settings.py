@@ -204,6 +204,8 @@ INGEST_MAX_TEXT_CHARS = envint("INGEST_MAX_TEXT_CHARS", str(1_000_000))
 # Retry-After, which exporters retry), and the spans kept per trace.
 OTEL_MAX_CONCURRENT_REQUESTS = envint("OTEL_MAX_CONCURRENT_REQUESTS", "4")
 OTEL_MAX_SPANS_PER_TRACE = envint("OTEL_MAX_SPANS_PER_TRACE", "10000")
+# A trace's received spans are compacted once nothing has arrived for it for this long.
+OTEL_SPAN_SETTLE_SECONDS = envint("OTEL_SPAN_SETTLE_SECONDS", "3600")
 
 # --- channels -------------------------------------------------------------
 REDIS_URL = os.getenv("REDIS_URL", "")
