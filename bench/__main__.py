@@ -5,6 +5,9 @@
     python -m bench --size 100k,10m # both sizes (the 10M load takes several minutes once)
     python -m bench --otlp-only     # OTLP span ingestion against JSON ingestion only
     python -m bench --bytes-only    # bytes per OTLP trace, before and after span compaction
+    python -m bench --size 1m --days 3 --api-only
+                                    # 10M's raw rows per hour (13,900) in a few minutes' load:
+                                    # the analytics endpoints alone
 
 Needs PostgreSQL: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/thinnest_bench),
 created and migrated if missing. The bytes figure loads a database of its own, dropped and
@@ -30,6 +33,7 @@ from urllib.parse import urlparse
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/thinnest_bench"
 SIZES = {"100k": 100_000, "1m": 1_000_000, "10m": 10_000_000}
+DAYS = 30  # days a data set spans unless --days says otherwise (bench.datasets.DAYS)
 
 
 def _ensure_database(url: str) -> None:
@@ -336,13 +340,15 @@ def _timed_plain(sql: str, params: dict, calls: int) -> list[float]:
     return samples
 
 
-def bench_queries(server: Server, *, size_label: str, traces: int, calls: int, plain_calls: int) -> dict:
+def bench_queries(
+    server: Server, *, size_label: str, traces: int, calls: int, plain_calls: int, days: int = DAYS
+) -> dict:
     from accounts.services import api_key_create
     from audit.services import Actor
 
     from .datasets import load
 
-    org, agents = load(slug=f"bench-{size_label}", traces=traces)
+    org, agents = load(slug=f"bench-{size_label}", traces=traces, days=days)
     key = api_key_create(organisation=org, name="bench", scopes=["read"], actor=Actor.system("bench")).raw_key
     agent = agents[0]
     conn = server.connection()
@@ -405,7 +411,7 @@ def _range(start: datetime, end: datetime) -> str:
     return urlencode(range_params(start, end))
 
 
-def bench_pages(server: Server, *, size_label: str, traces: int, calls: int) -> dict:
+def bench_pages(server: Server, *, size_label: str, traces: int, calls: int, days: int = DAYS) -> dict:
     """Server time of each dashboard page, signed in as a viewer, through HTTP."""
     from django.test import Client
 
@@ -415,7 +421,7 @@ def bench_pages(server: Server, *, size_label: str, traces: int, calls: int) -> 
 
     from .datasets import load
 
-    org, agents = load(slug=f"bench-{size_label}", traces=traces, progress=False)
+    org, agents = load(slug=f"bench-{size_label}", traces=traces, days=days, progress=False)
     user, _ = user_create_or_update(
         organisation=org, username=f"bench-{size_label}-viewer", password=None, role=Role.VIEWER
     )
@@ -455,7 +461,7 @@ def bench_pages(server: Server, *, size_label: str, traces: int, calls: int) -> 
     return results
 
 
-def bench_percentiles(*, size_label: str, traces: int, windows: int) -> dict:
+def bench_percentiles(*, size_label: str, traces: int, windows: int, days: int = DAYS) -> dict:
     from django.db import connection
 
     from dashboard import selectors
@@ -463,17 +469,17 @@ def bench_percentiles(*, size_label: str, traces: int, windows: int) -> dict:
 
     from .datasets import load
 
-    org, agents = load(slug=f"bench-{size_label}", traces=traces, progress=False)
+    org, agents = load(slug=f"bench-{size_label}", traces=traces, days=days, progress=False)
     rng = random.Random(7)
     now = datetime.now(UTC)
     worst = {"p50": 0.0, "p95": 0.0}
     for _ in range(windows):
         agent = rng.choice(agents)
-        length = timedelta(minutes=rng.randint(60, 30 * 24 * 60))
+        length = timedelta(minutes=rng.randint(60, days * 24 * 60))
         start = (
             now
-            - timedelta(days=30)
-            + timedelta(seconds=rng.randint(0, int((timedelta(days=30) - length).total_seconds())))
+            - timedelta(days=days)
+            + timedelta(seconds=rng.randint(0, int((timedelta(days=days) - length).total_seconds())))
         )
         window = Window(start, start + length)
         got = selectors.agent_summary(organisation=org, agent=agent, window=window)
@@ -509,7 +515,19 @@ def main() -> None:
         default=None,
         help="calls of the plain-SQL baseline (default: 50 at 100k, 5 above)",
     )
+    parser.add_argument(
+        "--days",
+        type=int,
+        default=DAYS,
+        help="days the traces are spread over, ending now (default 30); 1m over 3 days has the raw rows "
+        "per hour of 10m over 30 days, so a window's partial hours cost what they cost at 10m",
+    )
     parser.add_argument("--skip-ingest", action="store_true")
+    parser.add_argument(
+        "--api-only",
+        action="store_true",
+        help="only the analytics endpoints (no ingestion, percentiles or pages)",
+    )
     parser.add_argument("--ingest-batches", type=int, default=40, help="batches of 500 per client")
     parser.add_argument("--windows", type=int, default=200, help="random windows for the percentile check")
     parser.add_argument("--page-calls", type=int, default=20, help="requests per dashboard page")
@@ -557,6 +575,8 @@ def main() -> None:
         return
     server = Server()
     try:
+        if args.api_only:
+            args.skip_ingest = True
         if not (args.skip_ingest or args.pages_only):
             from .otlp import bench_otlp, print_otlp
 
@@ -574,17 +594,28 @@ def main() -> None:
         results["pages"] = {}
         for label in [s.strip().lower() for s in args.size.split(",") if s.strip()]:
             traces = SIZES[label]
+            days = args.days
+            if days != DAYS:
+                label = f"{label}-{days}d"  # a data set of its own
             plain_calls = args.plain_calls or (50 if traces <= 100_000 else 5)
             if not args.pages_only:
                 results["queries"][label] = bench_queries(
-                    server, size_label=label, traces=traces, calls=args.calls, plain_calls=plain_calls
+                    server,
+                    size_label=label,
+                    traces=traces,
+                    calls=args.calls,
+                    plain_calls=plain_calls,
+                    days=days,
                 )
+                if args.api_only:
+                    _print_queries(label, results["queries"][label], None)
+                    continue
                 results["percentiles"][label] = bench_percentiles(
-                    size_label=label, traces=traces, windows=args.windows
+                    size_label=label, traces=traces, windows=args.windows, days=days
                 )
                 _print_queries(label, results["queries"][label], results["percentiles"][label])
             results["pages"][label] = bench_pages(
-                server, size_label=label, traces=traces, calls=args.page_calls
+                server, size_label=label, traces=traces, calls=args.page_calls, days=days
             )
             _print_pages(label, results["pages"][label])
     finally:
@@ -633,7 +664,7 @@ def _print_pages(label: str, pages: dict) -> None:
         print(f"  {path:<64}{r['p50_ms']:>10}{r['p95_ms']:>10}")
 
 
-def _print_queries(label: str, queries: dict, percentiles: dict) -> None:
+def _print_queries(label: str, queries: dict, percentiles: dict | None) -> None:
     print(f"\nqueries at {label} traces (ms)")
     print(
         f"  {'endpoint':<16}{'API p50':>10}{'API p95':>10}{'plain p50':>12}{'plain p95':>12}{'speed-up':>10}"
@@ -643,6 +674,8 @@ def _print_queries(label: str, queries: dict, percentiles: dict) -> None:
         print(
             f"  {name:<16}{r['api']['p50_ms']:>10}{r['api']['p95_ms']:>10}{r['plain_sql']['p50_ms']:>12}{r['plain_sql']['p95_ms']:>12}{speedup:>9.1f}x"
         )
+    if percentiles is None:
+        return
     print(
         f"  worst percentile error over {percentiles['windows']} windows: p50 {percentiles['worst_relative_error_p50']:.3%}, "
         f"p95 {percentiles['worst_relative_error_p95']:.3%}"

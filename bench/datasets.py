@@ -106,8 +106,8 @@ LATENCY = "round(exp(ln(900) + 0.6 * sqrt(-2 * ln(greatest(bench_u(n, 1), 1e-12)
 COST = f"round(({INPUT_TOKENS} * 0.15 + {OUTPUT_TOKENS} * 0.60) / 1000000, 10)"
 
 
-def load(*, slug: str, traces: int, progress: bool = True) -> tuple[object, list[Agent]]:
-    """An organisation with ``traces`` traces over the last 30 days (4 per
+def load(*, slug: str, traces: int, days: int = DAYS, progress: bool = True) -> tuple[object, list[Agent]]:
+    """An organisation with ``traces`` traces over the last ``days`` days (4 per
     conversation, 10 agents, chat/widget/voice, two deployment versions, 10 %
     scored). Reuses an existing load of the same size."""
     organisation = organisation_get_or_create(slug=slug)
@@ -125,7 +125,7 @@ def load(*, slug: str, traces: int, progress: bool = True) -> tuple[object, list
     Session.objects.filter(organisation=organisation).delete()
 
     end = datetime.now(UTC).replace(microsecond=0)
-    start = end - timedelta(days=DAYS)
+    start = end - timedelta(days=days)
     span = (end - start).total_seconds()
     agent_ids = "ARRAY[" + ",".join(str(a.pk) for a in agents) + "]::bigint[]"
     with connection.cursor() as cursor:
@@ -136,7 +136,7 @@ def load(*, slug: str, traces: int, progress: bool = True) -> tuple[object, list
         at = f"(%(start)s::timestamptz + make_interval(secs => n * {span / traces}))"
         agent = f"({agent_ids})[(s %% {AGENTS}) + 1]"
         channel = f"(CASE WHEN s %% {AGENTS} < 4 THEN (CASE WHEN s %% 3 = 0 THEN 'widget' ELSE 'chat' END) WHEN s %% {AGENTS} < 7 THEN 'voice' ELSE 'chat' END)"
-        version = f"(CASE WHEN {at} < %(start)s::timestamptz + make_interval(days => (12 + (s %% {AGENTS}))::int) THEN 'v1' ELSE 'v2' END)"
+        version = f"(CASE WHEN {at} < %(start)s::timestamptz + make_interval(secs => {span} * (12 + (s %% {AGENTS})) / {DAYS}) THEN 'v1' ELSE 'v2' END)"
         chunk = 1_000_000
         steps = list(range(0, traces, chunk))
         with transaction.atomic():

@@ -14,7 +14,6 @@ rows every time."""
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
 
 from django.db import connection
 from django.db.models import Count, IntegerField, Max, QuerySet, Sum
@@ -30,33 +29,44 @@ class RollupReads:
         self._lock = threading.Lock()
 
     @staticmethod
-    def stamp(rows: QuerySet) -> tuple:
-        return tuple(
-            rows.aggregate(
+    def enabled() -> bool:
+        """Stamps need PostgreSQL's row versions; SQLite reads the rows every time."""
+        return connection.vendor == "postgresql"
+
+    @staticmethod
+    def stamp_query(rows: QuerySet) -> QuerySet:
+        """The stamp of ``rows`` (all of one organisation): one row, or none when there are no rows."""
+        return (
+            rows.order_by()
+            .values("organisation_id")
+            .annotate(
                 n=Count("id"),
                 last=Max("id"),
                 versions=Sum(RawSQL("xmin::text::bigint", [], output_field=IntegerField())),
-            ).values()
+            )
         )
 
-    def get(self, key: tuple, rows: QuerySet, read: Callable[[], dict]) -> dict:
-        """What ``read()`` returns for ``rows``, from the last read when they are unchanged.
-        The result is shared: callers merge it into totals of their own, never change it."""
-        if connection.vendor != "postgresql":
-            return read()
-        stamp = self.stamp(rows)
+    @staticmethod
+    def stamp_of(stamp_rows: list[dict]) -> tuple:
+        """The stamp from what ``stamp_query`` returned."""
+        return next(((r["n"], r["last"], r["versions"]) for r in stamp_rows), (0, None, None))
+
+    def kept(self, key: tuple, stamp: tuple) -> dict | None:
+        """The totals read for ``key`` while its rows had this stamp, if kept. The
+        result is shared: callers merge it into totals of their own, never change it."""
         with self._lock:
             kept = self._kept.get(key)
-            if kept is not None and kept[0] == stamp:
-                self._kept.move_to_end(key)
-                return kept[1]
-        fresh = read()
+            if kept is None or kept[0] != stamp:
+                return None
+            self._kept.move_to_end(key)
+            return kept[1]
+
+    def keep(self, key: tuple, stamp: tuple, totals: dict) -> None:
         with self._lock:
-            self._kept[key] = (stamp, fresh)
+            self._kept[key] = (stamp, totals)
             self._kept.move_to_end(key)
             while len(self._kept) > self.entries:
                 self._kept.popitem(last=False)
-        return fresh
 
     def clear(self) -> None:
         with self._lock:

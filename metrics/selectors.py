@@ -6,6 +6,7 @@ rows. Counts and sums are therefore exact, and query cost follows the window's
 length, not the number of traces. Definitions follow docs/metrics.md.
 """
 
+import threading
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,8 +14,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
-from django.db.models import CharField, Count, F, Q, Sum, Value
+from django.db import connection
+from django.db.models import CharField, F, Q, Sum, Value
 from django.db.models.functions import TruncDay, TruncHour
+
+from thinnest_analytics.db import Statement, values_together
 
 from .models import COUNTERS, DailyRollup, HourlyRollup
 from .readcache import rollup_reads
@@ -190,28 +194,18 @@ def collect(
     ``regroup``). Edges older than the retention horizon are read in whole hours.
     ``facts`` limits the raw rows read at the edges to those kinds (of FACTS);
     the others' counters are then incomplete."""
-    Trace, Session, Score = raw_model("agents.Trace"), raw_model("agents.Session"), raw_model("agents.Score")
-    VoiceCall, UsageEvent = raw_model("voice.VoiceCall"), raw_model("billing.UsageEvent")
     dimensions = _dimensions(group)
-    # Ungrouped, every row is in one group: a constant column "g".
-    names = [f"g{i}" for i in range(len(dimensions))] or ["g"]
     plan = window_plan(whole_hours_before(window, retention_horizon()), use_daily="hour" not in dimensions)
-    out: dict[object, Totals] = defaultdict(Totals)
-    scope = (
-        {"organisation": organisation} if agent is None else {"organisation": organisation, "agent": agent}
+    shape = _Shape(
+        dimensions=dimensions,
+        with_sketch=with_sketch,
+        facts=tuple(f for f in FACTS if f in facts),
+        per_agent=agent is not None,
+        ranges=(len(plan.daily), len(plan.hourly), len(plan.raw)),
     )
-
-    def grouped(qs, kind: int, time_column: str, fixed: dict | None = None):
-        """``qs`` annotated with the group columns (``fixed`` overrides some)."""
-        if not dimensions:
-            return qs.annotate(g=Value(None, output_field=CharField()))
-        fixed = fixed or {}
-        return qs.annotate(
-            **{
-                n: fixed[d] if d in fixed else _group_expr(d, kind, time_column)
-                for n, d in zip(names, dimensions, strict=True)
-            }
-        )
+    reads = _reads_of(shape, organisation_id=organisation.pk, agent_id=agent.pk if agent else None, plan=plan)
+    names = shape.names
+    out: dict[object, Totals] = defaultdict(Totals)
 
     def key_of(row):
         if not dimensions:
@@ -219,138 +213,232 @@ def collect(
         key = tuple(_normalise_key(d, row[n]) for n, d in zip(names, dimensions, strict=True))
         return key if isinstance(group, tuple) else key[0]
 
-    def totals(row) -> Totals:
-        return out[key_of(row)]
-
-    # Whole days and hours from rollups.
-    for model, ranges in ((DailyRollup, plan.daily), (HourlyRollup, plan.hourly)):
-        if not ranges:
-            continue
-
-        def read(model=model, ranges=ranges) -> dict[object, Totals]:
-            part: dict[object, Totals] = defaultdict(Totals)
-            rows = grouped(model.objects.filter(ranges_q("bucket_start", ranges), **scope), 0, "")
-            if with_sketch:
-                # Every row's sketch is read anyway, so its counters come along and are summed here.
-                rows = rows.values(*names, "agent_id", *COUNTERS, "latency_sketch")
-            else:
-                rows = rows.values(*names, "agent_id").annotate(**{n: Sum(n) for n in COUNTERS})
-            for row in rows.order_by():
-                t = part[key_of(row)]
-                t.add(row)
-                if row["traces"]:
-                    t.agents.add(row["agent_id"])
-                if with_sketch:
-                    merge_into(t.latency_sketch, row["latency_sketch"])
-            return part
-
-        rows_read = model.objects.filter(ranges_q("bucket_start", ranges), **scope)
-        cache_key = (
-            model.__name__,
-            organisation.pk,
-            agent.pk if agent else None,
-            dimensions,
-            with_sketch,
-            tuple(ranges),
+    # One round trip for the rollups' stamps and the edges' raw rows, and one
+    # more for the rollup rows whose stamp changed (PostgreSQL; SQLite reads
+    # the rollups every time). A kept read is the grouped totals of a table's
+    # rows while their stamp is unchanged (``readcache``).
+    stamped = rollup_reads.enabled()
+    pieces = (plan.daily, plan.hourly, plan.raw)
+    rollups = [
+        (
+            (
+                table,
+                organisation.pk,
+                agent.pk if agent else None,
+                dimensions,
+                with_sketch,
+                tuple(pieces[piece]),
+            ),
+            stamp,
+            read,
         )
-        for key, part in rollup_reads.get(cache_key, rows_read, read).items():
-            out[key].merge(part, with_sketch=with_sketch)
-
-    if not plan.raw:
-        return out
+        for table, piece, stamp, read in reads.rollups
+    ]
+    first = values_together(
+        [*(stamp for _, stamp, _ in rollups if stamped), *(read for read, _ in reads.edges)]
+    )
+    stamps = [rollup_reads.stamp_of(rows) for rows in first[: len(rollups)]] if stamped else []
+    edge_rows = first[len(stamps) :]
+    parts: list[dict | None] = (
+        [rollup_reads.kept(key, stamp) for (key, _, _), stamp in zip(rollups, stamps, strict=True)]
+        if stamped
+        else [None] * len(rollups)
+    )
+    missing = [i for i, part in enumerate(parts) if part is None]
+    for i, rows in zip(missing, values_together([rollups[i][2] for i in missing]), strict=True):
+        parts[i] = _rollup_totals(rows, key_of, with_sketch)
+        if stamped:
+            rollup_reads.keep(rollups[i][0], stamps[i], parts[i])
+    for part in parts:
+        for key, t in part.items():
+            out[key].merge(t, with_sketch=with_sketch)
 
     # Partial hours at the edges from raw rows.
-    traces = Trace.objects.filter(ranges_q("created_at", plan.raw), **scope)
-    aggregates = (
-        Trace.objects.none()
-        if "traces" not in facts
-        else (
-            grouped(traces, 1, "created_at").values(*names, "agent_id").annotate(**trace_facts()).order_by()
-        )
-    )
-    for row in aggregates:
-        t = totals(row)
-        t.add(row)
-        t.agents.add(row["agent_id"])
-
-    conversations = (
-        Session.objects.none()
-        if "conversations" not in facts
-        else (
-            grouped(Session.objects.filter(ranges_q("started_at", plan.raw), **scope), 2, "started_at")
-            .values(*names)
-            .annotate(**conversation_facts())
-            .order_by()
-        )
-    )
-    for row in conversations:
-        totals(row).add(row)
-
-    scores = (
-        Score.objects.none()
-        if "scores" not in facts
-        else (
-            grouped(
-                Score.objects.filter(ranges_q("trace_created_at", plan.raw), **scope), 3, "trace_created_at"
-            )
-            .values(*names)
-            .annotate(**score_facts())
-            .order_by()
-        )
-    )
-    for row in scores:
-        totals(row).add(row)
-
-    # Usage events (billing: scraping and other categories) in the partial hours.
-    # Their rollup rows have no channel (""), so neither do they here.
-    usage = (
-        UsageEvent.objects.none()
-        if "usage" not in facts
-        else (
-            grouped(
-                UsageEvent.objects.filter(ranges_q("at", plan.raw), **scope),
-                1,
-                "at",
-                {"channel": Value("", output_field=CharField())},
-            )
-            .values(*names)
-            .annotate(other_cost_usd=Sum("cost_usd"))
-            .order_by()
-        )
-    )
-    for row in usage:
-        totals(row).add(row)
-
-    # Voice calls ended in the partial hours: minutes and cost count where a call ended.
-    calls = (
-        VoiceCall.objects.none()
-        if "voice" not in facts
-        else (
-            grouped(
-                VoiceCall.objects.filter(ranges_q("ended_at", plan.raw), **scope),
-                2,
-                "ended_at",
-                {"channel": Value("voice", output_field=CharField())},
-            )
-            .values(*names)
-            .annotate(**voice_call_facts())
-            .order_by()
-        )
-    )
-    for row in calls:
-        totals(row).add(row)
-
-    if with_sketch and "traces" in facts:
-        buckets = (
-            grouped(traces.filter(latency_ms__isnull=False), 1, "created_at")
-            .annotate(b=LatencyBucket("latency_ms"))
-            .values(*names, "b")
-            .annotate(n=Count("id"))
-            .order_by()
-        )
-        for row in buckets:
-            merge_into(totals(row).latency_sketch, {row["b"]: row["n"]})
+    for (_, kind), rows in zip(reads.edges, edge_rows, strict=True):
+        for row in rows:
+            t = out[key_of(row)]
+            t.add(row)
+            if kind == "traces":
+                t.agents.add(row["agent_id"])
+                if with_sketch and row["b"] is not None:
+                    # Counters per latency bucket (null for traces without latency).
+                    merge_into(t.latency_sketch, {row["b"]: row["latency_count"]})
     return out
+
+
+def _rollup_totals(rows: list[dict], key_of, with_sketch: bool) -> dict[object, Totals]:
+    part: dict[object, Totals] = defaultdict(Totals)
+    for row in rows:
+        t = part[key_of(row)]
+        t.add(row)
+        if row["traces"]:
+            t.agents.add(row["agent_id"])
+        if with_sketch:
+            merge_into(t.latency_sketch, row["latency_sketch"])
+    return part
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What the statements of a window read depend on, besides the organisation,
+    the agent and the instants of the window's pieces."""
+
+    dimensions: tuple[Dimension, ...]
+    with_sketch: bool
+    facts: tuple[str, ...]
+    per_agent: bool
+    ranges: tuple[int, int, int]  # how many daily, hourly and raw ranges
+
+    @property
+    def names(self) -> list[str]:
+        # Ungrouped, every row is in one group: a constant column "g".
+        return [f"g{i}" for i in range(len(self.dimensions))] or ["g"]
+
+
+@dataclass
+class _Reads:
+    # (rollup table's name, which of the window's pieces it reads (0 days, 1
+    # hours), the stamp of its rows, the read of their totals)
+    rollups: list[tuple[str, int, object, object]]
+    # (aggregate over raw rows in the partial hours, which facts it holds)
+    edges: list[tuple[object, str]]
+
+
+# Statements compiled once per shape (PostgreSQL): building and compiling a
+# window's nine querysets costs more than PostgreSQL takes to run them.
+_compiled: dict[_Shape, _Reads] = {}
+_compiled_lock = threading.Lock()
+_STAND_IN_ORGANISATION, _STAND_IN_AGENT = -7_000_000_001, -7_000_000_002
+_STAND_IN_TIME = datetime(1901, 1, 1, tzinfo=UTC)
+
+
+def _reads_of(shape: _Shape, *, organisation_id: int, agent_id: int | None, plan: WindowPlan) -> _Reads:
+    """The statements a window needs: querysets on SQLite; on PostgreSQL,
+    statements compiled once for the shape with stand-in values, bound to these."""
+    pieces = (plan.daily, plan.hourly, plan.raw)
+    if connection.vendor != "postgresql":
+        return _querysets(shape, organisation_id=organisation_id, agent_id=agent_id, pieces=pieces)
+    compiled = _compiled.get(shape)
+    if compiled is None:
+        stand_ins = {_STAND_IN_ORGANISATION: "organisation", _STAND_IN_AGENT: "agent"}
+        stand_in_pieces = []
+        for p, n in enumerate(shape.ranges):
+            ranges = []
+            for r in range(n):
+                a, b = (_STAND_IN_TIME + timedelta(minutes=10 * (3 * p + r) + i) for i in (0, 1))
+                stand_ins[a], stand_ins[b] = (p, r, 0), (p, r, 1)
+                ranges.append((a, b))
+            stand_in_pieces.append(ranges)
+        built = _querysets(
+            shape,
+            organisation_id=_STAND_IN_ORGANISATION,
+            agent_id=_STAND_IN_AGENT if shape.per_agent else None,
+            pieces=tuple(stand_in_pieces),
+        )
+        compiled = _Reads(
+            rollups=[
+                (table, piece, Statement(stamp, stand_ins), Statement(read, stand_ins))
+                for table, piece, stamp, read in built.rollups
+            ],
+            edges=[(Statement(qs, stand_ins), kind) for qs, kind in built.edges],
+        )
+        with _compiled_lock:
+            _compiled[shape] = compiled
+    values: dict[object, object] = {"organisation": organisation_id, "agent": agent_id}
+    for p, ranges in enumerate(pieces):
+        for r, (a, b) in enumerate(ranges):
+            values[(p, r, 0)], values[(p, r, 1)] = a, b
+    return _Reads(
+        rollups=[
+            (table, piece, stamp.bound(values), read.bound(values))
+            for table, piece, stamp, read in compiled.rollups
+        ],
+        edges=[(statement.bound(values), kind) for statement, kind in compiled.edges],
+    )
+
+
+def _grouped(shape: _Shape, qs, kind: int, time_column: str, fixed: dict | None = None):
+    """``qs`` annotated with the group columns (``fixed`` overrides some)."""
+    if not shape.dimensions:
+        return qs.annotate(g=Value(None, output_field=CharField()))
+    fixed = fixed or {}
+    return qs.annotate(
+        **{
+            n: fixed[d] if d in fixed else _group_expr(d, kind, time_column)
+            for n, d in zip(shape.names, shape.dimensions, strict=True)
+        }
+    )
+
+
+def _querysets(shape: _Shape, *, organisation_id: int, agent_id: int | None, pieces) -> _Reads:
+    """The querysets of a window: for each rollup table, the stamp of its rows and
+    the read of their totals; the aggregates over raw rows in the partial hours."""
+    Trace, Session, Score = raw_model("agents.Trace"), raw_model("agents.Session"), raw_model("agents.Score")
+    VoiceCall, UsageEvent = raw_model("voice.VoiceCall"), raw_model("billing.UsageEvent")
+    scope = {"organisation_id": organisation_id}
+    if agent_id is not None:
+        scope["agent_id"] = agent_id
+    names = shape.names
+    daily, hourly, raw = pieces
+
+    rollups = []
+    for piece, (model, ranges) in enumerate(((DailyRollup, daily), (HourlyRollup, hourly))):
+        if not ranges:
+            continue
+        rows = model.objects.filter(ranges_q("bucket_start", ranges), **scope)
+        read = _grouped(shape, rows, 0, "")
+        if shape.with_sketch:
+            # Every row's sketch is read anyway, so its counters come along and are summed here.
+            read = read.values(*names, "agent_id", *COUNTERS, "latency_sketch")
+        else:
+            read = read.values(*names, "agent_id").annotate(**{n: Sum(n) for n in COUNTERS})
+        rollups.append((model.__name__, piece, rollup_reads.stamp_query(rows), read.order_by()))
+
+    edges: list[tuple[object, str]] = []
+    if not raw:
+        return _Reads(rollups=rollups, edges=edges)
+    if "traces" in shape.facts:
+        traces = _grouped(shape, Trace.objects.filter(ranges_q("created_at", raw), **scope), 1, "created_at")
+        if shape.with_sketch:
+            # The latency sketch from the same scan: the counters per latency bucket.
+            traces = traces.annotate(b=LatencyBucket("latency_ms")).values(*names, "agent_id", "b")
+        else:
+            traces = traces.values(*names, "agent_id")
+        edges.append((traces.annotate(**trace_facts()).order_by(), "traces"))
+    if "conversations" in shape.facts:
+        conversations = _grouped(
+            shape, Session.objects.filter(ranges_q("started_at", raw), **scope), 2, "started_at"
+        )
+        edges.append(
+            (conversations.values(*names).annotate(**conversation_facts()).order_by(), "conversations")
+        )
+    if "scores" in shape.facts:
+        scores = _grouped(
+            shape, Score.objects.filter(ranges_q("trace_created_at", raw), **scope), 3, "trace_created_at"
+        )
+        edges.append((scores.values(*names).annotate(**score_facts()).order_by(), "scores"))
+    if "usage" in shape.facts:
+        # Usage events (billing: scraping and other categories) in the partial hours.
+        # Their rollup rows have no channel (""), so neither do they here.
+        usage = _grouped(
+            shape,
+            UsageEvent.objects.filter(ranges_q("at", raw), **scope),
+            1,
+            "at",
+            {"channel": Value("", output_field=CharField())},
+        )
+        edges.append((usage.values(*names).annotate(other_cost_usd=Sum("cost_usd")).order_by(), "usage"))
+    if "voice" in shape.facts:
+        # Voice calls ended in the partial hours: minutes and cost count where a call ended.
+        calls = _grouped(
+            shape,
+            VoiceCall.objects.filter(ranges_q("ended_at", raw), **scope),
+            2,
+            "ended_at",
+            {"channel": Value("voice", output_field=CharField())},
+        )
+        edges.append((calls.values(*names).annotate(**voice_call_facts()).order_by(), "voice"))
+    return _Reads(rollups=rollups, edges=edges)
 
 
 def regroup(
