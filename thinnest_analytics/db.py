@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connection, connections, models, transaction
+from django.db import connection, connections, models, router, transaction
 
 # JSON columns are encoded by msgspec: several times faster than json.dumps, same documents.
 _json_text = msgspec.json.Encoder().encode
@@ -245,6 +245,7 @@ class Statement:
 
         stand_ins = stand_ins or {}
         query = qs.query
+        self.model = qs.model
         self.compiler = query.get_compiler(using=qs.db)
         try:
             self.sql, params = self.compiler.as_sql()
@@ -295,8 +296,19 @@ def values_together(reads: Sequence[models.QuerySet | BoundStatement]) -> list[l
     process runs again and again is prepared once per connection; elsewhere
     they run one after another. Each still shows in ``connection.queries``
     when queries are logged."""
+    if not reads:
+        return []
+    # The database a read of these rows goes to (the replica, inside a handler
+    # that reads it; docs/operations.md): one for all of them.
+    first = reads[0]
+    connection = connections[
+        router.db_for_read(first.model if isinstance(first, models.QuerySet) else first.statement.model)
+    ]
     if connection.vendor != "postgresql":
-        return [list(r) if isinstance(r, models.QuerySet) else _run_one(r) for r in reads]
+        return [
+            list(r.using(connection.alias)) if isinstance(r, models.QuerySet) else _run_one(connection, r)
+            for r in reads
+        ]
     import time
 
     import psycopg
@@ -328,7 +340,7 @@ def values_together(reads: Sequence[models.QuerySet | BoundStatement]) -> list[l
     return [b.statement.rows(fetched[id(b)]) if b.statement.sql is not None else [] for b in bound]
 
 
-def _run_one(b: BoundStatement) -> list[dict]:
+def _run_one(connection, b: BoundStatement) -> list[dict]:
     if b.statement.sql is None:
         return []
     with connection.cursor() as cursor:
