@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from audit.redaction import changed_paths
 from audit.services import Actor, audit_record, audit_record_many
-from metrics.rollups import RollupDeltas
+from metrics.rollups import SCORE_FACTS, Counted, RollupDeltas
 from thinnest_analytics.db import insert_ignore_conflicts, update_by_pk
 from thinnest_analytics.errors import ApiError, not_found
 
@@ -351,26 +351,6 @@ def sessions_lock(*, organisation, wanted: dict[str, tuple[int, str]]) -> dict[s
         .values_list(*LOCKED_SESSION_FIELDS)
     )
     return {row[1]: LockedSession(*row) for row in locked}
-
-
-def conversation_moves(
-    deltas: RollupDeltas, organisation_id: int, transitions: list[tuple["SessionState", "SessionState"]]
-) -> None:
-    """Move each changed conversation's count from where it was to where it is now."""
-    for before, after in transitions:
-        if before == after:
-            continue
-        for state, sign in ((before, -1), (after, 1)):
-            if state.counted:
-                deltas.add_conversation(
-                    organisation_id=organisation_id,
-                    agent_id=state.agent_id,
-                    channel=state.channel,
-                    deployment_version=state.deployment_version,
-                    started_at=state.started_at,
-                    failed=state.failed,
-                    sign=sign,
-                )
 
 
 # The conversation columns that ingestion keeps current.
@@ -818,14 +798,7 @@ def score_add(*, trace: Trace, name: str, value: Decimal, comment: str = "") -> 
         comment=comment,
     )
     deltas = RollupDeltas()
-    deltas.add_score(
-        organisation_id=trace.organisation_id,
-        agent_id=trace.agent_id,
-        channel=trace.channel,
-        deployment_version=trace.deployment_version,
-        created_at=trace.created_at,
-        value=score.value,
-    )
+    deltas.count(Counted(SCORE_FACTS, Score.objects.filter(pk=score.pk)))
     deltas.apply()
     return score
 

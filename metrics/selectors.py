@@ -13,20 +13,20 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
-from django.db.models import CharField, Count, F, Q, Sum, Value
+from django.db.models import CharField, F, Q, Sum, Value
 from django.db.models.functions import TruncDay, TruncHour
 
 from .models import COUNTERS, DailyRollup, HourlyRollup
 from .readcache import rollup_reads
 from .rollups import (
-    LatencyBucket,
-    conversation_facts,
+    CONVERSATION_FACTS,
+    SCORE_FACTS,
+    TRACE_FACTS,
+    USAGE_FACTS,
+    VOICE_CALL_FACTS,
     day_of,
     hour_of,
     raw_model,
-    score_facts,
-    trace_facts,
-    voice_call_facts,
 )
 from .sketch import Sketch, merge_into, quantile
 from .windows import Window, retention_horizon
@@ -265,7 +265,10 @@ def collect(
         Trace.objects.none()
         if "traces" not in facts
         else (
-            grouped(traces, 1, "created_at").values(*names, "agent_id").annotate(**trace_facts()).order_by()
+            grouped(traces, 1, "created_at")
+            .values(*names, "agent_id")
+            .annotate(**TRACE_FACTS.counters())
+            .order_by()
         )
     )
     for row in aggregates:
@@ -279,7 +282,7 @@ def collect(
         else (
             grouped(Session.objects.filter(ranges_q("started_at", plan.raw), **scope), 2, "started_at")
             .values(*names)
-            .annotate(**conversation_facts())
+            .annotate(**CONVERSATION_FACTS.counters())
             .order_by()
         )
     )
@@ -294,7 +297,7 @@ def collect(
                 Score.objects.filter(ranges_q("trace_created_at", plan.raw), **scope), 3, "trace_created_at"
             )
             .values(*names)
-            .annotate(**score_facts())
+            .annotate(**SCORE_FACTS.counters())
             .order_by()
         )
     )
@@ -314,7 +317,7 @@ def collect(
                 {"channel": Value("", output_field=CharField())},
             )
             .values(*names)
-            .annotate(other_cost_usd=Sum("cost_usd"))
+            .annotate(**USAGE_FACTS.counters())
             .order_by()
         )
     )
@@ -333,7 +336,7 @@ def collect(
                 {"channel": Value("voice", output_field=CharField())},
             )
             .values(*names)
-            .annotate(**voice_call_facts())
+            .annotate(**VOICE_CALL_FACTS.counters())
             .order_by()
         )
     )
@@ -341,15 +344,14 @@ def collect(
         totals(row).add(row)
 
     if with_sketch and "traces" in facts:
-        buckets = (
+        sketches = (
             grouped(traces.filter(latency_ms__isnull=False), 1, "created_at")
-            .annotate(b=LatencyBucket("latency_ms"))
-            .values(*names, "b")
-            .annotate(n=Count("id"))
+            .values(*names)
+            .annotate(**TRACE_FACTS.sketch())
             .order_by()
         )
-        for row in buckets:
-            merge_into(totals(row).latency_sketch, {row["b"]: row["n"]})
+        for row in sketches:
+            merge_into(totals(row).latency_sketch, row["latency_sketch"])
     return out
 
 
