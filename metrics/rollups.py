@@ -1,6 +1,10 @@
-"""Keeping hourly and daily rollups current. Writers collect deltas for the rows
-they touch and apply them in their own transaction, as additive upserts, so
-concurrent batches and re-sends never lose or double a count."""
+"""The facts of raw rows, and keeping hourly and daily rollups current.
+
+Each rollup counter is defined once, as an aggregate over the raw table it
+counts (``trace_facts`` …). Writers count the rows they touch with those
+definitions (``Counted``: the rows just written, and the rows about to change,
+read before they do) and apply the sums in their own transaction, as additive
+upserts, so concurrent batches and re-sends never lose or double a count."""
 
 import threading
 from collections import defaultdict
@@ -204,7 +208,9 @@ def day_of(at: datetime) -> datetime:
 
 
 class RollupDeltas:
-    """Changes to apply to the rollups, keyed by hour."""
+    """Changes to apply to the rollups, keyed by hour: the sums of what
+    ``count`` read (or a rebuild hook added), applied as upserts. It adds up
+    facts; it defines none."""
 
     def __init__(self) -> None:
         self._counters: dict[RollupKey, dict[str, int | Decimal]] = defaultdict(lambda: defaultdict(int))
