@@ -12,7 +12,6 @@ from django.db.models import Count, Max, Min, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from metrics.rollups import RollupDeltas
 from thinnest_analytics.db import insert_ignore_conflicts, update_by_pk
 
 from .models import Session, Trace
@@ -116,26 +115,6 @@ def sessions_lock(*, organisation, wanted: dict[str, tuple[int, str]]) -> dict[s
         .values_list(*LOCKED_SESSION_FIELDS)
     )
     return {row[1]: LockedSession(*row) for row in locked}
-
-
-def conversation_moves(
-    deltas: RollupDeltas, organisation_id: int, transitions: list[tuple["SessionState", "SessionState"]]
-) -> None:
-    """Move each changed conversation's count from where it was to where it is now."""
-    for before, after in transitions:
-        if before == after:
-            continue
-        for state, sign in ((before, -1), (after, 1)):
-            if state.counted:
-                deltas.add_conversation(
-                    organisation_id=organisation_id,
-                    agent_id=state.agent_id,
-                    channel=state.channel,
-                    deployment_version=state.deployment_version,
-                    started_at=state.started_at,
-                    failed=state.failed,
-                    sign=sign,
-                )
 
 
 # The conversation columns that ingestion keeps current.

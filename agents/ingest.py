@@ -5,7 +5,7 @@ builds them from request bodies; OTLP and voice can build them from spans and
 calls) and stores them in one transaction with their steps, scores,
 conversation totals and rollup increments.
 
-On PostgreSQL the database does the set work in three round trips:
+On PostgreSQL the database does the set work in four round trips:
 
 1. the head, pipelined: register unknown agents (``INSERT … ON CONFLICT DO
    NOTHING RETURNING``), read the agents' ids and active deployment versions,
@@ -15,14 +15,18 @@ On PostgreSQL the database does the set work in three round trips:
    parameter per row set (``jsonb_to_recordset``): insert the traces (``ON
    CONFLICT DO NOTHING RETURNING``, so a re-sent or racing id is stored once),
    then the steps and scores of the traces actually inserted;
-3. one statement that writes the conversations' new totals and upserts the
-   hourly and daily rollup increments (in key order).
+3. one pipeline that reads what the batch changes in the rollups and writes the
+   conversations' new totals: the facts of the changed conversations as they
+   were, their update, their facts as they are now, and the facts of the new
+   traces (with their latency sketches) and of their scores;
+4. one statement that upserts the hourly and daily rollup increments (in key
+   order).
 
 Lock order, the same for every writer so batches never deadlock: agents (by
 public id), conversations (by id), rollup rows (by key). The rollup
-increments come from ``RollupDeltas`` (metrics.rollups), which defines what a
-trace and a conversation contribute to a rollup row; they are computed from
-the rows the insert returned, so duplicates never count twice.
+increments are not computed here: they are the facts of ``metrics.rollups``
+(the aggregates the rebuild and the window reads use too), read from the rows
+the insert returned, grouped by rollup key, so duplicates never count twice.
 
 SQLite (the embedded default) runs the same steps as separate ORM statements.
 """
@@ -40,7 +44,7 @@ from django.db import connection, models, transaction
 
 from audit.services import Actor, audit_record_many
 from metrics.models import COUNTERS, KEY_FIELDS, DailyRollup, HourlyRollup
-from metrics.rollups import RollupDeltas
+from metrics.rollups import CONVERSATION_FACTS, SCORE_FACTS, TRACE_FACTS, Counted, RollupDeltas
 from pricing.prices import money, price_table, trace_cost
 
 from .models import CostSource, Deployment, DeploymentStatus, Score, TraceStep
@@ -197,7 +201,7 @@ class _Batch:
         self.outcomes = outcomes
 
     def store(self) -> None:
-        from .conversations import conversation_moves, sessions_fold
+        from .conversations import sessions_fold
 
         agents, versions, sessions = self.head()
         rows = self.prepare(agents, versions, sessions)
@@ -210,37 +214,9 @@ class _Batch:
                 new_rows.append((pk, row))
         if not new_rows:
             return
-        changed, transitions = sessions_fold(sessions, [row for _, row in new_rows])
-        deltas = RollupDeltas()
-        org = self.organisation.pk
-        for _, row in new_rows:
-            r = row.record
-            deltas.add_trace(
-                organisation_id=org,
-                agent_id=row.agent,
-                channel=row.channel,
-                deployment_version=row.deployment_version,
-                created_at=r.created_at,
-                input=r.input,
-                output=r.output,
-                input_tokens=row.input_tokens,
-                output_tokens=row.output_tokens,
-                latency_ms=row.latency_ms,
-                tool_call_count=len(r.tool_calls),
-                status=r.status,
-                cost_usd=row.cost_usd,
-            )
-            if r.evaluation_score is not None:
-                deltas.add_score(
-                    organisation_id=org,
-                    agent_id=row.agent,
-                    channel=row.channel,
-                    deployment_version=row.deployment_version,
-                    created_at=r.created_at,
-                    value=r.evaluation_score,
-                )
-        conversation_moves(deltas, org, transitions)
-        self.finish(changed, deltas)
+        changed, _ = sessions_fold(sessions, [row for _, row in new_rows])
+        scored = [pk for pk, row in new_rows if row.record.evaluation_score is not None]
+        self.finish(changed, [pk for pk, _ in new_rows], scored)
 
     def prepare(self, agents: dict[str, int], versions: dict[int, str], sessions: dict) -> list[_Row]:
         """Check each record against its conversation and work out its defaults."""
@@ -441,15 +417,19 @@ class _PortableBatch(_Batch):
         insert_ignore_conflicts(Score, SCORE_FIELDS, scores, conflict_fields=("id",), returning=("id",))
         return new_pk
 
-    def finish(self, changed, deltas: RollupDeltas) -> None:
+    def finish(self, changed, new_traces: list[int], scored: list[int]) -> None:
         from thinnest_analytics.db import update_by_pk
 
         from .conversations import SESSION_FACTS
         from .models import Session
 
+        deltas = RollupDeltas()
+        conversations = (Session, "pk", [s.pk for s in changed])
+        deltas.count(Counted(CONVERSATION_FACTS, conversations, sign=-1))
         update_by_pk(
             Session, SESSION_FACTS, [(s.pk, *(getattr(s, f) for f in SESSION_FACTS)) for s in changed]
         )
+        deltas.count(*_counted(conversations, new_traces, scored))
         deltas.apply()
 
 
@@ -681,14 +661,24 @@ class _PostgresBatch(_Batch):
             cursor.execute(_STORE, params, prepare=True)
             return dict(cursor.fetchall())
 
-    def finish(self, changed, deltas: RollupDeltas) -> None:
+    def finish(self, changed, new_traces: list[int], scored: list[int]) -> None:
         from .conversations import SESSION_FACTS
+        from .models import Session
 
-        hourly, daily = deltas.upsert_rows()
         sessions = [
             {"ord": i, "id": c.pk} | {n: getattr(c, n) for n in SESSION_FACTS} for i, c in enumerate(changed)
         ]
-        params = {"sessions": _json(sessions)}
+        # One round trip: the conversations' facts before, their new totals, their
+        # facts after, and the facts of the new traces and their scores.
+        deltas = RollupDeltas()
+        conversations = (Session, "pk", [s.pk for s in changed])
+        deltas.count(
+            Counted(CONVERSATION_FACTS, conversations, sign=-1),
+            (_sessions_statement(), {"sessions": _json(sessions)}),
+            *_counted(conversations, new_traces, scored),
+        )
+        hourly, daily = deltas.upsert_rows()
+        params = {}
         for name, rows in (("hourly", hourly), ("daily", daily)):
             params[name] = _json(
                 [
@@ -700,6 +690,21 @@ class _PostgresBatch(_Batch):
             cursor.execute(_finish_statement(), params, prepare=True)
         if deltas.retracted:
             deltas.drop_empty_rows()
+
+
+def _counted(conversations, new_traces: list[int], scored: list[int]) -> list[Counted]:
+    """What a batch adds to the rollups, read from the rows it wrote: the new
+    traces, their scores (of the traces that came with one) and the
+    conversations they changed (whose facts as they were are retracted first)."""
+    from .models import Trace
+
+    counted = [
+        Counted(CONVERSATION_FACTS, conversations),
+        Counted(TRACE_FACTS, (Trace, "pk", new_traces)),
+    ]
+    if scored:
+        counted.append(Counted(SCORE_FACTS, (Score, "trace_id", scored)))
+    return counted
 
 
 def _json(value: Any) -> str:
@@ -726,16 +731,19 @@ _SESSION_TYPES = {
 }
 
 
-def _finish_sql() -> str:
-
+def _sessions_sql() -> str:
     from .conversations import SESSION_FACTS
 
     session_columns = [("id", "bigint"), *((n, _SESSION_TYPES[n]) for n in SESSION_FACTS)]
     sets = ", ".join(f"{n} = v.{n}" for n in SESSION_FACTS)
-    parts = [
+    return (
         f"UPDATE agents_session SET {sets} FROM {_rows_of('sessions', session_columns, 'v')} "
         "WHERE agents_session.id = v.id"
-    ]
+    )
+
+
+def _finish_sql() -> str:
+    parts = []
     for param, model in (("hourly", HourlyRollup), ("daily", DailyRollup)):
         table = model._meta.db_table
         fields = {f.name: f for f in model._meta.concrete_fields}
@@ -778,6 +786,13 @@ def _rollup_columns() -> tuple[str, ...]:
 _ROLLUP_COLUMNS = _rollup_columns()
 _ROLLUP_TYPES = _rollup_types()
 _finish: list[str] = []
+_sessions: list[str] = []
+
+
+def _sessions_statement() -> str:
+    if not _sessions:
+        _sessions.append(_sessions_sql())
+    return _sessions[0]
 
 
 def _finish_statement() -> str:

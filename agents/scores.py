@@ -4,7 +4,7 @@ from decimal import Decimal
 
 from django.db import transaction
 
-from metrics.rollups import RollupDeltas
+from metrics.rollups import SCORE_FACTS, Counted, RollupDeltas
 
 from .models import Score, Trace
 
@@ -25,13 +25,6 @@ def score_add(*, trace: Trace, name: str, value: Decimal, comment: str = "") -> 
         comment=comment,
     )
     deltas = RollupDeltas()
-    deltas.add_score(
-        organisation_id=trace.organisation_id,
-        agent_id=trace.agent_id,
-        channel=trace.channel,
-        deployment_version=trace.deployment_version,
-        created_at=trace.created_at,
-        value=score.value,
-    )
+    deltas.count(Counted(SCORE_FACTS, Score.objects.filter(pk=score.pk)))
     deltas.apply()
     return score

@@ -22,16 +22,13 @@ from agents.models import Agent, Deployment, DeploymentStatus
 from agents.schemas import NUL_MESSAGE, nul_paths, validation_reason
 from agents.services import IngestResult, agents_resolve
 from audit.services import Actor, audit_record
-from metrics.rollups import RollupDeltas, hour_of
+from metrics.rollups import USAGE_FACTS, Counted, RollupDeltas, hour_of
 from thinnest_analytics.db import insert_ignore_conflicts, upsert_add
 from thinnest_analytics.errors import ApiError
 
 from .models import Budget, LedgerEntry, LedgerKind, Subscription, UsageEvent, UsageRollup
 from .schemas import MAX_AMOUNT_USD, UsageEventIn
 from .selectors import balance, ledger_credits
-
-# Usage events belong to no conversation channel; their rollup rows say so.
-NO_CHANNEL = ""
 
 # --- usage events -------------------------------------------------------------
 
@@ -121,18 +118,15 @@ def _events_store(organisation, events: list[UsageEventIn], actor: Actor, now: d
         )
     }
     deltas = RollupDeltas()
+    deltas.count(
+        Counted(
+            USAGE_FACTS, UsageEvent.objects.filter(organisation=organisation, public_id__in=sorted(inserted))
+        )
+    )
     by_category: dict[tuple, list] = defaultdict(lambda: [0, Decimal(0)])
-    for org, agent, public_id, category, _, _, cost, version, at, _ in rows:
+    for org, _, public_id, category, _, _, cost, _, at, _ in rows:
         if public_id not in inserted:
             continue
-        deltas.add_other_cost(
-            organisation_id=org,
-            agent_id=agent,
-            channel=NO_CHANNEL,
-            deployment_version=version,
-            at=at,
-            cost_usd=cost,
-        )
         bucket = by_category[(org, category, hour_of(at.astimezone(UTC)))]
         bucket[0] += 1
         bucket[1] += cost
@@ -153,13 +147,7 @@ def usage_rebuild_day(deltas: RollupDeltas, day: datetime, end: datetime, scope:
     events = UsageEvent.objects.filter(at__gte=day, at__lt=end, **scope).annotate(
         hour=TruncHour("at", tzinfo=UTC)
     )
-    for row in (
-        events.values("organisation_id", "agent_id", "deployment_version", "hour")
-        .annotate(cost=Sum("cost_usd"))
-        .order_by()
-    ):
-        key = (row["organisation_id"], row["agent_id"], NO_CHANNEL, row["deployment_version"])
-        deltas.add_counters((*key, row["hour"].astimezone(UTC)), {"other_cost_usd": row["cost"]})
+    deltas.count(Counted(USAGE_FACTS, UsageEvent.objects.filter(at__gte=day, at__lt=end, **scope)))
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(f"LOCK TABLE {UsageRollup._meta.db_table} IN SHARE ROW EXCLUSIVE MODE")

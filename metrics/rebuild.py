@@ -3,22 +3,19 @@
 from datetime import UTC, datetime, timedelta
 
 from django.db import connection, transaction
-from django.db.models import Count
-from django.db.models.functions import TruncHour
 
 from metrics.windows import retention_horizon
 
-from .models import COUNTERS, DailyRollup, HourlyRollup
+from .models import DailyRollup, HourlyRollup
 from .rollups import (
-    LatencyBucket,
+    CONVERSATION_FACTS,
+    SCORE_FACTS,
+    TRACE_FACTS,
+    VOICE_CALL_FACTS,
+    Counted,
     RollupDeltas,
-    RollupKey,
-    conversation_facts,
     day_of,
     raw_model,
-    score_facts,
-    trace_facts,
-    voice_call_facts,
 )
 
 
@@ -30,39 +27,13 @@ def _rebuild_day(day: datetime, organisation_id: int | None) -> None:
 
     Trace, Session, Score = raw_model("agents.Trace"), raw_model("agents.Session"), raw_model("agents.Score")
     deltas = RollupDeltas()
-    key = ["organisation_id", "agent_id", "channel", "deployment_version", "hour"]
-
-    def key_of(row) -> RollupKey:
-        return tuple(row[k] if k != "hour" else row[k].astimezone(UTC) for k in key)
-
-    traces = Trace.objects.filter(created_at__gte=day, created_at__lt=end, **scope).annotate(
-        hour=TruncHour("created_at", tzinfo=UTC)
+    deltas.count(
+        Counted(TRACE_FACTS, Trace.objects.filter(created_at__gte=day, created_at__lt=end, **scope)),
+        Counted(CONVERSATION_FACTS, Session.objects.filter(started_at__gte=day, started_at__lt=end, **scope)),
+        Counted(
+            SCORE_FACTS, Score.objects.filter(trace_created_at__gte=day, trace_created_at__lt=end, **scope)
+        ),
     )
-    for row in traces.values(*key).annotate(**trace_facts()).order_by():
-        deltas.add_counters(key_of(row), {name: row[name] for name in COUNTERS if name in row})
-    for row in (
-        traces.filter(latency_ms__isnull=False)
-        .values(*key)
-        .annotate(b=LatencyBucket("latency_ms"), n=Count("id"))
-        .order_by()
-    ):
-        deltas.add_sketch(key_of(row), {row["b"]: row["n"]})
-    for row in (
-        Session.objects.filter(started_at__gte=day, started_at__lt=end, **scope)
-        .annotate(hour=TruncHour("started_at", tzinfo=UTC))
-        .values(*key)
-        .annotate(**conversation_facts())
-        .order_by()
-    ):
-        deltas.add_counters(key_of(row), {name: row[name] for name in conversation_facts()})
-    for row in (
-        Score.objects.filter(trace_created_at__gte=day, trace_created_at__lt=end, **scope)
-        .annotate(hour=TruncHour("trace_created_at", tzinfo=UTC))
-        .values(*key)
-        .annotate(**score_facts())
-        .order_by()
-    ):
-        deltas.add_counters(key_of(row), {name: row[name] for name in score_facts()})
     for hook in REBUILD_HOOKS:
         hook(deltas, day, end, scope)
     deltas.apply()
@@ -71,21 +42,9 @@ def _rebuild_day(day: datetime, organisation_id: int | None) -> None:
 def _voice_calls(deltas: RollupDeltas, day: datetime, end: datetime, scope: dict) -> None:
     """Calls ended in the day: their count, seconds and cost in the hour they ended."""
     VoiceCall = raw_model("voice.VoiceCall")
-    for row in (
-        VoiceCall.objects.filter(ended_at__gte=day, ended_at__lt=end, **scope)
-        .annotate(hour=TruncHour("ended_at", tzinfo=UTC))
-        .values("organisation_id", "agent_id", "deployment_version", "hour")
-        .annotate(**voice_call_facts())
-        .order_by()
-    ):
-        key = (
-            row["organisation_id"],
-            row["agent_id"],
-            "voice",
-            row["deployment_version"],
-            row["hour"].astimezone(UTC),
-        )
-        deltas.add_counters(key, {name: row[name] for name in voice_call_facts()})
+    deltas.count(
+        Counted(VOICE_CALL_FACTS, VoiceCall.objects.filter(ended_at__gte=day, ended_at__lt=end, **scope))
+    )
 
 
 def _ceil_day(at: datetime) -> datetime:

@@ -1,19 +1,27 @@
-"""Keeping hourly and daily rollups current. Writers collect deltas for the rows
-they touch and apply them in their own transaction, as additive upserts, so
-concurrent batches and re-sends never lose or double a count."""
+"""The facts of raw rows, and keeping hourly and daily rollups current.
 
+Each rollup counter is defined once, as an aggregate over the raw table it
+counts (``trace_facts`` …). Writers count the rows they touch with those
+definitions (``Counted``: the rows just written, and the rows about to change,
+read before they do) and apply the sums in their own transaction, as additive
+upserts, so concurrent batches and re-sends never lose or double a count."""
+
+import threading
 from collections import defaultdict
-from datetime import datetime
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.apps import apps
-from django.db.models import CharField, Count, Func, Q, Sum
-from django.db.models.functions import Coalesce
+from django.db import connection
+from django.db.models import Aggregate, CharField, Count, Func, JSONField, Model, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce, TruncHour
 
-from thinnest_analytics.db import upsert_add
+from thinnest_analytics.db import Compiled, OneOf, pipelined, upsert_add
 
 from .models import COUNTERS, DailyRollup, HourlyRollup
-from .sketch import Sketch, bucket_of, merge_into
+from .sketch import Sketch, merge_into
 
 
 class LatencyBucket(Func):
@@ -23,10 +31,29 @@ class LatencyBucket(Func):
     output_field = CharField()
 
 
+class LatencySketch(Aggregate):
+    """The latency sketch of a group of rows, ``{bucket: count}`` over the
+    non-null values (``sketch.sketch_of``), as an aggregate: on PostgreSQL the
+    groups' latencies counted by ``ta_latency_bucket``; on SQLite the aggregate
+    ``metrics.apps`` registers."""
+
+    function = "ta_latency_sketch"
+    output_field = JSONField()
+
+    def as_postgresql(self, compiler, connection, **extra):
+        template = (
+            "(SELECT coalesce(jsonb_object_agg(b, n), '{}'::jsonb) FROM "
+            "(SELECT ta_latency_bucket(x) AS b, count(*) AS n FROM unnest(array_agg(%(expressions)s)) AS x "
+            "WHERE x IS NOT NULL GROUP BY 1) AS s)"
+        )
+        return self.as_sql(compiler, connection, template=template, **extra)
+
+
 # --- the facts of raw rows ----------------------------------------------------
 # Each rollup counter, defined once as an aggregate over the raw rows it counts.
-# Reading a window's partial hours (``selectors.collect``) and rebuilding a day
-# (``rebuild``) both aggregate with these; ``RollupDeltas`` is their per-row twin.
+# Reading a window's partial hours (``selectors.collect``), rebuilding a day
+# (``rebuild``) and keeping rollups current on ingestion (``RollupDeltas.count``
+# over the rows just written, or about to change) all aggregate with these.
 
 
 def trace_facts() -> dict:
@@ -64,6 +91,102 @@ def voice_call_facts() -> dict:
     }
 
 
+def sketch_facts() -> dict:
+    """The latency sketch of traces (in the bucket of ``created_at``), over the traces table."""
+    return {"latency_sketch": LatencySketch("latency_ms")}
+
+
+def usage_facts() -> dict:
+    """Other spend (scraping and other usage events, in the bucket of their time),
+    over billing's usage events table."""
+    return {"other_cost_usd": Sum("cost_usd")}
+
+
+@dataclass(eq=False)
+class Facts:
+    """How the rows of one raw table count in the rollups: their counters
+    (aggregates over the table, above), the time whose hour is their bucket and,
+    for traces, their latency sketch. Calls and usage events have no
+    channel column: calls count as voice, usage events under no channel ("")."""
+
+    counters: Callable[[], dict]
+    at: str
+    sketch: Callable[[], dict] | None = None
+    channel: str | None = None
+
+
+TRACE_FACTS = Facts(trace_facts, "created_at", sketch=sketch_facts)
+CONVERSATION_FACTS = Facts(conversation_facts, "started_at")
+SCORE_FACTS = Facts(score_facts, "trace_created_at")
+VOICE_CALL_FACTS = Facts(voice_call_facts, "ended_at", channel="voice")
+USAGE_FACTS = Facts(usage_facts, "at", channel="")
+
+
+# Per thread, the statements counting rows by their ids, compiled once.
+_compiled = threading.local()
+
+
+@dataclass(frozen=True)
+class Counted:
+    """Raw rows to count into the rollups with their ``facts``: the rows just
+    written (sign=1), or (sign=-1) rows about to change or go, read before they
+    do. ``rows`` is a queryset of the raw table or, as writers name the rows
+    they touch, ``(model, column, ids)``: the rows whose ``column`` is one of
+    ``ids``. Those statements are compiled once and run with the ids bound."""
+
+    facts: Facts
+    rows: QuerySet | tuple[type[Model], str, list[int]]
+    sign: int = 1
+
+    def queries(self) -> list[QuerySet | Compiled]:
+        if isinstance(self.rows, QuerySet):
+            return self._queries(self.rows)
+        model, column, ids = self.rows
+        if connection.vendor != "postgresql":
+            return self._queries(model.objects.filter(OneOf(column, ids)))
+        templates = _compiled.__dict__.setdefault("templates", {})
+        key = (self.facts, self.facts.counters, self.facts.sketch, model, column)
+        if key not in templates:
+            marker: list[int] = []  # found again by identity among the parameters
+            compiled = [Compiled.of(q) for q in self._queries(model.objects.filter(OneOf(column, marker)))]
+            templates[key] = [(c, next(i for i, p in enumerate(c.params) if p is marker)) for c in compiled]
+        return [c.bind(index, list(ids)) for c, index in templates[key]]
+
+    def _key_columns(self) -> list[str]:
+        channel = ["channel"] if self.facts.channel is None else []
+        return ["organisation_id", "agent_id", *channel, "deployment_version", "hour"]
+
+    def _facts(self) -> dict:
+        return self.facts.counters() | (self.facts.sketch() if self.facts.sketch else {})
+
+    def _queries(self, rows: QuerySet) -> list[QuerySet]:
+        """The counters (and, for traces, the sketch) per rollup key: one query."""
+        at = self.facts.at
+        rows = rows.filter(**{f"{at}__isnull": False}).annotate(hour=TruncHour(at, tzinfo=UTC))
+        key = self._key_columns()
+        facts = self._facts()
+        return [rows.values(*key).annotate(**facts).values_list(*key, *facts).order_by()]
+
+    def add_to(self, deltas: "RollupDeltas", results: list[list[tuple]]) -> None:
+        names = list(self.facts.counters())
+        width = len(self._key_columns())
+        for row in results[0] if results else ():
+            key = self._key(row)
+            deltas.add_counters(
+                key, dict(zip(names, row[width : width + len(names)], strict=True)), sign=self.sign
+            )
+            if self.facts.sketch:
+                sketch = row[width + len(names)]
+                deltas.add_sketch(key, sketch if self.sign > 0 else {b: -n for b, n in sketch.items()})
+
+    def _key(self, row) -> "RollupKey":
+        if self.facts.channel is not None:
+            org, agent, version, hour = row[:4]
+            return (org, agent, self.facts.channel, version, hour.astimezone(UTC))
+        org, agent, channel, version, hour = row[:5]
+        return (org, agent, channel, version, hour.astimezone(UTC))
+
+
 # (organisation pk, agent pk, channel, deployment version, hour start)
 RollupKey = tuple[int, int, str, str, datetime]
 
@@ -85,134 +208,37 @@ def day_of(at: datetime) -> datetime:
 
 
 class RollupDeltas:
-    """Changes to apply to the rollups, keyed by hour."""
+    """Changes to apply to the rollups, keyed by hour: the sums of what
+    ``count`` read (or a rebuild hook added), applied as upserts. It adds up
+    facts; it defines none."""
 
     def __init__(self) -> None:
         self._counters: dict[RollupKey, dict[str, int | Decimal]] = defaultdict(lambda: defaultdict(int))
         self._sketches: dict[RollupKey, Sketch] = defaultdict(dict)
-        # Buckets that lost facts: rows left empty there are removed on apply.
-        self._retracted: set[RollupKey] = set()
 
     def __bool__(self) -> bool:
         return bool(self._counters) or bool(self._sketches)
 
-    @staticmethod
-    def _key(organisation_id: int, agent_id: int, channel: str, version: str, at: datetime) -> RollupKey:
-        return (organisation_id, agent_id, channel, version, hour_of(at))
-
-    def _row(
-        self, organisation_id: int, agent_id: int, channel: str, version: str, at: datetime, sign: int = 1
-    ):
-        """The counters of a bucket; a retraction (sign=-1) marks it for clean-up."""
-        key = self._key(organisation_id, agent_id, channel, version, at)
-        if sign < 0:
-            self._retracted.add(key)
-        return self._counters[key]
-
-    def add_trace(
-        self,
-        *,
-        organisation_id: int,
-        agent_id: int,
-        channel: str,
-        deployment_version: str,
-        created_at: datetime,
-        input: str,
-        output: str,
-        input_tokens: int,
-        output_tokens: int,
-        latency_ms: int | None,
-        tool_call_count: int,
-        status: str,
-        cost_usd: Decimal | None,
-        sign: int = 1,
-    ) -> None:
-        """Count (sign=1) or retract (sign=-1) a trace in its bucket. A trace
-        derived again from more of its spans retracts its old version first."""
-        key = self._key(organisation_id, agent_id, channel, deployment_version, created_at)
-        row = self._row(organisation_id, agent_id, channel, deployment_version, created_at, sign)
-        row["traces"] += sign
-        row["messages"] += sign * ((input != "") + (output != ""))
-        row["input_tokens"] += sign * input_tokens
-        row["output_tokens"] += sign * output_tokens
-        if latency_ms is not None:
-            row["latency_count"] += sign
-            row["latency_sum_ms"] += sign * latency_ms
-            merge_into(self._sketches[key], {bucket_of(latency_ms): sign})
-        row["tool_call_traces"] += sign * (tool_call_count > 0)
-        row["error_traces"] += sign * (status == "error")
-        if cost_usd is None:
-            row["unpriced_traces"] += sign
-        else:
-            row["llm_cost_usd"] += sign * cost_usd
-
-    def add_conversation(
-        self,
-        *,
-        organisation_id: int,
-        agent_id: int,
-        channel: str,
-        deployment_version: str,
-        started_at: datetime,
-        failed: bool,
-        sign: int = 1,
-    ) -> None:
-        """Count (sign=1) or un-count (sign=-1) a conversation where it started."""
-        row = self._row(organisation_id, agent_id, channel, deployment_version, started_at, sign)
-        row["conversations"] += sign
-        row["failed_conversations"] += sign * failed
-
-    def add_score(
-        self,
-        *,
-        organisation_id: int,
-        agent_id: int,
-        channel: str,
-        deployment_version: str,
-        created_at: datetime,
-        value: Decimal,
-        sign: int = 1,
-    ) -> None:
-        """A score counts in the bucket of the trace it is attached to (sign=-1
-        retracts it, when its trace moves to another bucket)."""
-        row = self._row(organisation_id, agent_id, channel, deployment_version, created_at, sign)
-        row["score_count"] += sign
-        row["score_sum"] += sign * value
-
-    def add_voice_call(
-        self,
-        *,
-        organisation_id: int,
-        agent_id: int,
-        deployment_version: str,
-        ended_at: datetime,
-        seconds: Decimal,
-        cost_usd: Decimal,
-    ) -> None:
-        row = self._row(organisation_id, agent_id, "voice", deployment_version, ended_at)
-        row["voice_calls_ended"] += 1
-        row["voice_seconds"] += seconds
-        row["voice_cost_usd"] += cost_usd
-
-    def add_other_cost(
-        self,
-        *,
-        organisation_id: int,
-        agent_id: int,
-        channel: str,
-        deployment_version: str,
-        at: datetime,
-        cost_usd: Decimal,
-    ) -> None:
-        self._row(organisation_id, agent_id, channel, deployment_version, at)["other_cost_usd"] += cost_usd
+    def count(self, *items: "Counted | tuple[str, dict]") -> None:
+        """Aggregate each ``Counted`` with its facts and add the result; on
+        PostgreSQL all in one round trip. A statement (SQL and parameters) among
+        them runs in its place, e.g. the update that changes rows between their
+        retraction (sign=-1) and their count again."""
+        queries = [item.queries() if isinstance(item, Counted) else [item] for item in items]
+        results = iter(pipelined([query for group in queries for query in group]))
+        for item, group in zip(items, queries, strict=True):
+            rows = [next(results) for _ in group]
+            if isinstance(item, Counted):
+                item.add_to(self, rows)
 
     def add_sketch(self, key: RollupKey, sketch: Sketch) -> None:
         merge_into(self._sketches[key], sketch)
 
-    def add_counters(self, key: RollupKey, counters: dict) -> None:
+    def add_counters(self, key: RollupKey, counters: dict, *, sign: int = 1) -> None:
         row = self._counters[key]
         for name, value in counters.items():
-            row[name] += value
+            if value:
+                row[name] += sign * value
 
     def apply(self) -> None:
         """Upsert the deltas into hourly and daily rollups (inside the caller's
@@ -223,7 +249,7 @@ class RollupDeltas:
         key_fields = ["organisation", "agent", "channel", "deployment_version", "bucket_start"]
         upsert_add(HourlyRollup, key_fields, COUNTERS, hourly, merge)
         upsert_add(DailyRollup, key_fields, COUNTERS, daily, merge)
-        if self._retracted:
+        if self.retracted:
             self._drop_empty_rows()
 
     def upsert_rows(self) -> tuple[list[tuple], list[tuple]]:
@@ -231,10 +257,17 @@ class RollupDeltas:
         key order, for a writer that sends them in a statement of its own."""
         return self._rows(lambda at: at), self._rows(day_of)
 
+    def _retracted(self) -> set[RollupKey]:
+        """Buckets that lose facts (some count goes down): rows left empty there
+        are removed after the upserts. A retraction that the same bucket counts
+        again (a trace derived again, unchanged) leaves nothing to remove."""
+        lost = {key for key, row in self._counters.items() if any(v < 0 for v in row.values())}
+        return lost | {key for key, sketch in self._sketches.items() if any(n < 0 for n in sketch.values())}
+
     @property
     def retracted(self) -> bool:
         """Whether some bucket lost facts (then call ``drop_empty_rows`` after the upserts)."""
-        return bool(self._retracted)
+        return bool(self._retracted())
 
     def drop_empty_rows(self) -> None:
         self._drop_empty_rows()
@@ -244,7 +277,7 @@ class RollupDeltas:
         rollups equal a rebuild from raw rows (which has no empty rows)."""
         empty = Q(latency_sketch={}, **{name: 0 for name in COUNTERS})
         for model, bucket in ((HourlyRollup, lambda at: at), (DailyRollup, day_of)):
-            keys = sorted({(org, agent, ch, v, bucket(at)) for org, agent, ch, v, at in self._retracted})
+            keys = sorted({(org, agent, ch, v, bucket(at)) for org, agent, ch, v, at in self._retracted()})
             where = Q()
             for org, agent, channel, version, at in keys:
                 where |= Q(

@@ -30,6 +30,7 @@ from .rollups import (
     raw_model,
     score_facts,
     trace_facts,
+    usage_facts,
     voice_call_facts,
 )
 from .sketch import Sketch, merge_into, quantile
@@ -427,7 +428,7 @@ def _querysets(shape: _Shape, *, organisation_id: int, agent_id: int | None, pie
             "at",
             {"channel": Value("", output_field=CharField())},
         )
-        edges.append((usage.values(*names).annotate(other_cost_usd=Sum("cost_usd")).order_by(), "usage"))
+        edges.append((usage.values(*names).annotate(**usage_facts()).order_by(), "usage"))
     if "voice" in shape.facts:
         # Voice calls ended in the partial hours: minutes and cost count where a call ended.
         calls = _grouped(

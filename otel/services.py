@@ -10,13 +10,13 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from agents.conversations import SessionState, conversation_moves, sessions_lock, sessions_refresh
+from agents.conversations import sessions_lock, sessions_refresh
 from agents.ingest import DUPLICATE, STEP_FIELDS, STORED, TRACE_FIELDS, TraceRecord, TraceRow, traces_store
 from agents.models import Deployment, DeploymentStatus, Score, Session, Trace, TraceStep
 from agents.services import agents_resolve
 from agents.steps import step_values
 from audit.services import Actor
-from metrics.rollups import RollupDeltas
+from metrics.rollups import CONVERSATION_FACTS, SCORE_FACTS, TRACE_FACTS, Counted, RollupDeltas
 from pricing.prices import price_table
 from thinnest_analytics.db import insert_ignore_conflicts, update_by_pk
 from voice.services import voice_events_ingest
@@ -272,42 +272,6 @@ def _refuse(result: SpansResult, pending: _Pending, drafts: dict, trace_id: str,
     drafts.pop(trace_id, None)
 
 
-def _rollup_facts(row: dict) -> tuple:
-    return (
-        row["agent_id"],
-        row["channel"],
-        row["deployment_version"],
-        row["created_at"],
-        row["input"] != "",
-        row["output"] != "",
-        row["input_tokens"],
-        row["output_tokens"],
-        row["latency_ms"],
-        row["tool_call_count"] > 0,
-        row["status"],
-        row["cost_usd"],
-    )
-
-
-def _add_trace(deltas: RollupDeltas, organisation_id: int, row: dict, sign: int) -> None:
-    deltas.add_trace(
-        organisation_id=organisation_id,
-        agent_id=row["agent_id"],
-        channel=row["channel"],
-        deployment_version=row["deployment_version"],
-        created_at=row["created_at"],
-        input=row["input"],
-        output=row["output"],
-        input_tokens=row["input_tokens"],
-        output_tokens=row["output_tokens"],
-        latency_ms=row["latency_ms"],
-        tool_call_count=row["tool_call_count"],
-        status=row["status"],
-        cost_usd=row["cost_usd"],
-        sign=sign,
-    )
-
-
 def derived_traces_store(
     organisation, drafts: dict[str, Draft], old: dict, pending: _Pending, actor, result
 ) -> set[str]:
@@ -356,20 +320,30 @@ def derived_traces_store(
     sessions = sessions_lock(organisation=organisation, wanted=wanted)
 
     rows, adopted = _rows_of(organisation, drafts, old, agents, sessions, pending, result)
-    pk_of = _rows_store(organisation, drafts, old, rows, pending, result)
+    # The rollups lose what the stored versions of these traces, their scores and
+    # the conversations they may leave count now, and gain what they count once
+    # written: both read from the rows with the facts of metrics.rollups.
+    derived_again = [old[d.public_id]["id"] for d in drafts.values() if d.public_id in old]
+    conversations = (Session, "pk", sorted(_conversations_touched(drafts, old, rows)))
     deltas = RollupDeltas()
+    deltas.count(
+        Counted(TRACE_FACTS, (Trace, "pk", derived_again), sign=-1),
+        Counted(SCORE_FACTS, (Score, "trace_id", derived_again), sign=-1),
+        Counted(CONVERSATION_FACTS, conversations, sign=-1),
+    )
+    pk_of = _rows_store(organisation, drafts, old, rows, pending, result)
     moved = []
     for trace_id, row in rows.items():
-        new = row._asdict() | {"agent_id": row.agent}
         previous = old.get(drafts[trace_id].public_id)
-        if previous is not None and _rollup_facts(previous) == _rollup_facts(new):
-            continue
         if previous is not None:
-            _add_trace(deltas, organisation.pk, previous, -1)
-            moved.append((previous, new, pk_of[trace_id]))
-        _add_trace(deltas, organisation.pk, new, 1)
-    _scores_move(deltas, organisation.pk, moved)
-    _conversations_refresh(deltas, organisation.pk, drafts, old, rows, sessions, adopted)
+            moved.append((previous, row._asdict() | {"agent_id": row.agent}, pk_of[trace_id]))
+    _scores_move(moved)
+    _conversations_refresh(drafts, old, rows, sessions, adopted)
+    deltas.count(
+        Counted(TRACE_FACTS, (Trace, "pk", [pk_of[trace_id] for trace_id in rows])),
+        Counted(SCORE_FACTS, (Score, "trace_id", derived_again)),
+        Counted(CONVERSATION_FACTS, conversations),
+    )
     deltas.apply()
     return written | set(rows)
 
@@ -430,13 +404,13 @@ def _record_of(d: Draft) -> TraceRecord:
 
 def _rows_of(organisation, drafts, old, agents, sessions, pending, result):
     """The trace rows to write, by trace id, and the conversations adopted by
-    their traces (with their state before)."""
+    their traces."""
     active_versions = dict(
         Deployment.objects.filter(
             agent__in=[agents[d.agent_id] for d in drafts.values()], status=DeploymentStatus.ACTIVE
         ).values_list("agent_id", "version")
     )
-    adopted: dict[int, SessionState] = {}
+    adopted: set[int] = set()
     rows: dict[str, TraceRow] = {}
     now = timezone.now()
     for trace_id, d in sorted(drafts.items()):
@@ -459,7 +433,7 @@ def _rows_of(organisation, drafts, old, agents, sessions, pending, result):
                     f"conversation '{session.public_id}' belongs to another agent or channel",
                 )
                 continue
-            adopted.setdefault(session.pk, SessionState.of(session))
+            adopted.add(session.pk)
             session.agent_id, session.channel = agent.pk, d.channel
         if d.deployment_version is not None:
             version = d.deployment_version
@@ -536,23 +510,22 @@ def _rows_store(organisation, drafts, old, rows, pending, result) -> dict[str, i
     return pk_of
 
 
-def _conversations_refresh(deltas, organisation_id, drafts, old, rows, sessions, adopted) -> None:
-    """Recount the conversations the traces left or joined, move their counts in
-    the rollups, and remove a trace's own conversation once it is left empty."""
-    by_pk = {s.pk: s for s in sessions.values()}
+def _conversations_touched(drafts, old, rows) -> set[int]:
+    """The conversations the traces join or leave."""
     touched = {row.session for row in rows.values()}
-    touched |= {old[d.public_id]["session_id"] for d in drafts.values() if d.public_id in old}
-    refreshed = [by_pk[pk] for pk in sorted(touched)]
+    return touched | {old[d.public_id]["session_id"] for d in drafts.values() if d.public_id in old}
+
+
+def _conversations_refresh(drafts, old, rows, sessions, adopted) -> None:
+    """Recount the conversations the traces left or joined, and remove a trace's
+    own conversation once it is left empty."""
+    by_pk = {s.pk: s for s in sessions.values()}
+    refreshed = [by_pk[pk] for pk in sorted(_conversations_touched(drafts, old, rows))]
     if adopted:
         update_by_pk(
             Session, ["agent", "channel"], [(pk, by_pk[pk].agent_id, by_pk[pk].channel) for pk in adopted]
         )
-    transitions = sessions_refresh(sessions=refreshed)
-    # An adopted conversation was counted under its old agent or channel.
-    transitions = [
-        (adopted.get(s.pk, before), after) for s, (before, after) in zip(refreshed, transitions, strict=True)
-    ]
-    conversation_moves(deltas, organisation_id, transitions)
+    sessions_refresh(sessions=refreshed)
     own_ids = {d.public_id for d in drafts.values()}
     used = {row.session for row in rows.values()}
     empty = [
@@ -564,27 +537,15 @@ def _conversations_refresh(deltas, organisation_id, drafts, old, rows, sessions,
         Session.objects.filter(pk__in=empty).delete()
 
 
-def _scores_move(deltas: RollupDeltas, organisation_id: int, moved: list[tuple[dict, dict, int]]) -> None:
+def _scores_move(moved: list[tuple[dict, dict, int]]) -> None:
     """Scores carry their trace's agent, channel, version and time: when those
-    change, the scores follow, in the rows and in the rollups."""
+    change, the scores follow."""
     keys = ("agent_id", "channel", "deployment_version", "created_at")
     moved = [(a, b, pk) for a, b, pk in moved if tuple(a[k] for k in keys) != tuple(b[k] for k in keys)]
     if not moved:
         return
     new_of = {pk: new for _, new, pk in moved}
-    old_of = {pk: previous for previous, _, pk in moved}
-    scores = list(Score.objects.filter(trace_id__in=list(new_of)).values("id", "trace_id", "value"))
-    for score in scores:
-        for row, sign in ((old_of[score["trace_id"]], -1), (new_of[score["trace_id"]], 1)):
-            deltas.add_score(
-                organisation_id=organisation_id,
-                agent_id=row["agent_id"],
-                channel=row["channel"],
-                deployment_version=row["deployment_version"],
-                created_at=row["created_at"],
-                value=score["value"],
-                sign=sign,
-            )
+    scores = list(Score.objects.filter(trace_id__in=list(new_of)).values("id", "trace_id"))
     update_by_pk(
         Score,
         ["agent", "channel", "deployment_version", "trace_created_at"],

@@ -12,7 +12,6 @@ from django.db import connection
 from django.utils import timezone
 
 from billing.selectors import billing_periods, usage_overview
-from metrics.rollups import RollupDeltas
 
 from . import oracle
 from .conftest import trace, usage_event
@@ -178,19 +177,17 @@ def test_voice_cost_shows_as_voice_minutes(tenant, ingest, reader, frozen):
     ingest.post(
         "/api/traces", trace(agent_id="agent_caller", cost_usd="1.00", created_at="2026-03-06T08:00:00Z")
     )
-    from agents.models import Agent
-
-    caller = Agent.objects.get(public_id="agent_caller")
-    deltas = RollupDeltas()  # an ended call, as voice calls record it when they end
-    deltas.add_voice_call(
-        organisation_id=tenant.organisation.pk,
-        agent_id=caller.pk,
-        deployment_version="",
-        ended_at=datetime(2026, 3, 6, 9, 0, tzinfo=UTC),
-        seconds=Decimal(150),
-        cost_usd=Decimal("0.125"),
-    )
-    deltas.apply()
+    events = [  # 150 s at the default 0.05 USD a minute
+        {
+            "type": "call.started",
+            "call_id": "call_1",
+            "agent_id": "agent_caller",
+            "at": "2026-03-06T08:57:30Z",
+        },
+        {"type": "call.ended", "call_id": "call_1", "at": "2026-03-06T09:00:00Z", "status": "completed"},
+    ]
+    r = ingest.post("/api/voice/events", {"events": events})
+    assert r.status_code == 200, r.json()
     frozen(datetime(2026, 3, 6, 12, 0, tzinfo=UTC))
     body = reader.get("/api/metrics/usage").json()
     assert body["breakdown"]["voice_minutes"] == 0.125

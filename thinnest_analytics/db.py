@@ -9,13 +9,15 @@ parameters), then moved with one ``INSERT … SELECT … ON CONFLICT`` or
 
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
 from functools import partial, wraps
 from typing import Any
 
 import msgspec
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.exceptions import EmptyResultSet
 from django.db import connection, connections, models, router, transaction
 
 # JSON columns are encoded by msgspec: several times faster than json.dumps, same documents.
@@ -346,3 +348,106 @@ def _run_one(connection, b: BoundStatement) -> list[dict]:
     with connection.cursor() as cursor:
         cursor.execute(b.statement.sql, b.params)
         return b.statement.rows(cursor.fetchall())
+
+
+class OneOf(models.Expression):
+    """``field IN values`` with the values as one parameter, whatever their
+    number: ``= ANY(%s)`` on PostgreSQL, ``IN (SELECT value FROM json_each(%s))``
+    on SQLite. The statement's text stays the same for every batch (psycopg
+    parses and the server plans it once), and Django does not prepare each value
+    on its own. For integer keys: ``filter(OneOf("pk", ids))``."""
+
+    output_field = models.BooleanField()
+    conditional = True
+
+    def __init__(self, field: str, values: list[int]) -> None:
+        super().__init__()
+        self.column = models.F(field)
+        self.values = values
+
+    def get_source_expressions(self):
+        return [self.column]
+
+    def set_source_expressions(self, exprs) -> None:
+        (self.column,) = exprs
+
+    def as_sql(self, compiler, connection):
+        sql, params = compiler.compile(self.column)
+        if connection.vendor == "postgresql":
+            return f"{sql} = ANY(%s::bigint[])", (*params, self.values)
+        return f"{sql} IN (SELECT value FROM json_each(%s))", (
+            *params,
+            _json_text(list(self.values)).decode(),
+        )
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A read compiled to SQL, with the compiler that converts its rows as
+    Django would. One compiled once can run again with other parameters
+    (``bind``), which spares building and compiling the queryset each time."""
+
+    compiler: Any
+    sql: str
+    params: tuple
+
+    @classmethod
+    def of(cls, queryset: models.QuerySet) -> "Compiled | None":
+        """The queryset compiled; None when it can have no rows (``pk__in=[]``)."""
+        compiler = queryset.query.get_compiler(using=queryset.db)
+        try:
+            sql, params = compiler.as_sql()
+        except EmptyResultSet:
+            return None
+        return cls(compiler, sql, tuple(params))
+
+    def bind(self, index: int, value: Any) -> "Compiled":
+        return replace(self, params=(*self.params[:index], value, *self.params[index + 1 :]))
+
+    def rows(self, fetched: list) -> list[tuple]:
+        return list(self.compiler.results_iter(results=[fetched], tuple_expected=True))
+
+
+Step = models.QuerySet | Compiled | tuple[str, Any]
+
+
+def pipelined(steps: Sequence[Step]) -> list[list[tuple] | None]:
+    """Run ``steps`` in order: reads (querysets or compiled ones), whose rows
+    come back as tuples converted as Django converts them, and statements (SQL
+    and parameters), which return nothing. On PostgreSQL they travel together,
+    in one round trip (psycopg's pipeline mode, prepared statements); elsewhere
+    one after another."""
+    compiled = [Compiled.of(step) if isinstance(step, models.QuerySet) else step for step in steps]
+    results: list[list[tuple] | None] = []
+    if connection.vendor != "postgresql":
+        for step in compiled:
+            if step is None:
+                results.append([])
+                continue
+            with connection.cursor() as cursor:
+                if isinstance(step, Compiled):
+                    cursor.execute(step.sql, step.params)
+                    results.append(step.rows(cursor.fetchall()))
+                else:
+                    cursor.execute(*step)
+                    results.append(None)
+        return results
+    import psycopg
+
+    connection.ensure_connection()
+    with connection.wrap_database_errors, ExitStack() as stack:
+        cursors = [stack.enter_context(psycopg.Cursor(connection.connection)) for _ in compiled]
+        with connection.connection.pipeline():
+            for cursor, step in zip(cursors, compiled, strict=True):
+                if isinstance(step, Compiled):
+                    cursor.execute(step.sql, step.params, prepare=True)
+                elif step is not None:
+                    cursor.execute(*step, prepare=True)
+        for cursor, step in zip(cursors, compiled, strict=True):
+            if step is None:
+                results.append([])
+            elif isinstance(step, Compiled):
+                results.append(step.rows(cursor.fetchall()))
+            else:
+                results.append(None)
+        return results

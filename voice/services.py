@@ -11,12 +11,12 @@ from django.db import transaction
 from django.utils import timezone
 from pydantic import ValidationError
 
-from agents.conversations import LockedSession, SessionState, conversation_moves, sessions_lock
+from agents.conversations import LockedSession, sessions_lock
 from agents.models import Agent, Deployment, DeploymentStatus, Session
 from agents.schemas import NUL_MESSAGE, nul_paths, validation_reason
 from agents.services import IngestResult, agents_resolve
 from audit.services import Actor, audit_record
-from metrics.rollups import RollupDeltas
+from metrics.rollups import CONVERSATION_FACTS, VOICE_CALL_FACTS, Counted, RollupDeltas
 from pricing.prices import voice_cost, voice_price_per_minute, voice_seconds
 from thinnest_analytics.db import insert_ignore_conflicts, update_by_pk
 
@@ -150,9 +150,9 @@ class _EventBatch:
         self.duplicates: list[tuple[int, str]] = []
         self.calls: dict[str, _Call] = {}
         self.sessions: dict[str, LockedSession] = {}
-        self.states_before: dict[int, SessionState] = {}
+        self.changed_sessions: set[int] = set()
         self.ended_sessions: dict[int, tuple[datetime, Decimal]] = {}  # pk → (ended at, call cost)
-        self.deltas = RollupDeltas()
+        self.ended_calls: list[int] = []
         self.touched_agents: set[int] = set()
         self.moved_starts: dict[int, datetime] = {}
 
@@ -255,7 +255,7 @@ class _EventBatch:
             self.duplicates.append((index, label))
 
     def _session_change(self, session: LockedSession) -> None:
-        self.states_before.setdefault(session.pk, SessionState.of(session))
+        self.changed_sessions.add(session.pk)
 
     def _starts_apply(self, starts: list[tuple[int, CallStarted]], agents: dict[str, Agent]) -> None:
         if not starts:
@@ -441,14 +441,7 @@ class _EventBatch:
         call.price_per_minute = price
         call.cost_usd = voice_cost(seconds=seconds, price_per_minute=price)
         self._call_heard(call, ended_at)
-        self.deltas.add_voice_call(
-            organisation_id=self.organisation.pk,
-            agent_id=call.agent_id,
-            deployment_version=call.deployment_version,
-            ended_at=ended_at,
-            seconds=seconds,
-            cost_usd=call.cost_usd,
-        )
+        self.ended_calls.append(call.pk)
         session = self.sessions[call.session_public_id]
         self._session_change(session)
         if status in FAILED_STATUSES:
@@ -460,6 +453,12 @@ class _EventBatch:
     # --- writing --------------------------------------------------------------
 
     def _write(self) -> None:
+        """Write the calls and conversations; the rollups lose the changed
+        conversations' facts as they were and gain them as they are, and the
+        facts of the calls that ended, all read from the rows."""
+        deltas = RollupDeltas()
+        conversations = (Session, "pk", sorted(self.changed_sessions))
+        deltas.count(Counted(CONVERSATION_FACTS, conversations, sign=-1))
         update_by_pk(VoiceCall, ["started_at"], sorted(self.moved_starts.items()))
         changed_calls = [c for c in self.calls.values() if c.changed]
         update_by_pk(
@@ -468,7 +467,7 @@ class _EventBatch:
             [(c.pk, *(getattr(c, f) for f in CALL_UPDATE_FIELDS)) for c in changed_calls],
         )
         by_pk = {s.pk: s for s in self.sessions.values()}
-        changed_sessions = [by_pk[pk] for pk in sorted(self.states_before)]
+        changed_sessions = [by_pk[pk] for pk in sorted(self.changed_sessions)]
         update_by_pk(
             Session,
             SESSION_UPDATE_FIELDS,
@@ -479,9 +478,11 @@ class _EventBatch:
             ["ended_at", "voice_cost_usd"],
             [(pk, *ended) for pk, ended in sorted(self.ended_sessions.items())],
         )
-        transitions = [(self.states_before[s.pk], SessionState.of(s)) for s in changed_sessions]
-        conversation_moves(self.deltas, self.organisation.pk, transitions)
-        self.deltas.apply()
+        deltas.count(
+            Counted(CONVERSATION_FACTS, conversations),
+            Counted(VOICE_CALL_FACTS, (VoiceCall, "pk", self.ended_calls)),
+        )
+        deltas.apply()
 
 
 # --- stale calls --------------------------------------------------------------
@@ -531,22 +532,18 @@ def _call_close_stale(pk: int, cutoff: datetime, stale_after: timedelta) -> int:
     )
     if claimed != 1:
         return 0  # another worker closed it, or an event arrived meanwhile
-    before = SessionState.of(session)
+    conversation = Session.objects.filter(pk=session.pk)
+    deltas = RollupDeltas()
+    deltas.count(Counted(CONVERSATION_FACTS, conversation, sign=-1))
     session.error_count += 1
     fields = {"error_count": session.error_count, "ended_at": ended_at, "voice_cost_usd": cost}
     if session.last_activity_at is None or ended_at > session.last_activity_at:
         fields["last_activity_at"] = ended_at
-    Session.objects.filter(pk=session.pk).update(**fields)
-    deltas = RollupDeltas()
-    deltas.add_voice_call(
-        organisation_id=call.organisation_id,
-        agent_id=call.agent_id,
-        deployment_version=call.deployment_version,
-        ended_at=ended_at,
-        seconds=seconds,
-        cost_usd=cost,
+    conversation.update(**fields)
+    deltas.count(
+        Counted(CONVERSATION_FACTS, conversation),
+        Counted(VOICE_CALL_FACTS, VoiceCall.objects.filter(pk=pk)),
     )
-    conversation_moves(deltas, call.organisation_id, [(before, SessionState.of(session))])
     deltas.apply()
     audit_record(
         organisation=call.organisation,
