@@ -23,15 +23,15 @@ from thinnest_analytics.db import Statement, values_together
 from .models import COUNTERS, DailyRollup, HourlyRollup
 from .readcache import rollup_reads
 from .rollups import (
+    CONVERSATION_FACTS,
+    SCORE_FACTS,
+    TRACE_FACTS,
+    USAGE_FACTS,
+    VOICE_CALL_FACTS,
     LatencyBucket,
-    conversation_facts,
     day_of,
     hour_of,
     raw_model,
-    score_facts,
-    trace_facts,
-    usage_facts,
-    voice_call_facts,
 )
 from .sketch import Sketch, merge_into, quantile
 from .windows import Window, retention_horizon
@@ -307,7 +307,7 @@ class _Reads:
 
 # Statements compiled once per shape (PostgreSQL): building and compiling a
 # window's nine querysets costs more than PostgreSQL takes to run them.
-_compiled: dict[_Shape, _Reads] = {}
+_compiled: dict[tuple[_Shape, tuple], _Reads] = {}
 _compiled_lock = threading.Lock()
 _STAND_IN_ORGANISATION, _STAND_IN_AGENT = -7_000_000_001, -7_000_000_002
 _STAND_IN_TIME = datetime(1901, 1, 1, tzinfo=UTC)
@@ -319,7 +319,12 @@ def _reads_of(shape: _Shape, *, organisation_id: int, agent_id: int | None, plan
     pieces = (plan.daily, plan.hourly, plan.raw)
     if connection.vendor != "postgresql":
         return _querysets(shape, organisation_id=organisation_id, agent_id=agent_id, pieces=pieces)
-    compiled = _compiled.get(shape)
+    # The definitions are part of the key: statements follow them (they are
+    # fixed in the product; a test may change one where it is defined).
+    definitions = tuple(
+        f.counters for f in (TRACE_FACTS, CONVERSATION_FACTS, SCORE_FACTS, USAGE_FACTS, VOICE_CALL_FACTS)
+    )
+    compiled = _compiled.get((shape, definitions))
     if compiled is None:
         stand_ins = {_STAND_IN_ORGANISATION: "organisation", _STAND_IN_AGENT: "agent"}
         stand_in_pieces = []
@@ -344,7 +349,7 @@ def _reads_of(shape: _Shape, *, organisation_id: int, agent_id: int | None, plan
             edges=[(Statement(qs, stand_ins), kind) for qs, kind in built.edges],
         )
         with _compiled_lock:
-            _compiled[shape] = compiled
+            _compiled[(shape, definitions)] = compiled
     values: dict[object, object] = {"organisation": organisation_id, "agent": agent_id}
     for p, ranges in enumerate(pieces):
         for r, (a, b) in enumerate(ranges):
@@ -405,19 +410,22 @@ def _querysets(shape: _Shape, *, organisation_id: int, agent_id: int | None, pie
             traces = traces.annotate(b=LatencyBucket("latency_ms")).values(*names, "agent_id", "b")
         else:
             traces = traces.values(*names, "agent_id")
-        edges.append((traces.annotate(**trace_facts()).order_by(), "traces"))
+        edges.append((traces.annotate(**TRACE_FACTS.counters()).order_by(), "traces"))
     if "conversations" in shape.facts:
         conversations = _grouped(
             shape, Session.objects.filter(ranges_q("started_at", raw), **scope), 2, "started_at"
         )
         edges.append(
-            (conversations.values(*names).annotate(**conversation_facts()).order_by(), "conversations")
+            (
+                conversations.values(*names).annotate(**CONVERSATION_FACTS.counters()).order_by(),
+                "conversations",
+            )
         )
     if "scores" in shape.facts:
         scores = _grouped(
             shape, Score.objects.filter(ranges_q("trace_created_at", raw), **scope), 3, "trace_created_at"
         )
-        edges.append((scores.values(*names).annotate(**score_facts()).order_by(), "scores"))
+        edges.append((scores.values(*names).annotate(**SCORE_FACTS.counters()).order_by(), "scores"))
     if "usage" in shape.facts:
         # Usage events (billing: scraping and other categories) in the partial hours.
         # Their rollup rows have no channel (""), so neither do they here.
@@ -428,7 +436,7 @@ def _querysets(shape: _Shape, *, organisation_id: int, agent_id: int | None, pie
             "at",
             {"channel": Value("", output_field=CharField())},
         )
-        edges.append((usage.values(*names).annotate(**usage_facts()).order_by(), "usage"))
+        edges.append((usage.values(*names).annotate(**USAGE_FACTS.counters()).order_by(), "usage"))
     if "voice" in shape.facts:
         # Voice calls ended in the partial hours: minutes and cost count where a call ended.
         calls = _grouped(
@@ -438,7 +446,7 @@ def _querysets(shape: _Shape, *, organisation_id: int, agent_id: int | None, pie
             "ended_at",
             {"channel": Value("voice", output_field=CharField())},
         )
-        edges.append((calls.values(*names).annotate(**voice_call_facts()).order_by(), "voice"))
+        edges.append((calls.values(*names).annotate(**VOICE_CALL_FACTS.counters()).order_by(), "voice"))
     return _Reads(rollups=rollups, edges=edges)
 
 
