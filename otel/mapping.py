@@ -218,13 +218,20 @@ def _money(value: Any) -> Decimal | None:
 
 
 _json = decoded
+# Where ``SpanIn.read`` keeps the span's attribute names, joined.
+_NAMES = "names"
 
 
 def _flattened(span: SpanIn, prefix: str) -> list | None:
     """Messages flattened into ``<prefix>.<i>.…`` attributes (OpenInference's
     ``llm.input_messages.0.message.tool_calls.0.tool_call.function.name``, the
     older ``gen_ai.prompt.0.content``), every level kept."""
-    if prefix not in span.name_prefixes:
+    read = span.read
+    names = read.get(_NAMES)
+    if names is None:
+        names = read[_NAMES] = "\x00" + "\x00".join(span.attributes)
+    # A scan of the names in one call; ``unflatten`` checks each match.
+    if f"\x00{prefix}." not in names:
         return None
     value = unflatten(span.attributes, prefix)
     if isinstance(value, list):

@@ -65,26 +65,10 @@ class SpanIn:
     resource: dict[str, Any]
     scope: str
     events: list[dict[str, Any]] = field(default_factory=list)
-    # The dotted prefixes of the attribute names, made once when first asked for.
-    _prefixes: frozenset[str] | None = field(default=None, init=False, repr=False, compare=False)
     # What mapping has read of the attributes (messages, by attribute names),
     # read once however often a trace asks. A copy made with other attributes
     # (``dataclasses.replace``) starts empty.
     read: dict = field(default_factory=dict, init=False, repr=False, compare=False)
-
-    @property
-    def name_prefixes(self) -> frozenset[str]:
-        """Every ``a``, ``a.b`` of attribute names ``a.b.c``: whether any
-        attribute is flattened under a prefix costs one lookup, not a scan."""
-        if self._prefixes is None:
-            prefixes = set()
-            for name in self.attributes:
-                end = name.rfind(".")
-                while end > 0 and name[:end] not in prefixes:
-                    prefixes.add(name[:end])
-                    end = name.rfind(".", 0, end)
-            self._prefixes = frozenset(prefixes)
-        return self._prefixes
 
     @cached_property
     def started_at(self) -> datetime:
