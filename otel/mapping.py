@@ -575,11 +575,10 @@ def _step(span: SpanIn, kind: str, operation: str, prices: PriceTable) -> dict:
         step_output = _messages(span, OUTPUT_MESSAGES) or _json(span.attributes.get("output.value"))
         if step_output is None and kind == StepKind.LLM:
             step_output = span.attributes.get(PLAIN_OUTPUT)
-    attributes = {
-        name: value
-        for name, value in span.attributes.items()
-        if not name.startswith(CONTENT_PREFIXES) and name != "gen_ai.operation.name"
-    }
+    attributes = {"operation": operation}
+    for name, value in span.attributes.items():
+        if not name.startswith(CONTENT_PREFIXES) and name != "gen_ai.operation.name":
+            attributes[name] = value
     return {
         "kind": kind,
         "operation": operation,
@@ -596,7 +595,7 @@ def _step(span: SpanIn, kind: str, operation: str, prices: PriceTable) -> dict:
         "input": step_input,
         "output": step_output,
         "error": failure_of(span) or "",
-        "attributes": {"operation": operation, **attributes},
+        "attributes": attributes,
     }
 
 
