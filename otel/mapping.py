@@ -450,15 +450,16 @@ def _order(span: SpanIn) -> tuple[int, str]:
     return (span.start_ns, span.span_id)
 
 
-def _agent_span(spans: list[SpanIn], operations: dict[str, str | None]) -> SpanIn:
+def _agent_span(ordered: list[SpanIn], operations: dict[str, str | None]) -> SpanIn:
     """The span that stands for the whole trace: a voice framework's call span
     (LiveKit's agent turns are ``invoke_agent`` spans inside it), else the
     outermost ``invoke_agent`` span, else the root (the earliest span whose
-    parent did not arrive)."""
-    call = voice.call_span(spans)
+    parent did not arrive). ``ordered``: the trace's spans sorted by ``_order``,
+    so the first that qualifies is the earliest."""
+    call = voice.call_span(ordered)
     if call is not None:
         return call
-    by_id = {s.span_id: s for s in spans}
+    by_id = {s.span_id: s for s in ordered}
 
     def outermost_agent(span: SpanIn) -> bool:
         if operations[span.span_id] != "invoke_agent":
@@ -472,12 +473,13 @@ def _agent_span(spans: list[SpanIn], operations: dict[str, str | None]) -> SpanI
             parent = by_id.get(parent.parent_span_id)
         return True
 
-    agents = sorted((s for s in spans if outermost_agent(s)), key=_order)
-    if agents:
-        return agents[0]
-    return min(
-        (s for s in spans if s.parent_span_id not in by_id), key=_order, default=min(spans, key=_order)
-    )
+    for span in ordered:
+        if outermost_agent(span):
+            return span
+    for span in ordered:
+        if span.parent_span_id not in by_id:
+            return span
+    return ordered[0]
 
 
 def _in_priority(ordered: list[SpanIn], top: SpanIn, names: tuple[str, ...]) -> Any:
@@ -511,7 +513,8 @@ def _agent(ordered: list[SpanIn], top: SpanIn) -> tuple[str, str]:
 def trace_agent(spans: list[SpanIn]) -> tuple[str, str]:
     """(agent id, agent name) of a trace's spans, as ``trace_draft`` finds them."""
     operations = {s.span_id: operation_of(s) for s in spans}
-    return _agent(sorted(spans, key=_order), _agent_span(spans, operations))
+    ordered = sorted(spans, key=_order)
+    return _agent(ordered, _agent_span(ordered, operations))
 
 
 def _channel(ordered: list[SpanIn], top: SpanIn, is_voice: bool) -> str:
@@ -710,8 +713,8 @@ def trace_draft(spans: list[SpanIn], prices: PriceTable) -> Draft | None:
         return None
     spans = [with_events_read(s) for s in spans]
     operations = {s.span_id: operation_of(s) for s in spans}
-    top = _agent_span(spans, operations)
     ordered = sorted(spans, key=_order)
+    top = _agent_span(ordered, operations)
     steps, span_calls, llm_steps, llm_spans = [], [], [], []
     for span in ordered:
         kind = step_kind(operations[span.span_id])
