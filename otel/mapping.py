@@ -155,11 +155,18 @@ class Draft:
 
 
 def _first(span: SpanIn, names: tuple[str, ...]) -> Any:
+    """The first of ``names`` the span has, other than None, "", [] or {}."""
+    attributes = span.attributes
     for name in names:
-        value = span.attributes.get(name)
-        if value not in (None, "", [], {}):
+        value = attributes.get(name)
+        # Attribute values are JSON values: of the empty ones, only numbers
+        # (0, 0.0, False) count as present.
+        if value or (value is not None and value.__class__ in _NUMBERS):
             return value
     return None
+
+
+_NUMBERS = (int, float, bool)
 
 
 def _text(value: Any) -> str:
@@ -211,13 +218,20 @@ def _money(value: Any) -> Decimal | None:
 
 
 _json = decoded
+# Where ``SpanIn.read`` keeps the span's attribute names, joined.
+_NAMES = "names"
 
 
 def _flattened(span: SpanIn, prefix: str) -> list | None:
     """Messages flattened into ``<prefix>.<i>.…`` attributes (OpenInference's
     ``llm.input_messages.0.message.tool_calls.0.tool_call.function.name``, the
     older ``gen_ai.prompt.0.content``), every level kept."""
-    if prefix not in span.name_prefixes:
+    read = span.read
+    names = read.get(_NAMES)
+    if names is None:
+        names = read[_NAMES] = "\x00" + "\x00".join(span.attributes)
+    # A scan of the names in one call; ``unflatten`` checks each match.
+    if f"\x00{prefix}." not in names:
         return None
     value = unflatten(span.attributes, prefix)
     if isinstance(value, list):
@@ -226,15 +240,23 @@ def _flattened(span: SpanIn, prefix: str) -> list | None:
 
 
 def _messages(span: SpanIn, names: tuple[str, ...]) -> Any:
-    """Messages as a JSON string or a structured value, or flattened attributes."""
+    """Messages as a JSON string or a structured value, or flattened attributes.
+    Read once per span: a trace asks for a span's messages several times."""
+    read = span.read
+    if names in read:
+        return read[names]
+    found = None
     for name in names:
         value = span.attributes.get(name)
         if value not in (None, "", []):
-            return _json(value)
+            found = _json(value)
+            break
         flattened = _flattened(span, name)
         if flattened:
-            return flattened
-    return None
+            found = flattened
+            break
+    read[names] = found
+    return found
 
 
 def _parts_text(message: dict, kinds: tuple[str, ...] = ("text",)) -> list[str]:
@@ -428,15 +450,16 @@ def _order(span: SpanIn) -> tuple[int, str]:
     return (span.start_ns, span.span_id)
 
 
-def _agent_span(spans: list[SpanIn], operations: dict[str, str | None]) -> SpanIn:
+def _agent_span(ordered: list[SpanIn], operations: dict[str, str | None]) -> SpanIn:
     """The span that stands for the whole trace: a voice framework's call span
     (LiveKit's agent turns are ``invoke_agent`` spans inside it), else the
     outermost ``invoke_agent`` span, else the root (the earliest span whose
-    parent did not arrive)."""
-    call = voice.call_span(spans)
+    parent did not arrive). ``ordered``: the trace's spans sorted by ``_order``,
+    so the first that qualifies is the earliest."""
+    call = voice.call_span(ordered)
     if call is not None:
         return call
-    by_id = {s.span_id: s for s in spans}
+    by_id = {s.span_id: s for s in ordered}
 
     def outermost_agent(span: SpanIn) -> bool:
         if operations[span.span_id] != "invoke_agent":
@@ -450,31 +473,34 @@ def _agent_span(spans: list[SpanIn], operations: dict[str, str | None]) -> SpanI
             parent = by_id.get(parent.parent_span_id)
         return True
 
-    agents = sorted((s for s in spans if outermost_agent(s)), key=_order)
-    if agents:
-        return agents[0]
-    return min(
-        (s for s in spans if s.parent_span_id not in by_id), key=_order, default=min(spans, key=_order)
-    )
+    for span in ordered:
+        if outermost_agent(span):
+            return span
+    for span in ordered:
+        if span.parent_span_id not in by_id:
+            return span
+    return ordered[0]
 
 
-def _in_priority(spans: list[SpanIn], top: SpanIn, names: tuple[str, ...]) -> Any:
-    """The first of ``names`` on the agent span, then on the other spans in start order."""
+def _in_priority(ordered: list[SpanIn], top: SpanIn, names: tuple[str, ...]) -> Any:
+    """The first of ``names`` on the agent span, then on the other spans in
+    start order (``ordered``: the trace's spans sorted by ``_order``)."""
     value = _first(top, names)
-    if value is not None:  # mostly: the others are not even sorted
+    if value is not None:
         return value
-    for span in sorted((s for s in spans if s is not top), key=_order):
-        value = _first(span, names)
-        if value is not None:
-            return value
+    for span in ordered:
+        if span is not top:
+            value = _first(span, names)
+            if value is not None:
+                return value
     return None
 
 
-def _agent(spans: list[SpanIn], top: SpanIn) -> tuple[str, str]:
+def _agent(ordered: list[SpanIn], top: SpanIn) -> tuple[str, str]:
     """(agent id, agent name): ``gen_ai.agent.id``, else an id made from
     ``gen_ai.agent.name``, else from the resource's ``service.name``."""
-    name = _short(_in_priority(spans, top, AGENT_NAME), 200)
-    agent_id = _public_id(_in_priority(spans, top, AGENT_ID), 64)
+    name = _short(_in_priority(ordered, top, AGENT_NAME), 200)
+    agent_id = _public_id(_in_priority(ordered, top, AGENT_ID), 64)
     if not agent_id and name:
         agent_id = _public_id(name.lower().replace(" ", "-"), 64)
     if not agent_id:
@@ -487,13 +513,14 @@ def _agent(spans: list[SpanIn], top: SpanIn) -> tuple[str, str]:
 def trace_agent(spans: list[SpanIn]) -> tuple[str, str]:
     """(agent id, agent name) of a trace's spans, as ``trace_draft`` finds them."""
     operations = {s.span_id: operation_of(s) for s in spans}
-    return _agent(spans, _agent_span(spans, operations))
+    ordered = sorted(spans, key=_order)
+    return _agent(ordered, _agent_span(ordered, operations))
 
 
-def _channel(spans: list[SpanIn], top: SpanIn) -> str:
-    if voice.is_voice(spans):
+def _channel(ordered: list[SpanIn], top: SpanIn, is_voice: bool) -> str:
+    if is_voice:
         return "voice"
-    value = _in_priority(spans, top, CHANNEL)
+    value = _in_priority(ordered, top, CHANNEL)
     if value is None:
         value = _first_resource(top, CHANNEL)
     return value if value in CHANNELS else "chat"
@@ -551,11 +578,10 @@ def _step(span: SpanIn, kind: str, operation: str, prices: PriceTable) -> dict:
         step_output = _messages(span, OUTPUT_MESSAGES) or _json(span.attributes.get("output.value"))
         if step_output is None and kind == StepKind.LLM:
             step_output = span.attributes.get(PLAIN_OUTPUT)
-    attributes = {
-        name: value
-        for name, value in span.attributes.items()
-        if not name.startswith(CONTENT_PREFIXES) and name != "gen_ai.operation.name"
-    }
+    attributes = {"operation": operation}
+    for name, value in span.attributes.items():
+        if not name.startswith(CONTENT_PREFIXES) and name != "gen_ai.operation.name":
+            attributes[name] = value
     return {
         "kind": kind,
         "operation": operation,
@@ -572,7 +598,7 @@ def _step(span: SpanIn, kind: str, operation: str, prices: PriceTable) -> dict:
         "input": step_input,
         "output": step_output,
         "error": failure_of(span) or "",
-        "attributes": {"operation": operation, **attributes},
+        "attributes": attributes,
     }
 
 
@@ -687,9 +713,10 @@ def trace_draft(spans: list[SpanIn], prices: PriceTable) -> Draft | None:
         return None
     spans = [with_events_read(s) for s in spans]
     operations = {s.span_id: operation_of(s) for s in spans}
-    top = _agent_span(spans, operations)
-    steps, span_calls = [], []
-    for span in sorted(spans, key=_order):
+    ordered = sorted(spans, key=_order)
+    top = _agent_span(ordered, operations)
+    steps, span_calls, llm_steps, llm_spans = [], [], [], []
+    for span in ordered:
         kind = step_kind(operations[span.span_id])
         if kind is None or (span is top and kind == StepKind.OTHER):
             continue
@@ -697,10 +724,12 @@ def trace_draft(spans: list[SpanIn], prices: PriceTable) -> Draft | None:
         steps.append(step)
         if kind == StepKind.TOOL:
             span_calls.append((span, _tool_call(span, step)))
+        elif kind == StepKind.LLM:
+            llm_steps.append(step)
+            llm_spans.append(span)
         if len(steps) == MAX_STEPS:
             break
-    llm_steps = [s for s in steps if s["kind"] == StepKind.LLM]
-    tool_calls, tool_results = _tool_calls_merged(span_calls, _spans_of(spans, llm_steps))
+    tool_calls, tool_results = _tool_calls_merged(span_calls, llm_spans)
 
     if llm_steps:
         model = next((s["model"] for s in llm_steps if s["model"]), "")
@@ -711,25 +740,24 @@ def trace_draft(spans: list[SpanIn], prices: PriceTable) -> Draft | None:
     cost, cost_source = _cost(top, llm_steps, prices, model, tokens)
 
     text_limit = settings.INGEST_MAX_TEXT_CHARS
-    input_text = _span_input_text(top) or next(
-        (t for t in (_span_input_text(s) for s in _spans_of(spans, llm_steps)) if t), ""
-    )
+    input_text = _span_input_text(top) or next((t for t in (_span_input_text(s) for s in llm_spans) if t), "")
     output_text = _span_output_text(top) or next(
-        (t for t in (_span_output_text(s) for s in reversed(_spans_of(spans, llm_steps))) if t), ""
+        (t for t in (_span_output_text(s) for s in reversed(llm_spans)) if t), ""
     )
-    reasoning = "\n".join(r for r in (_span_reasoning(s) for s in _spans_of(spans, llm_steps)) if r)
+    reasoning = "\n".join(r for r in (_span_reasoning(s) for s in llm_spans) if r)
 
     top_failure = failure_of(top)
     failed_steps = [s for s in steps if s["error"]]
     error = top_failure or (f"{failed_steps[0]['name']}: {failed_steps[0]['error']}" if failed_steps else "")
 
-    version = _in_priority(spans, top, AGENT_VERSION) or _first_resource(top, SERVICE_VERSION)
-    session = _public_id(_in_priority(spans, top, CONVERSATION_ID), 200)
-    if voice.is_voice(spans):  # the call's conversation
+    version = _in_priority(ordered, top, AGENT_VERSION) or _first_resource(top, SERVICE_VERSION)
+    session = _public_id(_in_priority(ordered, top, CONVERSATION_ID), 200)
+    is_voice = voice.is_voice(spans)
+    if is_voice:  # the call's conversation
         session = voice.conversation_id_of(spans, top.trace_id)
-    user = _short(_in_priority(spans, top, USER_ID) or _first_resource(top, USER_ID), 200)
+    user = _short(_in_priority(ordered, top, USER_ID) or _first_resource(top, USER_ID), 200)
     service = _short(top.resource.get("service.name"), 200)
-    agent_id, agent_name = _agent(spans, top)
+    agent_id, agent_name = _agent(ordered, top)
     metadata = {"source": "opentelemetry", "otel_trace_id": top.trace_id}
     if service:
         metadata["service_name"] = service
@@ -743,7 +771,7 @@ def trace_draft(spans: list[SpanIn], prices: PriceTable) -> Draft | None:
         agent_id=agent_id,
         agent_name=agent_name,
         session_id=session or None,
-        channel=_channel(spans, top),
+        channel=_channel(ordered, top, is_voice),
         deployment_version=_short(version, 64) if version is not None else None,
         created_at=top.started_at,
         latency_ms=_duration_ms(top),
@@ -762,8 +790,3 @@ def trace_draft(spans: list[SpanIn], prices: PriceTable) -> Draft | None:
         metadata=metadata,
         tool_results=tool_results,
     )
-
-
-def _spans_of(spans: list[SpanIn], steps: list[dict]) -> list[SpanIn]:
-    by_id = {s.span_id: s for s in spans}
-    return [by_id[step["span_id"]] for step in steps]

@@ -17,6 +17,8 @@ Flattened attributes are rebuilt into nested values with every level kept
 import json
 from typing import Any
 
+import msgspec
+
 # The older GenAI events (span events or log records), one per message.
 INPUT_EVENT_ROLES = {
     "gen_ai.system.message": "system",
@@ -42,12 +44,23 @@ def _may_be_json(text: str) -> bool:
     return text[:1] in JSON_FIRST or text.startswith(JSON_WORDS)
 
 
+_read_json = msgspec.json.Decoder().decode
+
+
 def decoded(value: Any) -> Any:
-    """A JSON string decoded; anything else as it is. Text holding an escaped NUL
-    character stays text: decoded, it could not be stored."""
+    """A JSON string decoded (as ``json.loads`` reads it); anything else as it
+    is. Text holding an escaped NUL character stays text: decoded, it could not
+    be stored."""
     if not isinstance(value, str) or not value or not _may_be_json(value):
         return value
     if "\\u0000" not in value:
+        # msgspec's reader, many times faster, gives what json.loads gives for
+        # every text it reads; what it refuses (NaN, 1e400, lone surrogates,
+        # deep nesting) goes to the standard reader.
+        try:
+            return _read_json(value)
+        except (msgspec.MsgspecError, RecursionError):
+            pass
         try:
             return json.loads(value)
         except ValueError:

@@ -65,22 +65,10 @@ class SpanIn:
     resource: dict[str, Any]
     scope: str
     events: list[dict[str, Any]] = field(default_factory=list)
-    # The dotted prefixes of the attribute names, made once when first asked for.
-    _prefixes: frozenset[str] | None = field(default=None, init=False, repr=False, compare=False)
-
-    @property
-    def name_prefixes(self) -> frozenset[str]:
-        """Every ``a``, ``a.b`` of attribute names ``a.b.c``: whether any
-        attribute is flattened under a prefix costs one lookup, not a scan."""
-        if self._prefixes is None:
-            prefixes = set()
-            for name in self.attributes:
-                end = name.rfind(".")
-                while end > 0 and name[:end] not in prefixes:
-                    prefixes.add(name[:end])
-                    end = name.rfind(".", 0, end)
-            self._prefixes = frozenset(prefixes)
-        return self._prefixes
+    # What mapping has read of the attributes (messages, by attribute names),
+    # read once however often a trace asks. A copy made with other attributes
+    # (``dataclasses.replace``) starts empty.
+    read: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @cached_property
     def started_at(self) -> datetime:
@@ -305,13 +293,17 @@ def any_value(value) -> Any:
 def attributes_of(key_values) -> dict[str, Any]:
     attributes = {}
     for kv in key_values:
+        key = kv.key
+        if "\x00" in key:
+            key = _clean(key)
         value = kv.value
-        # Strings, most attributes, without a call each.
-        if value.WhichOneof("value") == "string_value":
-            text = value.string_value
-            attributes[_clean(kv.key)] = _clean(text) if "\x00" in text else text
+        # Strings, most attributes, without a call each: a non-empty string
+        # value is the one the oneof holds.
+        text = value.string_value
+        if text:
+            attributes[key] = _clean(text) if "\x00" in text else text
         else:
-            attributes[_clean(kv.key)] = any_value(value)
+            attributes[key] = any_value(value)
     return attributes
 
 
@@ -319,18 +311,20 @@ def _latest_allowed() -> datetime:
     return datetime.now(UTC) + timedelta(days=1)
 
 
-def _problem(span, latest_us: int) -> str | None:
+def _problem(
+    trace_id: bytes, span_id: bytes, parent_id: bytes, start: int, end: int, latest_us: int
+) -> str | None:
     """Why a span cannot be used, or None. ``latest_us``: the latest start allowed,
     in Unix microseconds (times are compared at the precision they are kept at)."""
-    if len(span.trace_id) != 16 or not any(span.trace_id):
+    if len(trace_id) != 16 or not any(trace_id):
         return "trace_id must be 16 bytes, not all zero"
-    if len(span.span_id) != 8 or not any(span.span_id):
+    if len(span_id) != 8 or not any(span_id):
         return "span_id must be 8 bytes, not all zero"
-    if span.parent_span_id and len(span.parent_span_id) != 8:
+    if parent_id and len(parent_id) != 8:
         return "parent_span_id must be empty or 8 bytes"
-    if not span.start_time_unix_nano or span.end_time_unix_nano < span.start_time_unix_nano:
+    if not start or end < start:
         return "start_time_unix_nano must be set and not after end_time_unix_nano"
-    if not EARLIEST_US <= span.start_time_unix_nano // 1000 <= latest_us:
+    if not EARLIEST_US <= start // 1000 <= latest_us:
         return "start time must be between 2000-01-01 and one day from now"
     return None
 
@@ -342,7 +336,8 @@ def _parent_is_remote(flags: int) -> bool | None:
 
 
 def spans_of(message: ExportTraceServiceRequest) -> Decoded:
-    """Every usable span of the request; the others are counted with a reason."""
+    """Every usable span of the request; the others are counted with a reason.
+    Each field of a span is read from the message once."""
     spans: list[SpanIn] = []
     rejected, reasons = 0, []
     latest_us = (_latest_allowed() - EPOCH) // timedelta(microseconds=1)
@@ -351,37 +346,48 @@ def spans_of(message: ExportTraceServiceRequest) -> Decoded:
         for scope_spans in resource_spans.scope_spans:
             scope = _clean(scope_spans.scope.name)[:200]
             for span in scope_spans.spans:
-                problem = _problem(span, latest_us)
+                trace_id, span_id, parent_id = span.trace_id, span.span_id, span.parent_span_id
+                start, end = span.start_time_unix_nano, span.end_time_unix_nano
+                problem = _problem(trace_id, span_id, parent_id, start, end, latest_us)
                 if problem is not None:
                     rejected += 1
                     if len(reasons) < 5:
                         reasons.append(f"span '{_clean(span.name)[:100]}': {problem}")
                     continue
-                parent = span.parent_span_id.hex() if any(span.parent_span_id) else ""
-                events = [
-                    {
-                        "name": _clean(event.name),
-                        "time_ns": event.time_unix_nano,
-                        "attributes": attributes_of(event.attributes),
-                    }
-                    for event in span.events[:MAX_EVENTS]
-                ]
+                parent = parent_id.hex() if any(parent_id) else ""
+                name = span.name
+                if "\x00" in name:
+                    name = _clean(name)
+                status = span.status
+                status_message = status.message
+                if status_message and "\x00" in status_message:
+                    status_message = _clean(status_message)
+                events = span.events
                 spans.append(
                     SpanIn(
-                        trace_id=span.trace_id.hex(),
-                        span_id=span.span_id.hex(),
-                        parent_span_id=parent,
-                        parent_is_remote=_parent_is_remote(span.flags) if parent else None,
-                        name=_clean(span.name),
-                        kind=span.kind,
-                        start_ns=span.start_time_unix_nano,
-                        end_ns=span.end_time_unix_nano,
-                        status_code=span.status.code,
-                        status_message=_clean(span.status.message),
-                        attributes=attributes_of(span.attributes),
-                        resource=resource,
-                        scope=scope,
-                        events=events,
+                        trace_id.hex(),
+                        span_id.hex(),
+                        parent,
+                        _parent_is_remote(span.flags) if parent else None,
+                        name,
+                        span.kind,
+                        start,
+                        end,
+                        status.code,
+                        status_message,
+                        attributes_of(span.attributes),
+                        resource,
+                        scope,
+                        [
+                            {
+                                "name": _clean(event.name),
+                                "time_ns": event.time_unix_nano,
+                                "attributes": attributes_of(event.attributes),
+                            }
+                            for event in events[:MAX_EVENTS]
+                        ]
+                        if events
+                        else [],
                     )
                 )
     return Decoded(spans=spans, rejected=rejected, reasons=reasons)
