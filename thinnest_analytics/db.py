@@ -1,4 +1,5 @@
-"""Set-based writes shared by ingestion and rollups.
+"""Set-based writes shared by ingestion and rollups, and reads compiled once
+and sent together (``Compiled``, ``pipelined``).
 
 On PostgreSQL, rows are first streamed with ``COPY`` into a temporary staging
 table (formatted by psycopg's C code, several times faster than binding
@@ -241,9 +242,9 @@ class Compiled:
     window, the ids of the rows a writer touched — which ``bound`` replaces with
     the real ones; the rest of its parameters are kept as compiled. Building and
     compiling a queryset of aggregates costs about a millisecond of Python,
-    often more than PostgreSQL takes to run it. Its rows come as
-    ``list(queryset)`` gives them: dicts for ``.values()``, tuples otherwise,
-    converted as Django converts them."""
+    often more than PostgreSQL takes to run it. Its rows come converted as
+    Django converts them: dicts for a ``.values()`` queryset, tuples (as
+    ``.values_list()`` gives them) for any other."""
 
     def __init__(
         self, qs: models.QuerySet, stand_ins: dict[Any, Any] | None = None, *, using: str | None = None
