@@ -1,5 +1,4 @@
-"""Conversations as ingestion keeps them: locking, their totals, and moving
-their counts in the rollups when a conversation changes."""
+"""Conversations as ingestion keeps them: locking them and keeping their totals."""
 
 from collections import defaultdict
 from collections.abc import Sequence
@@ -15,31 +14,6 @@ from django.utils import timezone
 from thinnest_analytics.db import insert_ignore_conflicts, update_by_pk
 
 from .models import Session, Trace
-
-
-@dataclass(frozen=True)
-class SessionState:
-    """The facts about a conversation that the metrics count once per conversation."""
-
-    agent_id: int
-    channel: str
-    deployment_version: str
-    started_at: datetime | None
-    failed: bool
-
-    @property
-    def counted(self) -> bool:
-        return self.started_at is not None
-
-    @classmethod
-    def of(cls, session: "Session | LockedSession") -> "SessionState":
-        return cls(
-            agent_id=session.agent_id,
-            channel=session.channel,
-            deployment_version=session.deployment_version,
-            started_at=session.started_at,
-            failed=session.error_count > 0,
-        )
 
 
 @dataclass
@@ -134,20 +108,17 @@ SESSION_FACTS = (
 )
 
 
-def sessions_fold(
-    sessions: dict[str, LockedSession], new_rows: Sequence[Any]
-) -> tuple[list[LockedSession], list[tuple[SessionState, SessionState]]]:
+def sessions_fold(sessions: dict[str, LockedSession], new_rows: Sequence[Any]) -> list[LockedSession]:
     """Fold newly stored traces (rows with session, created_at, status, token,
     latency and cost attributes) into their locked conversations, in memory;
-    returns the changed conversations and each one's state before and after."""
+    returns the changed conversations."""
     by_session: dict[int, list[Any]] = defaultdict(list)
     for row in new_rows:
         by_session[row.session].append(row)
-    changed, transitions = [], []
+    changed = []
     by_pk = {s.pk: s for s in sessions.values()}
     for session_pk, rows in by_session.items():
         session = by_pk[session_pk]
-        before = SessionState.of(session)
         earliest = min(rows, key=lambda r: r.created_at)
         if session.first_trace_at is None or earliest.created_at < session.first_trace_at:
             session.first_trace_at = earliest.created_at
@@ -167,8 +138,7 @@ def sessions_fold(
         session.llm_cost_usd += sum((r.cost_usd for r in rows if r.cost_usd is not None), Decimal(0))
         session.unpriced_traces += sum(1 for r in rows if r.cost_usd is None)
         changed.append(session)
-        transitions.append((before, SessionState.of(session)))
-    return changed, transitions
+    return changed
 
 
 # Sums of a conversation's traces, named as on Session.
@@ -183,12 +153,12 @@ TRACE_SUMS = (
 EMPTY_FACTS = {"traces": 0, "errors": 0, "first": None, "last": None} | dict.fromkeys(TRACE_SUMS, 0)
 
 
-def sessions_refresh(*, sessions: Sequence[LockedSession]) -> list[tuple[SessionState, SessionState]]:
+def sessions_refresh(*, sessions: Sequence[LockedSession]) -> None:
     """Recount locked conversations from their stored traces, after traces moved
     into or out of them or changed (a trace derived again from more of its spans):
     first and last trace, trace and error counts, token, latency and cost sums,
     and the version of the earliest trace. A conversation that a call started before its first trace keeps that
-    start. Returns each conversation's state before and after."""
+    start."""
     pks = [s.pk for s in sessions]
     facts = {
         row["session_id"]: row
@@ -214,9 +184,7 @@ def sessions_refresh(*, sessions: Sequence[LockedSession]) -> list[tuple[Session
         .annotate(version=Subquery(earliest.values("deployment_version")[:1]))
         .values_list("pk", "version")
     )
-    transitions = []
     for session in sessions:
-        before = SessionState.of(session)
         row = facts.get(session.pk, EMPTY_FACTS)
         call_start = session.started_at
         if session.started_at is not None and session.first_trace_at is not None:
@@ -229,9 +197,7 @@ def sessions_refresh(*, sessions: Sequence[LockedSession]) -> list[tuple[Session
             session.started_at, session.deployment_version = row["first"], versions.get(session.pk) or ""
         else:
             session.started_at = call_start
-        transitions.append((before, SessionState.of(session)))
     update_by_pk(Session, SESSION_FACTS, [(s.pk, *(getattr(s, f) for f in SESSION_FACTS)) for s in sessions])
-    return transitions
 
 
 def sessions_costs_shift(*, changes: dict[int, tuple[Decimal, int]]) -> None:

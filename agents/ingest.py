@@ -214,7 +214,7 @@ class _Batch:
                 new_rows.append((pk, row))
         if not new_rows:
             return
-        changed, _ = sessions_fold(sessions, [row for _, row in new_rows])
+        changed = sessions_fold(sessions, [row for _, row in new_rows])
         scored = [pk for pk, row in new_rows if row.record.evaluation_score is not None]
         self.finish(changed, [pk for pk, _ in new_rows], scored)
 

@@ -18,7 +18,7 @@ from django.db import connection
 from django.db.models import Aggregate, CharField, Count, Func, JSONField, Model, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, TruncHour
 
-from thinnest_analytics.db import Compiled, OneOf, pipelined, upsert_add
+from thinnest_analytics.db import Bound, Compiled, OneOf, pipelined, upsert_add
 
 from .models import COUNTERS, DailyRollup, HourlyRollup
 from .sketch import Sketch, merge_into
@@ -122,8 +122,10 @@ VOICE_CALL_FACTS = Facts(voice_call_facts, "ended_at", channel="voice")
 USAGE_FACTS = Facts(usage_facts, "at", channel="")
 
 
-# Per thread, the statements counting rows by their ids, compiled once.
+# Per thread, the statements counting rows by their ids, compiled once with
+# stand-in ids (no table has such a row) that each count binds to its own.
 _compiled = threading.local()
+_STAND_IN_IDS = (-7_000_000_003,)
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ class Counted:
     rows: QuerySet | tuple[type[Model], str, list[int]]
     sign: int = 1
 
-    def queries(self) -> list[QuerySet | Compiled]:
+    def queries(self) -> list[QuerySet | Bound]:
         if isinstance(self.rows, QuerySet):
             return self._queries(self.rows)
         model, column, ids = self.rows
@@ -147,10 +149,10 @@ class Counted:
         templates = _compiled.__dict__.setdefault("templates", {})
         key = (self.facts, self.facts.counters, self.facts.sketch, model, column)
         if key not in templates:
-            marker: list[int] = []  # found again by identity among the parameters
-            compiled = [Compiled.of(q) for q in self._queries(model.objects.filter(OneOf(column, marker)))]
-            templates[key] = [(c, next(i for i, p in enumerate(c.params) if p is marker)) for c in compiled]
-        return [c.bind(index, list(ids)) for c, index in templates[key]]
+            stand_in = _STAND_IN_IDS
+            reads = self._queries(model.objects.filter(OneOf(column, stand_in)))
+            templates[key] = [Compiled(q, {stand_in: "ids"}, using=connection.alias) for q in reads]
+        return [c.bound({"ids": list(ids)}) for c in templates[key]]
 
     def _key_columns(self) -> list[str]:
         channel = ["channel"] if self.facts.channel is None else []
@@ -225,7 +227,9 @@ class RollupDeltas:
         them runs in its place, e.g. the update that changes rows between their
         retraction (sign=-1) and their count again."""
         queries = [item.queries() if isinstance(item, Counted) else [item] for item in items]
-        results = iter(pipelined([query for group in queries for query in group]))
+        results = iter(
+            pipelined([query for group in queries for query in group], using=connection.alias, prepare=True)
+        )
         for item, group in zip(items, queries, strict=True):
             rows = [next(results) for _ in group]
             if isinstance(item, Counted):

@@ -18,7 +18,7 @@ from django.db import connection
 from django.db.models import CharField, F, Q, Sum, Value
 from django.db.models.functions import TruncDay, TruncHour
 
-from thinnest_analytics.db import Statement, values_together
+from thinnest_analytics.db import Compiled, pipelined
 
 from .models import COUNTERS, DailyRollup, HourlyRollup
 from .readcache import rollup_reads
@@ -235,9 +235,7 @@ def collect(
         )
         for table, piece, stamp, read in reads.rollups
     ]
-    first = values_together(
-        [*(stamp for _, stamp, _ in rollups if stamped), *(read for read, _ in reads.edges)]
-    )
+    first = pipelined([*(stamp for _, stamp, _ in rollups if stamped), *(read for read, _ in reads.edges)])
     stamps = [rollup_reads.stamp_of(rows) for rows in first[: len(rollups)]] if stamped else []
     edge_rows = first[len(stamps) :]
     parts: list[dict | None] = (
@@ -246,7 +244,7 @@ def collect(
         else [None] * len(rollups)
     )
     missing = [i for i, part in enumerate(parts) if part is None]
-    for i, rows in zip(missing, values_together([rollups[i][2] for i in missing]), strict=True):
+    for i, rows in zip(missing, pipelined([rollups[i][2] for i in missing]), strict=True):
         parts[i] = _rollup_totals(rows, key_of, with_sketch)
         if stamped:
             rollup_reads.keep(rollups[i][0], stamps[i], parts[i])
@@ -343,10 +341,10 @@ def _reads_of(shape: _Shape, *, organisation_id: int, agent_id: int | None, plan
         )
         compiled = _Reads(
             rollups=[
-                (table, piece, Statement(stamp, stand_ins), Statement(read, stand_ins))
+                (table, piece, Compiled(stamp, stand_ins), Compiled(read, stand_ins))
                 for table, piece, stamp, read in built.rollups
             ],
-            edges=[(Statement(qs, stand_ins), kind) for qs, kind in built.edges],
+            edges=[(Compiled(qs, stand_ins), kind) for qs, kind in built.edges],
         )
         with _compiled_lock:
             _compiled[(shape, definitions)] = compiled

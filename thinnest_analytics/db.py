@@ -1,4 +1,5 @@
-"""Set-based writes shared by ingestion and rollups.
+"""Set-based writes shared by ingestion and rollups, and reads compiled once
+and sent together (``Compiled``, ``pipelined``).
 
 On PostgreSQL, rows are first streamed with ``COPY`` into a temporary staging
 table (formatted by psycopg's C code, several times faster than binding
@@ -10,7 +11,7 @@ parameters), then moved with one ``INSERT … SELECT … ON CONFLICT`` or
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial, wraps
 from typing import Any
 
@@ -19,6 +20,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import EmptyResultSet
 from django.db import connection, connections, models, router, transaction
+from django.db.models.query import ValuesIterable
 
 # JSON columns are encoded by msgspec: several times faster than json.dumps, same documents.
 _json_text = msgspec.json.Encoder().encode
@@ -232,48 +234,56 @@ def delete_in(model: type[models.Model], field: str, values: Sequence[Any], **wh
     return deleted
 
 
-class Statement:
-    """A ``.values()`` queryset compiled once, run again with other values.
+class Compiled:
+    """A read compiled to SQL once, run again with other values.
 
     It is compiled with stand-in values (``stand_ins``: value → slot name) for
     what changes from run to run — an organisation's id, the instants of a
-    window — which ``bound`` replaces with the real ones; the rest of its
-    parameters are kept as compiled. Building and compiling a queryset of
-    aggregates costs about a millisecond of Python, often more than
-    PostgreSQL takes to run it."""
+    window, the ids of the rows a writer touched — which ``bound`` replaces with
+    the real ones; the rest of its parameters are kept as compiled. Building and
+    compiling a queryset of aggregates costs about a millisecond of Python,
+    often more than PostgreSQL takes to run it. Its rows come converted as
+    Django converts them: dicts for a ``.values()`` queryset, tuples (as
+    ``.values_list()`` gives them) for any other."""
 
-    def __init__(self, qs: models.QuerySet, stand_ins: dict[Any, Any] | None = None) -> None:
-        from django.core.exceptions import EmptyResultSet
-
+    def __init__(
+        self, qs: models.QuerySet, stand_ins: dict[Any, Any] | None = None, *, using: str | None = None
+    ) -> None:
         stand_ins = stand_ins or {}
         query = qs.query
         self.model = qs.model
-        self.compiler = query.get_compiler(using=qs.db)
+        self.compiler = query.get_compiler(using=using or qs.db)
         try:
             self.sql, params = self.compiler.as_sql()
-        except EmptyResultSet:  # .none(): no rows, nothing to send
+        except EmptyResultSet:  # .none() or ``pk__in=[]``: no rows, nothing to send
             self.sql, params = None, ()
         self.names = (
             list(query.selected)
             if query.selected
             else [*query.extra_select, *query.values_select, *query.annotation_select]
         )
+        self.as_dicts = issubclass(qs._iterable_class, ValuesIterable)
         self.slots = [_slot_of(p, stand_ins) for p in params]
         self.params = list(params)
+        self.converters = None
         if self.sql is not None:
             fields = [s[0] for s in self.compiler.select[0 : self.compiler.col_count]]
             self.converters = self.compiler.get_converters(fields)
 
-    def bound(self, values: dict[Any, Any]) -> "BoundStatement":
-        """This statement with each stand-in's slot taken from ``values``."""
+    def bound(self, values: dict[Any, Any] | None = None) -> "Bound":
+        """This read with each stand-in's slot taken from ``values``."""
+        if values is None:
+            return Bound(self, self.params)
         params = [
             p if slot is None else values[slot] for p, slot in zip(self.params, self.slots, strict=True)
         ]
-        return BoundStatement(self, params)
+        return Bound(self, params)
 
-    def rows(self, fetched: list[tuple]) -> list[dict]:
+    def rows(self, fetched: list[tuple]) -> list:
         if self.converters:
             fetched = self.compiler.apply_converters(fetched, self.converters)
+        if not self.as_dicts:
+            return [tuple(row) for row in fetched] if self.converters else list(fetched)
         names = self.names
         indexes = range(len(names))
         return [{names[i]: row[i] for i in indexes} for row in fetched]
@@ -286,68 +296,83 @@ def _slot_of(param: Any, stand_ins: dict[Any, Any]) -> Any:
         return None
 
 
-class BoundStatement:
-    def __init__(self, statement: Statement, params: list) -> None:
-        self.statement, self.params = statement, params
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """A compiled read with the parameters of one run."""
+
+    read: Compiled
+    params: list
 
 
-def values_together(reads: Sequence[models.QuerySet | BoundStatement]) -> list[list[dict]]:
-    """The rows of several independent ``.values()`` querysets (or statements),
-    each as ``list(queryset)`` gives them. On PostgreSQL they are sent in one
-    round trip (psycopg pipeline mode), bound on the server, so a statement a
-    process runs again and again is prepared once per connection; elsewhere
-    they run one after another. Each still shows in ``connection.queries``
-    when queries are logged."""
-    if not reads:
+Step = models.QuerySet | Bound | tuple[str, Sequence[Any]]
+
+
+def pipelined(
+    steps: Sequence[Step], *, using: str | None = None, prepare: bool | None = None
+) -> list[list | None]:
+    """Run ``steps`` in order: reads (querysets, or compiled reads bound to
+    their values), whose rows come back as ``list(queryset)`` gives them, and
+    statements (SQL and parameters), which return None. On PostgreSQL they
+    travel together, in one round trip (psycopg pipeline mode), bound on the
+    server; elsewhere one after another. Each shows in ``connection.queries``
+    when queries are logged.
+
+    ``using`` names the database; without it, the steps must all be reads and go
+    where the router sends a read of the first one's rows (the replica, inside a
+    handler that reads it; docs/operations.md). ``prepare=True`` prepares each
+    statement at once; by default psycopg prepares one it has run a few times
+    on a connection."""
+    if not steps:
         return []
-    # The database a read of these rows goes to (the replica, inside a handler
-    # that reads it; docs/operations.md): one for all of them.
-    first = reads[0]
-    connection = connections[
-        router.db_for_read(first.model if isinstance(first, models.QuerySet) else first.statement.model)
+    if using is None:
+        if not all(isinstance(step, models.QuerySet | Bound) for step in steps):
+            raise ValueError("statements that write name their database (using=)")
+        first = steps[0]
+        using = router.db_for_read(first.model if isinstance(first, models.QuerySet) else first.read.model)
+    connection = connections[using]
+    bound = [
+        Compiled(step, using=using).bound() if isinstance(step, models.QuerySet) else step for step in steps
     ]
     if connection.vendor != "postgresql":
-        return [
-            list(r.using(connection.alias)) if isinstance(r, models.QuerySet) else _run_one(connection, r)
-            for r in reads
-        ]
+        return [_run_one(connection, step) for step in bound]
     import time
 
     import psycopg
 
-    bound = [r if isinstance(r, BoundStatement) else Statement(r).bound({}) for r in reads]
-    sent = [b for b in bound if b.statement.sql is not None]
+    sent = [
+        (i, step) for i, step in enumerate(bound) if not isinstance(step, Bound) or step.read.sql is not None
+    ]
+    results: list[list | None] = [[] for _ in bound]
     if not sent:
-        return [[] for _ in bound]
+        return results
     started = time.monotonic()
     connection.ensure_connection()
     raw = connection.connection
-    cursors = []
-    with connection.wrap_database_errors:
+    with connection.wrap_database_errors, ExitStack() as stack:
+        cursors = [stack.enter_context(psycopg.Cursor(raw)) for _ in sent]
         with raw.pipeline():
-            for b in sent:
-                cursor = psycopg.Cursor(raw)
-                cursor.execute(b.statement.sql, b.params)
-                cursors.append(cursor)
-        fetched = {id(b): cursor.fetchall() for b, cursor in zip(sent, cursors, strict=True)}
-        for cursor in cursors:
-            cursor.close()
+            for cursor, (_, step) in zip(cursors, sent, strict=True):
+                cursor.execute(*_sql_of(step), prepare=prepare)
+        for cursor, (i, step) in zip(cursors, sent, strict=True):
+            results[i] = step.read.rows(cursor.fetchall()) if isinstance(step, Bound) else None
         if connection.queries_logged:
             took = f"{(time.monotonic() - started) / len(sent):.3f}"
             with psycopg.ClientCursor(raw) as literal:
-                for b in sent:
-                    connection.queries_log.append(
-                        {"sql": literal.mogrify(b.statement.sql, b.params), "time": took}
-                    )
-    return [b.statement.rows(fetched[id(b)]) if b.statement.sql is not None else [] for b in bound]
+                for _, step in sent:
+                    connection.queries_log.append({"sql": literal.mogrify(*_sql_of(step)), "time": took})
+    return results
 
 
-def _run_one(connection, b: BoundStatement) -> list[dict]:
-    if b.statement.sql is None:
+def _sql_of(step: Bound | tuple[str, Sequence[Any]]) -> tuple[str, Sequence[Any]]:
+    return (step.read.sql, step.params) if isinstance(step, Bound) else step
+
+
+def _run_one(connection, step: Bound | tuple[str, Sequence[Any]]) -> list | None:
+    if isinstance(step, Bound) and step.read.sql is None:
         return []
     with connection.cursor() as cursor:
-        cursor.execute(b.statement.sql, b.params)
-        return b.statement.rows(cursor.fetchall())
+        cursor.execute(*_sql_of(step))
+        return step.read.rows(cursor.fetchall()) if isinstance(step, Bound) else None
 
 
 class OneOf(models.Expression):
@@ -360,7 +385,7 @@ class OneOf(models.Expression):
     output_field = models.BooleanField()
     conditional = True
 
-    def __init__(self, field: str, values: list[int]) -> None:
+    def __init__(self, field: str, values: Sequence[int]) -> None:
         super().__init__()
         self.column = models.F(field)
         self.values = values
@@ -379,75 +404,3 @@ class OneOf(models.Expression):
             *params,
             _json_text(list(self.values)).decode(),
         )
-
-
-@dataclass(frozen=True)
-class Compiled:
-    """A read compiled to SQL, with the compiler that converts its rows as
-    Django would. One compiled once can run again with other parameters
-    (``bind``), which spares building and compiling the queryset each time."""
-
-    compiler: Any
-    sql: str
-    params: tuple
-
-    @classmethod
-    def of(cls, queryset: models.QuerySet) -> "Compiled | None":
-        """The queryset compiled; None when it can have no rows (``pk__in=[]``)."""
-        compiler = queryset.query.get_compiler(using=queryset.db)
-        try:
-            sql, params = compiler.as_sql()
-        except EmptyResultSet:
-            return None
-        return cls(compiler, sql, tuple(params))
-
-    def bind(self, index: int, value: Any) -> "Compiled":
-        return replace(self, params=(*self.params[:index], value, *self.params[index + 1 :]))
-
-    def rows(self, fetched: list) -> list[tuple]:
-        return list(self.compiler.results_iter(results=[fetched], tuple_expected=True))
-
-
-Step = models.QuerySet | Compiled | tuple[str, Any]
-
-
-def pipelined(steps: Sequence[Step]) -> list[list[tuple] | None]:
-    """Run ``steps`` in order: reads (querysets or compiled ones), whose rows
-    come back as tuples converted as Django converts them, and statements (SQL
-    and parameters), which return nothing. On PostgreSQL they travel together,
-    in one round trip (psycopg's pipeline mode, prepared statements); elsewhere
-    one after another."""
-    compiled = [Compiled.of(step) if isinstance(step, models.QuerySet) else step for step in steps]
-    results: list[list[tuple] | None] = []
-    if connection.vendor != "postgresql":
-        for step in compiled:
-            if step is None:
-                results.append([])
-                continue
-            with connection.cursor() as cursor:
-                if isinstance(step, Compiled):
-                    cursor.execute(step.sql, step.params)
-                    results.append(step.rows(cursor.fetchall()))
-                else:
-                    cursor.execute(*step)
-                    results.append(None)
-        return results
-    import psycopg
-
-    connection.ensure_connection()
-    with connection.wrap_database_errors, ExitStack() as stack:
-        cursors = [stack.enter_context(psycopg.Cursor(connection.connection)) for _ in compiled]
-        with connection.connection.pipeline():
-            for cursor, step in zip(cursors, compiled, strict=True):
-                if isinstance(step, Compiled):
-                    cursor.execute(step.sql, step.params, prepare=True)
-                elif step is not None:
-                    cursor.execute(*step, prepare=True)
-        for cursor, step in zip(cursors, compiled, strict=True):
-            if step is None:
-                results.append([])
-            elif isinstance(step, Compiled):
-                results.append(step.rows(cursor.fetchall()))
-            else:
-                results.append(None)
-        return results
