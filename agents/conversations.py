@@ -2,7 +2,7 @@
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -38,24 +38,7 @@ class LockedSession:
     unpriced_traces: int
 
 
-LOCKED_SESSION_FIELDS = [
-    "pk",
-    "public_id",
-    "agent_id",
-    "channel",
-    "deployment_version",
-    "started_at",
-    "first_trace_at",
-    "last_activity_at",
-    "trace_count",
-    "error_count",
-    "input_tokens",
-    "output_tokens",
-    "latency_count",
-    "latency_sum_ms",
-    "llm_cost_usd",
-    "unpriced_traces",
-]
+LOCKED_SESSION_FIELDS = [f.name for f in fields(LockedSession)]
 
 
 def sessions_lock(*, organisation, wanted: dict[str, tuple[int, str]]) -> dict[str, LockedSession]:

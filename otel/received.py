@@ -22,26 +22,12 @@ from django.db import connection
 
 from thinnest_analytics.db import insert_ignore_conflicts, update_by_pk
 
-from .compaction import COMPACTED_SQL, compacted_of, spans_reopen
+from .compaction import COMPACTED_SQL, SPAN_COLUMNS, compacted_of, spans_reopen
 from .models import ReceivedSpan, ReceivedTrace
 from .otlp import SpanIn
 
-SPAN_FIELDS = (
-    "trace_id",
-    "span_id",
-    "parent_span_id",
-    "parent_is_remote",
-    "name",
-    "kind",
-    "start_ns",
-    "end_ns",
-    "status_code",
-    "status_message",
-    "attributes",
-    "resource",
-    "scope",
-    "events",
-)
+# The columns of a received span row that a request writes (``received_at`` aside).
+SPAN_FIELDS = ("trace_id", *(c for c in SPAN_COLUMNS if c != "received_at"))
 # What a stored trace contributes to the rollups; a trace derived again whose
 # facts are unchanged leaves them alone.
 OLD_TRACE_FIELDS = (
