@@ -28,7 +28,6 @@ from .rollups import (
     TRACE_FACTS,
     USAGE_FACTS,
     VOICE_CALL_FACTS,
-    LatencyBucket,
     day_of,
     hour_of,
     raw_model,
@@ -259,9 +258,8 @@ def collect(
             t.add(row)
             if kind == "traces":
                 t.agents.add(row["agent_id"])
-                if with_sketch and row["b"] is not None:
-                    # Counters per latency bucket (null for traces without latency).
-                    merge_into(t.latency_sketch, {row["b"]: row["latency_count"]})
+                if with_sketch:
+                    merge_into(t.latency_sketch, row["latency_sketch"])
     return out
 
 
@@ -403,12 +401,9 @@ def _querysets(shape: _Shape, *, organisation_id: int, agent_id: int | None, pie
         return _Reads(rollups=rollups, edges=edges)
     if "traces" in shape.facts:
         traces = _grouped(shape, Trace.objects.filter(ranges_q("created_at", raw), **scope), 1, "created_at")
-        if shape.with_sketch:
-            # The latency sketch from the same scan: the counters per latency bucket.
-            traces = traces.annotate(b=LatencyBucket("latency_ms")).values(*names, "agent_id", "b")
-        else:
-            traces = traces.values(*names, "agent_id")
-        edges.append((traces.annotate(**TRACE_FACTS.counters()).order_by(), "traces"))
+        # The latency sketch, as ingestion and the rebuild count it, from the same scan.
+        facts = TRACE_FACTS.counters() | (TRACE_FACTS.sketch() if shape.with_sketch else {})
+        edges.append((traces.values(*names, "agent_id").annotate(**facts).order_by(), "traces"))
     if "conversations" in shape.facts:
         conversations = _grouped(
             shape, Session.objects.filter(ranges_q("started_at", raw), **scope), 2, "started_at"
