@@ -24,11 +24,12 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
+
+from .posting import post_all
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/thinnest_bench"
@@ -145,34 +146,8 @@ def bench_ingestion(server: Server, *, clients: int, batches: int, size: int) ->
     )
     warm.getresponse().read()
 
-    errors: list[str] = []
-
-    def client(mine: list[bytes]) -> None:
-        conn = server.connection()
-        for body in mine:
-            conn.request(
-                "POST",
-                "/api/traces",
-                body=body,
-                headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-            )
-            response = conn.getresponse()
-            payload = response.read()
-            if response.status != 200:
-                errors.append(f"{response.status} {payload[:200]!r}")
-
-    threads = [threading.Thread(target=client, args=(mine,)) for mine in bodies]
-    cpu_before = _cpu_seconds(server.proc.pid)
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    http_seconds = time.perf_counter() - started
-    server_cpu = _cpu_seconds(server.proc.pid) - cpu_before
+    http_seconds, server_cpu = post_all(server, key, "/api/traces", "application/json", bodies)
     total = clients * batches * size
-    if errors:
-        raise RuntimeError(f"ingestion failed: {errors[:3]}")
 
     # Baseline: psycopg COPY of the same rows into a bare table, no indexes.
     items = [t for mine in bodies for body in mine for t in json.loads(body)["traces"]]
@@ -232,14 +207,6 @@ def bench_ingestion(server: Server, *, clients: int, batches: int, size: int) ->
         "http_to_copy_real_table_ratio": round(http_rate / copy_real_rate, 3),
         "server_cpu_us_per_trace": round(server_cpu / total * 1e6),
     }
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process (and its waited-for children), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    # After the command name: utime, stime, cutime, cstime are fields 14-17 of stat(5).
-    ticks = sum(int(v) for v in fields[11:15])
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _copy_into_traces(org, items: list[dict]) -> float:

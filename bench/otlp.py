@@ -4,11 +4,11 @@ the same traces sent as JSON to ``POST /api/traces`` in the same run, from the
 same number of clients, with the server's CPU time per trace for each."""
 
 import json
-import os
 import random
-import threading
 import time
 from datetime import UTC, datetime, timedelta
+
+from .posting import post_all
 
 PROMPT = (
     "I ordered a pair of hiking boots three weeks ago (order #{n}) and the tracking page has said "
@@ -205,58 +205,6 @@ def json_item(s: dict, prefix: str) -> dict:
     }
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # Fields 14 and 15 (utime, stime) counted from 1; the split starts at field 3.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _rejected(content_type: str, payload: bytes) -> bool:
-    if content_type == "application/json":
-        return bool(json.loads(payload)["rejected"])
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
-
-    response = ExportTraceServiceResponse()
-    response.ParseFromString(payload)
-    return response.partial_success.rejected_spans > 0
-
-
-def _post_all(
-    server, key: str, path: str, content_type: str, per_client: list[list[bytes]]
-) -> tuple[float, float]:
-    """Post every body (one thread per client); (wall seconds, server CPU seconds)."""
-    errors: list[str] = []
-
-    def client(mine: list[bytes]) -> None:
-        conn = server.connection()
-        for body in mine:
-            conn.request(
-                "POST",
-                path,
-                body=body,
-                headers={"Authorization": f"Bearer {key}", "Content-Type": content_type},
-            )
-            response = conn.getresponse()
-            payload = response.read()
-            if response.status != 200 or _rejected(content_type, payload):
-                errors.append(f"{response.status} {payload[:300]!r}")
-
-    threads = [threading.Thread(target=client, args=(mine,)) for mine in per_client]
-    cpu_before = _cpu_seconds(server.proc.pid)
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    seconds = time.perf_counter() - started
-    cpu = _cpu_seconds(server.proc.pid) - cpu_before
-    if errors:
-        raise RuntimeError(f"{path} failed: {errors[:3]}")
-    return seconds, cpu
-
-
 def bench_otlp(
     server, *, clients: int = 2, requests: int = 20, per_request: int = 100, json_batch: int = 100
 ) -> dict:
@@ -290,18 +238,18 @@ def bench_otlp(
         for mine in per_client
     ]
     # Warm up both paths (imports, agents, price table) with traces not counted.
-    _post_all(
+    post_all(
         server, key, "/api/otel/v1/traces", "application/x-protobuf", [[otlp_request(warm[:per_request])]]
     )
-    _post_all(
+    post_all(
         server,
         key,
         "/api/traces",
         "application/json",
         [[json.dumps({"traces": [json_item(s, prefix) for s in warm[per_request:]]}).encode()]],
     )
-    otlp_s, otlp_cpu = _post_all(server, key, "/api/otel/v1/traces", "application/x-protobuf", otlp_bodies)
-    json_s, json_cpu = _post_all(server, key, "/api/traces", "application/json", json_bodies)
+    otlp_s, otlp_cpu = post_all(server, key, "/api/otel/v1/traces", "application/x-protobuf", otlp_bodies)
+    json_s, json_cpu = post_all(server, key, "/api/traces", "application/json", json_bodies)
     otlp_rate, json_rate = total / otlp_s, total / json_s
     return {
         "traces": total,

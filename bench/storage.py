@@ -14,7 +14,6 @@ import random
 import resource
 import subprocess
 import sys
-import threading
 import time
 import zlib
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ from urllib.parse import urlparse
 import psycopg
 
 from .otlp import otlp_request, trace_spec
+from .posting import post_all
 
 SIZES_SQL = """
 SELECT c.relname,
@@ -108,7 +108,9 @@ def bench_bytes(server_factory, *, url: str, root, traces: int = 20_000, per_req
     server = server_factory({"DATABASE_URL": url})
     try:
         started = time.perf_counter()
-        _post(server, key, bodies, clients=2)
+        post_all(
+            server, key, "/api/otel/v1/traces", "application/x-protobuf", [bodies[c::2] for c in range(2)]
+        )
         load_seconds = time.perf_counter() - started
     finally:
         server.stop()
@@ -236,32 +238,6 @@ def _compact(url: str, root) -> str:
         if "Unknown command" in (exc.stderr or ""):
             return ""
         raise
-
-
-def _post(server, key: str, bodies: list[bytes], *, clients: int) -> None:
-    errors: list[str] = []
-
-    def client(mine: list[bytes]) -> None:
-        conn = server.connection()
-        for body in mine:
-            conn.request(
-                "POST",
-                "/api/otel/v1/traces",
-                body=body,
-                headers={"Authorization": f"Bearer {key}", "Content-Type": "application/x-protobuf"},
-            )
-            response = conn.getresponse()
-            payload = response.read()
-            if response.status != 200:
-                errors.append(f"{response.status} {payload[:300]!r}")
-
-    threads = [threading.Thread(target=client, args=(bodies[c::clients],)) for c in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise RuntimeError(f"OTLP ingestion failed: {errors[:3]}")
 
 
 def print_bytes(r: dict) -> None:
