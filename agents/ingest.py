@@ -48,6 +48,7 @@ from metrics.rollups import CONVERSATION_FACTS, SCORE_FACTS, TRACE_FACTS, Counte
 from pricing.prices import money, price_table, trace_cost
 
 from .models import CostSource, Deployment, DeploymentStatus, Score, TraceStep
+from .partitions import partitions_ensure
 from .steps import step_texts
 
 STORED = "stored"
@@ -98,6 +99,7 @@ STEP_FIELDS = (
     "error",
     "attributes",
     "texts_from_trace",
+    "trace_created_at",
 )
 SCORE_FIELDS = (
     "organisation",
@@ -190,6 +192,45 @@ def traces_store(*, organisation, records: Sequence[TraceRecord], actor: Actor, 
     return outcomes
 
 
+def traces_insert(rows: Sequence[TraceRow]) -> list[tuple[int, str]]:
+    """Store the traces whose public id is new: claim each id in ``TraceKey``
+    first, then insert the traces of the ids claimed. Returns (id, public id)
+    of the traces inserted; an id stored before (or earlier in ``rows``) is
+    skipped. The caller holds the locks that make its writes consistent."""
+    from thinnest_analytics.db import insert_ignore_conflicts, insert_rows
+
+    from .models import Trace, TraceKey
+
+    claimed = {
+        public_id
+        for (public_id,) in insert_ignore_conflicts(
+            TraceKey,
+            ("organisation", "public_id", "created_at"),
+            [(row.organisation, row.public_id, row.created_at) for row in rows],
+            conflict_fields=("organisation", "public_id"),
+            returning=("public_id",),
+        )
+    }
+    new_rows, seen = [], set()
+    for row in rows:
+        if row.public_id in claimed and row.public_id not in seen:
+            seen.add(row.public_id)
+            new_rows.append(row)
+    partitions_ensure(moments=[row.created_at for row in new_rows])
+    return insert_rows(Trace, TRACE_FIELDS, new_rows, returning=("id", "public_id"))
+
+
+def trace_keys_move(*, organisation, moved: dict[str, datetime]) -> None:
+    """Keep the keys of traces whose ``created_at`` changed (a trace derived
+    again from more spans) equal to it: public id → new ``created_at``."""
+    from .models import TraceKey
+
+    if not moved:
+        return
+    for public_id, created_at in moved.items():
+        TraceKey.objects.filter(organisation=organisation, public_id=public_id).update(created_at=created_at)
+
+
 class _Batch:
     """The steps of storing a batch; subclasses talk to the database."""
 
@@ -205,6 +246,7 @@ class _Batch:
 
         agents, versions, sessions = self.head()
         rows = self.prepare(agents, versions, sessions)
+        partitions_ensure(moments=[row.record.created_at for row in rows])
         inserted = self.insert(rows) if rows else {}
         new_rows = []
         for row in rows:
@@ -331,6 +373,7 @@ class _Batch:
                     s.error,
                     s.attributes,
                     shared,
+                    r.created_at,
                 )
             )
         return rows
@@ -361,16 +404,12 @@ class _PortableBatch(_Batch):
         return agents, versions, sessions
 
     def insert(self, rows: list[_Row]) -> dict[str, int]:
-        from thinnest_analytics.db import insert_ignore_conflicts
-
-        from .models import Trace
+        from thinnest_analytics.db import insert_ignore_conflicts, insert_rows
 
         org = self.organisation.pk
-        inserted = insert_ignore_conflicts(
-            Trace,
-            TRACE_FIELDS,
+        inserted = traces_insert(
             [
-                (
+                TraceRow(
                     org,
                     row.agent,
                     row.session,
@@ -395,9 +434,7 @@ class _PortableBatch(_Batch):
                     self.now,
                 )
                 for row in rows
-            ],
-            conflict_fields=("organisation", "public_id"),
-            returning=("id", "public_id"),
+            ]
         )
         new_pk = {public_id: pk for pk, public_id in inserted}
         steps, scores = [], []
@@ -412,9 +449,13 @@ class _PortableBatch(_Batch):
                     + ("evaluation", row.record.evaluation_score, "", self.now)
                 )
         insert_ignore_conflicts(
-            TraceStep, STEP_FIELDS, steps, conflict_fields=("trace", "position"), returning=("id",)
+            TraceStep,
+            STEP_FIELDS,
+            steps,
+            conflict_fields=("trace", "position", "trace_created_at"),
+            returning=("id",),
         )
-        insert_ignore_conflicts(Score, SCORE_FIELDS, scores, conflict_fields=("id",), returning=("id",))
+        insert_rows(Score, SCORE_FIELDS, scores, returning=("id",))
         return new_pk
 
     def finish(self, changed, new_traces: list[int], scored: list[int]) -> None:
@@ -522,16 +563,21 @@ def _rows_of(param: str, columns, alias: str) -> str:
 _TRACE_INSERT_COLUMNS = [n for n, _ in _TRACE_COLUMNS if n != "evaluation_score"]
 _STORE = f"""
 WITH t AS (SELECT * FROM {_rows_of("traces", _TRACE_COLUMNS, "t")}),
+claimed AS (
+    INSERT INTO agents_tracekey (organisation_id, public_id, created_at)
+    SELECT %(org)s, t.public_id, t.created_at FROM t ORDER BY t.ord
+    ON CONFLICT (organisation_id, public_id) DO NOTHING
+    RETURNING public_id
+),
 inserted AS (
     INSERT INTO agents_trace (organisation_id, {", ".join(_TRACE_INSERT_COLUMNS)}, received_at)
     SELECT %(org)s, {", ".join("t." + n for n in _TRACE_INSERT_COLUMNS)}, %(now)s
-    FROM t ORDER BY t.ord
-    ON CONFLICT (organisation_id, public_id) DO NOTHING
-    RETURNING id, public_id
+    FROM t JOIN claimed ON claimed.public_id = t.public_id ORDER BY t.ord
+    RETURNING id, public_id, created_at
 ),
 steps AS (
-    INSERT INTO agents_tracestep (trace_id, {", ".join(n for n, _ in _STEP_COLUMNS[1:])})
-    SELECT inserted.id, {", ".join("s." + n for n, _ in _STEP_COLUMNS[1:])}
+    INSERT INTO agents_tracestep (trace_id, {", ".join(n for n, _ in _STEP_COLUMNS[1:])}, trace_created_at)
+    SELECT inserted.id, {", ".join("s." + n for n, _ in _STEP_COLUMNS[1:])}, inserted.created_at
     FROM {_rows_of("steps", _STEP_COLUMNS, "s")} JOIN inserted ON inserted.public_id = s.trace_public_id
     ORDER BY s.ord
 ),

@@ -227,7 +227,9 @@ class Trace(models.Model):
     received_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["organisation", "public_id"], name="trace_public_id")]
+        # A public id is unique within its organisation through ``TraceKey``: on
+        # PostgreSQL this table is partitioned by ``created_at`` (``agents.partitions``),
+        # and a unique index over partitions must hold the partition key.
         indexes = [
             models.Index(fields=["agent", "created_at", "id"], name="trace_agent_time"),
             models.Index(fields=["organisation", "created_at", "id"], name="trace_org_time_id"),
@@ -241,6 +243,25 @@ class Trace(models.Model):
 
     def __str__(self) -> str:
         return self.public_id
+
+
+class TraceKey(models.Model):
+    """A trace's public id, claimed once per organisation: ingestion inserts the
+    key first (``ON CONFLICT DO NOTHING``) and stores the trace only when the
+    claim is new, so a re-sent or racing id is stored once whatever its time.
+    ``created_at`` is the trace's (kept equal to it): it names the trace's time
+    partition, so a look-up by public id reads one partition, and retention
+    removes the keys of the traces it drops."""
+
+    pk = models.CompositePrimaryKey("organisation", "public_id")
+    organisation = models.ForeignKey(
+        "accounts.Organisation", on_delete=models.CASCADE, db_index=False, db_constraint=False
+    )
+    public_id = models.CharField(max_length=200)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["created_at"], name="trace_key_time")]
 
 
 class StepKind(models.TextChoices):
@@ -275,17 +296,23 @@ class TraceStep(models.Model):
     # Bit 1: the input is the trace's input; bit 2: the output is the trace's
     # output. Such a text is stored once, on the trace (``agents.steps``).
     texts_from_trace = models.SmallIntegerField(default=0)
+    # The trace's ``created_at``: on PostgreSQL steps are partitioned by it, so a
+    # trace and its steps share a day and leave together.
+    trace_created_at = models.DateTimeField()
 
     class Meta:
         ordering = ["position"]
-        constraints = [models.UniqueConstraint(fields=["trace", "position"], name="step_position")]
+        constraints = [
+            models.UniqueConstraint(fields=["trace", "position", "trace_created_at"], name="step_position")
+        ]
 
 
 class Score(models.Model):
     """An evaluation score attached to a trace (at ingestion or later).
 
-    The trace's agent, channel, version and time are copied here (they never
-    change), so window queries find scores by time without joining traces."""
+    The trace's agent, channel, version and time are copied here (they follow
+    the trace), so window queries find scores by time without joining traces;
+    on PostgreSQL scores are partitioned by ``trace_created_at``."""
 
     organisation = models.ForeignKey(
         "accounts.Organisation", on_delete=models.CASCADE, db_index=False, db_constraint=False

@@ -18,7 +18,7 @@ from audit.services import Actor, audit_record
 from metrics.windows import retention_horizon
 from thinnest_analytics.db import delete_in
 
-from .models import Score, Session, Trace, TraceStep
+from .models import Score, Session, Trace, TraceKey, TraceStep
 
 BATCH_SIZE = 5_000
 
@@ -109,6 +109,7 @@ def _expire_batch(organisation: Organisation, horizon: datetime, batch_size: int
                 for keeper in TRACE_ROW_KEEPERS
             ),
         )
+        delete_in(TraceKey, "public_id", public_ids, organisation=organisation)
         expired.conversations = delete_in(Session, "id", _empty(session_ids))
         audit_record(
             organisation=organisation,

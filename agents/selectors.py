@@ -1,16 +1,17 @@
 """Reads for agents, conversations and traces."""
 
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils.dateparse import parse_datetime
 
 from thinnest_analytics.cursors import cursor_decode, cursor_encode, invalid_cursor
 from thinnest_analytics.errors import ApiError, not_found
 
 from .config import agent_fields, change_details, config_complete, config_masked, config_of
-from .models import Agent, Deployment, DeploymentStatus, PhoneNumber, Session, Trace
+from .models import Agent, Deployment, DeploymentStatus, PhoneNumber, Session, Trace, TraceKey
 from .steps import steps_with_texts
 
 
@@ -122,10 +123,31 @@ def trace_page(
     return {"traces": [_trace_summary(t) for t in traces[:limit]], "next_cursor": next_cursor}
 
 
+def traces_by_public_id(*, organisation, public_ids: Sequence[str]) -> QuerySet[Trace]:
+    """The organisation's traces with these public ids. Their keys give their
+    times first, so on PostgreSQL only the partitions of those days are read."""
+    times = set(
+        TraceKey.objects.filter(organisation=organisation, public_id__in=public_ids).values_list(
+            "created_at", flat=True
+        )
+    )
+    return Trace.objects.filter(organisation=organisation, public_id__in=public_ids, created_at__in=times)
+
+
+def trace_steps(trace: Trace) -> QuerySet:
+    """A trace's steps in order (read from the partition of its day)."""
+    return trace.steps.filter(trace_created_at=trace.created_at)
+
+
+def trace_scores(trace: Trace) -> list:
+    """A trace's scores, oldest first."""
+    return list(trace.scores.filter(trace_created_at=trace.created_at).order_by("created_at", "pk"))
+
+
 def trace_get(*, organisation, public_id: str) -> Trace:
     trace = (
-        Trace.objects.select_related("session", "agent")
-        .filter(organisation=organisation, public_id=public_id)
+        traces_by_public_id(organisation=organisation, public_ids=[public_id])
+        .select_related("session", "agent")
         .first()
     )
     if trace is None:
@@ -137,12 +159,12 @@ def trace_with_steps(*, organisation, public_id: str) -> dict:
     """The trace page's parts: the trace, its steps in order with their
     waterfall (``step_waterfall``), and its scores oldest first."""
     trace = trace_get(organisation=organisation, public_id=public_id)
-    steps = steps_with_texts(trace, trace.steps.all())
+    steps = steps_with_texts(trace, trace_steps(trace))
     return {
         "trace": trace,
         "steps": steps,
         "waterfall": step_waterfall(trace, steps),
-        "scores": list(trace.scores.order_by("created_at", "pk")),
+        "scores": trace_scores(trace),
     }
 
 
@@ -154,8 +176,8 @@ def trace_detail(*, organisation, public_id: str) -> dict:
         "reasoning": trace.reasoning,
         "cost_source": trace.cost_source,
         "metadata": trace.metadata,
-        "steps": steps_with_texts(trace, trace.steps.all()),
-        "scores": list(trace.scores.order_by("created_at", "pk")),
+        "steps": steps_with_texts(trace, trace_steps(trace)),
+        "scores": trace_scores(trace),
     }
 
 

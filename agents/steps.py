@@ -40,7 +40,8 @@ def step_texts(
 
 
 def step_values(step: dict, *, trace_input: str, trace_output: str) -> tuple:
-    """A step (a dict of its fields) as the values of ``STEP_FIELDS`` after trace and position."""
+    """A step (a dict of its fields) as the values of ``STEP_FIELDS`` after trace
+    and position, up to the trace's time (which the caller adds)."""
     step_input, step_output, shared = step_texts(
         step["input"], step["output"], trace_input=trace_input, trace_output=trace_output
     )

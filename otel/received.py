@@ -102,8 +102,11 @@ _OLD = """
 SELECT t.id, t.public_id, t.agent_id, t.session_id, s.public_id, t.channel, t.deployment_version,
        t.input, t.output, t.input_tokens, t.output_tokens, t.latency_ms, t.tool_call_count, t.status,
        t.cost_usd, t.created_at, t.received_at
-FROM agents_trace t LEFT JOIN agents_session s ON s.id = t.session_id
-WHERE t.organisation_id = %(org)s AND t.public_id = ANY(%(public_ids)b::text[])
+FROM agents_tracekey k
+JOIN agents_trace t
+  ON t.organisation_id = k.organisation_id AND t.created_at = k.created_at AND t.public_id = k.public_id
+LEFT JOIN agents_session s ON s.id = t.session_id
+WHERE k.organisation_id = %(org)s AND k.public_id = ANY(%(public_ids)b::text[])
 """
 
 
@@ -179,11 +182,11 @@ def _received_lock_orm(organisation, trace_ids, public_ids, now) -> ReceivedStat
 
 def old_traces(organisation, public_ids: list[str]) -> dict[str, dict]:
     """The stored product traces ``public_ids``, by public id, as ``OLD_TRACE_FIELDS``."""
-    from agents.models import Trace
+    from agents.selectors import traces_by_public_id
 
     return {
         row["public_id"]: row
-        for row in Trace.objects.filter(organisation=organisation, public_id__in=public_ids).values(
+        for row in traces_by_public_id(organisation=organisation, public_ids=public_ids).values(
             *OLD_TRACE_FIELDS
         )
     }

@@ -11,8 +11,19 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.conversations import sessions_lock, sessions_refresh
-from agents.ingest import DUPLICATE, STEP_FIELDS, STORED, TRACE_FIELDS, TraceRecord, TraceRow, traces_store
+from agents.ingest import (
+    DUPLICATE,
+    STEP_FIELDS,
+    STORED,
+    TRACE_FIELDS,
+    TraceRecord,
+    TraceRow,
+    trace_keys_move,
+    traces_insert,
+    traces_store,
+)
 from agents.models import Deployment, DeploymentStatus, Score, Session, Trace, TraceStep
+from agents.partitions import partitions_ensure
 from agents.services import agents_resolve
 from agents.steps import step_values
 from audit.services import Actor
@@ -472,18 +483,22 @@ def _rows_store(organisation, drafts, old, rows, pending, result) -> dict[str, i
     """Insert new traces, update derived-again ones, rewrite their steps.
     Returns each trace's primary key by trace id."""
     pk_of = {trace_id: old[d.public_id]["id"] for trace_id, d in drafts.items() if d.public_id in old}
-    inserted = insert_ignore_conflicts(
-        Trace,
-        TRACE_FIELDS,
-        [row for trace_id, row in rows.items() if trace_id not in pk_of],
-        conflict_fields=("organisation", "public_id"),
-        returning=("id", "public_id"),
-    )
+    inserted = traces_insert([row for trace_id, row in rows.items() if trace_id not in pk_of])
     pk_of.update({public_id.removeprefix("otel-"): pk for pk, public_id in inserted})
     for trace_id, d in list(drafts.items()):
         if trace_id not in pk_of:  # taken meanwhile by a trace sent to /api/traces
             _refuse(result, pending, drafts, trace_id, f"the id {d.public_id} is used by another trace")
             rows.pop(trace_id)
+    rederived = {trace_id: row for trace_id, row in rows.items() if drafts[trace_id].public_id in old}
+    partitions_ensure(moments=[row.created_at for row in rederived.values()])
+    trace_keys_move(
+        organisation=organisation,
+        moved={
+            row.public_id: row.created_at
+            for row in rederived.values()
+            if row.created_at != old[row.public_id]["created_at"]
+        },
+    )
     update_by_pk(
         Trace,
         UPDATED_TRACE_FIELDS,
@@ -500,11 +515,16 @@ def _rows_store(organisation, drafts, old, rows, pending, result) -> dict[str, i
         TraceStep,
         STEP_FIELDS,
         [
-            (pk_of[trace_id], position, *step_values(step, trace_input=d.input, trace_output=d.output))
+            (
+                pk_of[trace_id],
+                position,
+                *step_values(step, trace_input=d.input, trace_output=d.output),
+                d.created_at,
+            )
             for trace_id, d in drafts.items()
             for position, step in enumerate(d.steps)
         ],
-        conflict_fields=("trace", "position"),
+        conflict_fields=("trace", "position", "trace_created_at"),
         returning=("id",),
     )
     return pk_of

@@ -129,6 +129,33 @@ def insert_ignore_conflicts(
     return out
 
 
+def insert_rows(
+    model: type[models.Model],
+    fields: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    returning: Sequence[str],
+) -> list[tuple]:
+    """Insert ``rows`` (tuples in ``fields`` order), in order; returns their
+    ``returning`` columns."""
+    if not rows:
+        return []
+    table = _qn(model._meta.db_table)
+    columns = ", ".join(_qn(c) for c in _columns(model, fields))
+    tail = f"RETURNING {', '.join(_qn(c) for c in _columns(model, returning))}"
+    if connection.vendor == "postgresql":
+        with _staged(model, fields, rows) as stage, connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} ORDER BY ctid {tail}"
+            )
+            return cursor.fetchall()
+    out: list[tuple] = []
+    with connection.cursor() as cursor:
+        for source, params in _values(model, fields, rows):
+            cursor.execute(f"INSERT INTO {table} ({columns}) {source} {tail}", params)
+            out.extend(cursor.fetchall())
+    return out
+
+
 def upsert_add(
     model: type[models.Model],
     key_fields: Sequence[str],
