@@ -52,9 +52,16 @@ STEPS = Partitioned("agents_tracestep", "trace_created_at")
 SCORES = Partitioned("agents_score", "trace_created_at")
 PARTITIONED = (TRACES, STEPS, SCORES)
 
-_known_days: set[date] = set()
+# Days known to have their partitions, per database (tests and tools may use
+# several databases in one process).
+_known_days: dict[tuple, set[date]] = {}
 _known_lock = threading.Lock()
-_partitioned: list[bool] = []
+_partitioned: set[tuple] = set()
+
+
+def _database() -> tuple:
+    settings = connection.settings_dict
+    return (settings["HOST"], settings["PORT"], settings["NAME"])
 
 
 def partition_name(table: str, day: date) -> str:
@@ -74,13 +81,13 @@ def partitioned() -> bool:
     """Whether the raw tables are partitioned (PostgreSQL, once migrated)."""
     if connection.vendor != "postgresql":
         return False
-    if not _partitioned:
+    if _database() not in _partitioned:
         with connection.cursor() as cursor:
             cursor.execute("SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass(%s)", [TRACES.table])
             row = cursor.fetchone()
         if not (row and row[0]):
             return False  # not cached: the upgrade may be about to run
-        _partitioned.append(True)
+        _partitioned.add(_database())
     return True
 
 
@@ -130,13 +137,13 @@ def partitions_ensure(*, moments: Iterable[datetime]) -> None:
     of those days are written. Free once a day is known to this process."""
     days = {day_of(m) for m in moments}
     with _known_lock:
-        missing = days - _known_days
+        missing = days - _known_days.get(_database(), set())
     if not missing or not partitioned():
         return
     with _own_connection() as own, own.cursor() as cursor:
         _create(cursor, missing)
     with _known_lock:
-        _known_days.update(missing)
+        _known_days.setdefault(_database(), set()).update(missing)
 
 
 def partitions_ahead(*, now: datetime, days: int = DAYS_AHEAD) -> int:
@@ -172,7 +179,7 @@ def partitions_drop(*, day: date) -> None:
                     cursor.execute(f"ALTER TABLE {spec.table} DETACH PARTITION {name} FINALIZE")
             cursor.execute(f"DROP TABLE IF EXISTS {name}")
     with _known_lock:
-        _known_days.discard(day)
+        _known_days.get(_database(), set()).discard(day)
 
 
 # --- The upgrade from plain tables ---------------------------------------------
@@ -295,7 +302,6 @@ def layout_upgrade(
             steps_out=", ".join("of_trace" if c == STEPS.key else c for c in step_columns),
             scores=", ".join(_columns(cursor, SCORES.table)),
         )
-    _partitioned.clear()
     while True:
         with transaction.atomic(), connection.cursor() as cursor:
             days = _moving_days(cursor, batch_size)

@@ -37,7 +37,7 @@ PREVIOUS_RELEASE = "9966e19"
 SEED_DAYS = "7"
 # Small batches, so the move takes many and the kill lands between two of them.
 BATCH_SIZE = "300"
-# What the move prints after each batch, and once at its end (agents 0013).
+# What the move prints after each batch, and once at its end (agents 0014).
 BATCH_MOVED = re.compile(r"moved [\d,]+ of [\d,]+ traces")
 MOVE_FINISHED = re.compile(r"partitioned layout ready: [\d,]+ traces moved")
 MIGRATE_TIMEOUT = 120
