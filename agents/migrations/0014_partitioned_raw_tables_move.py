@@ -57,4 +57,5 @@ class Migration(migrations.Migration):
 
     dependencies = [("agents", "0013_partitioned_raw_tables")]
 
-    operations = [migrations.RunPython(forward, migrations.RunPython.noop, elidable=False)]
+    # Not reversible: the plain layout is not restored (restore a backup instead).
+    operations = [migrations.RunPython(forward, elidable=False)]

@@ -15,4 +15,6 @@ class Migration(migrations.Migration):
                 fields=("trace", "position", "trace_created_at"), name="step_position"
             ),
         ),
+        # Not reversible (nor is 0014): the plain layout is not restored; restore a backup instead.
+        migrations.RunPython(migrations.RunPython.noop, elidable=False),
     ]
