@@ -50,7 +50,10 @@ class Partitioned:
 TRACES = Partitioned("agents_trace", "created_at")
 STEPS = Partitioned("agents_tracestep", "trace_created_at")
 SCORES = Partitioned("agents_score", "trace_created_at")
-PARTITIONED = (TRACES, STEPS, SCORES)
+RAW_TABLES = (TRACES, STEPS, SCORES)
+# Every table with daily partitions: the raw tables, and tables of apps above
+# that keep rows per trace day (they add themselves from ``AppConfig.ready``).
+PARTITIONED: list[Partitioned] = list(RAW_TABLES)
 
 # Days known to have their partitions, per database (tests and tools may use
 # several databases in one process).
@@ -112,6 +115,8 @@ def _create(cursor, days: Iterable[date]) -> None:
     cursor.execute("SELECT pg_advisory_lock(%s)", [_LOCK_KEY])
     try:
         for spec in PARTITIONED:
+            if _relkind(cursor, spec.table) != "p":
+                continue  # not partitioned yet: its migration creates its partitions
             attached = _attached(cursor, spec.table)
             for day in sorted(set(days)):
                 name = partition_name(spec.table, day)
@@ -287,9 +292,10 @@ def layout_upgrade(
     if connection.vendor != "postgresql":
         return moved
     with transaction.atomic(), connection.cursor() as cursor:
-        for spec in PARTITIONED:
+        for spec in RAW_TABLES:
             if _relkind(cursor, spec.table) == "r":
                 _partitioned_table(cursor, spec)
+    _forget_days()
     with connection.cursor() as cursor:
         if _relkind(cursor, TRACES.table + UNPARTITIONED) is None:
             return moved
@@ -327,6 +333,31 @@ def layout_upgrade(
                 f"INSERT INTO {SCORES.table} ({columns}) SELECT {columns} FROM {SCORES.table}{UNPARTITIONED}"
             )
             moved["scores"] += cursor.rowcount
-        for spec in PARTITIONED:
+        for spec in RAW_TABLES:
             cursor.execute(f"DROP TABLE {spec.table}{UNPARTITIONED}")
     return moved
+
+
+def table_partition(spec: Partitioned) -> None:
+    """Make a new, empty table of an app's partitioned (by day, like the raw
+    tables), with partitions for the days the traces have. Nothing on SQLite."""
+    if connection.vendor != "postgresql":
+        return
+    with transaction.atomic(), connection.cursor() as cursor:
+        if _relkind(cursor, spec.table) == "p":
+            return
+        cursor.execute(f"SELECT EXISTS (SELECT FROM {spec.table})")
+        if cursor.fetchone()[0]:
+            raise ValueError(f"{spec.table} has rows: only an empty table is partitioned in place")
+        _partitioned_table(cursor, spec)
+        cursor.execute(f"DROP TABLE {spec.table}{UNPARTITIONED}")
+    _forget_days()
+    days = partition_days()
+    if days:
+        partitions_ensure(moments=[day_start(day) for day in days])
+
+
+def _forget_days() -> None:
+    """Forget the days known to have partitions: a table was just partitioned."""
+    with _known_lock:
+        _known_days.pop(_database(), None)

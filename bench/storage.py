@@ -24,14 +24,18 @@ import psycopg
 from .otlp import otlp_request, trace_spec
 from .posting import post_all
 
+# A table's daily partitions are counted under the table's name.
 SIZES_SQL = """
-SELECT c.relname,
-       pg_relation_size(c.oid),
-       coalesce(pg_total_relation_size(NULLIF(c.reltoastrelid, 0)), 0),
-       pg_indexes_size(c.oid),
-       pg_total_relation_size(c.oid)
+SELECT coalesce(parent.relname, c.relname),
+       sum(pg_relation_size(c.oid))::bigint,
+       sum(coalesce(pg_total_relation_size(NULLIF(c.reltoastrelid, 0)), 0))::bigint,
+       sum(pg_indexes_size(c.oid))::bigint,
+       sum(pg_total_relation_size(c.oid))::bigint
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_inherits i ON i.inhrelid = c.oid
+LEFT JOIN pg_class parent ON parent.oid = i.inhparent
 WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'm')
+GROUP BY 1
 """
 
 

@@ -2,8 +2,9 @@
 
 A trace's received spans are kept as rows (``ReceivedSpan``) while the trace
 can still change. Once nothing has arrived for it for
-``OTEL_SPAN_SETTLE_SECONDS`` they are packed into one compressed value on its
-``ReceivedTrace`` row (``compacted_spans``) and the rows are deleted. The
+``OTEL_SPAN_SETTLE_SECONDS`` they are packed into one compressed value
+(a ``CompactedSpans`` row, in the partition of its trace's day on PostgreSQL)
+and the rows are deleted. The
 packed form holds every field of every span, but no text the product already
 stores: an attribute equal to its step's input or output (as text, or as that
 JSON value written by ``json.dumps``), to the trace's input, output, reasoning
@@ -42,12 +43,14 @@ import msgspec
 from django.db import connection, transaction
 from django.utils import timezone
 
-from agents.models import Trace, TraceStep
+from agents.models import TraceStep
+from agents.partitions import Partitioned, partitions_ensure
+from agents.selectors import traces_by_public_id
 from agents.steps import steps_with_texts
-from thinnest_analytics.db import delete_in, insert_ignore_conflicts, update_by_pk
+from thinnest_analytics.db import delete_in, insert_ignore_conflicts, insert_rows, update_by_pk
 
 from .mapping import public_id_of
-from .models import ReceivedSpan, ReceivedTrace
+from .models import CompactedSpans, ReceivedSpan, ReceivedTrace
 from .otlp import SpanIn
 
 FORMAT = 1
@@ -236,9 +239,9 @@ def texts_of(organisation_id: int, trace_ids: list[str]) -> dict[str, Texts]:
     (empty ``Texts`` for a trace not derived)."""
     traces = {
         row["public_id"]: row
-        for row in Trace.objects.filter(
-            organisation_id=organisation_id, public_id__in=[public_id_of(t) for t in trace_ids]
-        ).values("id", "public_id", "input", "output", "reasoning", "error")
+        for row in traces_by_public_id(
+            organisation=organisation_id, public_ids=[public_id_of(t) for t in trace_ids]
+        ).values("id", "public_id", "input", "output", "reasoning", "error", "created_at")
     }
     by_pk = {t["id"]: t for t in traces.values()}
     steps: dict[int, dict[str, dict]] = defaultdict(dict)
@@ -265,18 +268,21 @@ def compacted_spans(*, organisation_id: int, trace_id: str, packed: bytes) -> li
     return spans_unpack(packed, texts_of(organisation_id, [trace_id])[trace_id])
 
 
+# Packed spans are partitioned by day like the traces (``agents.partitions``).
+COMPACTED_PARTITIONS = Partitioned(CompactedSpans._meta.db_table, "created_at")
+
 COMPACTED_SQL = """
-SELECT trace_id, compacted_spans FROM otel_receivedtrace
-WHERE organisation_id = %(org)s AND trace_id = ANY(%(ids)b::text[]) AND compacted_spans IS NOT NULL
+SELECT trace_id, packed FROM otel_compactedspans
+WHERE organisation_id = %(org)s AND trace_id = ANY(%(ids)b::text[])
 """
 
 
 def compacted_of(organisation_id: int, trace_ids: list[str]) -> dict[str, bytes]:
     """The packed spans of those of ``trace_ids`` that are compacted."""
     return dict(
-        ReceivedTrace.objects.filter(
-            organisation_id=organisation_id, trace_id__in=trace_ids, compacted_spans__isnull=False
-        ).values_list("trace_id", "compacted_spans")
+        CompactedSpans.objects.filter(organisation_id=organisation_id, trace_id__in=trace_ids).values_list(
+            "trace_id", "packed"
+        )
     )
 
 
@@ -302,8 +308,9 @@ def spans_reopen(
         conflict_fields=("organisation", "trace_id", "span_id"),
         returning=("id",),
     )
+    delete_in(CompactedSpans, "trace_id", sorted(packed), organisation_id=organisation_id)
     ReceivedTrace.objects.filter(organisation_id=organisation_id, trace_id__in=list(packed)).update(
-        compacted_spans=None
+        compacted=False
     )
 
 
@@ -333,35 +340,43 @@ def spans_compact_batch(*, horizon: datetime, batch_size: int = BATCH_SIZE) -> C
     done = Compacted()
     with transaction.atomic():
         claimed = ReceivedTrace.objects.filter(
-            compacted_spans__isnull=True, span_count__gt=0, last_received_at__lt=horizon
+            compacted=False, span_count__gt=0, last_received_at__lt=horizon
         ).order_by("id")
         if connection.features.has_select_for_update_skip_locked:
             claimed = claimed.select_for_update(skip_locked=True)
-        claimed = list(claimed.values_list("pk", "organisation_id", "trace_id")[:batch_size])
+        claimed = list(
+            claimed.values_list("pk", "organisation_id", "trace_id", "first_received_at")[:batch_size]
+        )
         if not claimed:
             return done
-        by_org: dict[int, list[tuple[int, str]]] = defaultdict(list)
-        for pk, organisation_id, trace_id in claimed:
-            by_org[organisation_id].append((pk, trace_id))
-        updates = []
+        by_org: dict[int, list[tuple[int, str, datetime]]] = defaultdict(list)
+        for pk, organisation_id, trace_id, first_received_at in claimed:
+            by_org[organisation_id].append((pk, trace_id, first_received_at))
+        rows = []
         for organisation_id, traces in sorted(by_org.items()):
-            trace_ids = [trace_id for _, trace_id in traces]
+            trace_ids = [trace_id for _, trace_id, _ in traces]
             spans: dict[str, list[dict]] = defaultdict(list)
             for span in ReceivedSpan.objects.filter(
                 organisation_id=organisation_id, trace_id__in=trace_ids
             ).values("trace_id", *SPAN_COLUMNS):
                 spans[span.pop("trace_id")].append(span)
             texts = texts_of(organisation_id, trace_ids)
-            for pk, trace_id in traces:
+            for _, trace_id, first_received_at in traces:
                 packed = spans_pack(spans[trace_id], texts[trace_id])
-                updates.append((pk, packed))
+                # In the partition of its trace's day (of its first span's arrival if none).
+                created_at = texts[trace_id].trace.get("created_at") or first_received_at
+                rows.append((organisation_id, trace_id, created_at, packed))
                 done.spans += len(spans[trace_id])
                 done.span_bytes += sum(
                     len(_encode([s["attributes"], s["resource"], s["events"]])) for s in spans[trace_id]
                 )
                 done.packed_bytes += len(packed)
             delete_in(ReceivedSpan, "trace_id", trace_ids, organisation_id=organisation_id)
-        update_by_pk(ReceivedTrace, ["compacted_spans"], updates)
+        partitions_ensure(moments=[created_at for _, _, created_at, _ in rows])
+        insert_rows(
+            CompactedSpans, ("organisation", "trace_id", "created_at", "packed"), rows, returning=("id",)
+        )
+        update_by_pk(ReceivedTrace, ["compacted"], [(pk, True) for pk, *_ in claimed])
         done.traces, done.batches = len(claimed), 1
     return done
 

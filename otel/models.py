@@ -21,9 +21,9 @@ class ReceivedTrace(models.Model):
     # arrival order; each is read as an event of its span, whichever came first.
     log_records = models.JSONField(default=list)
     # Once the trace has settled (nothing received for OTEL_SPAN_SETTLE_SECONDS),
-    # its spans packed here and their ``ReceivedSpan`` rows deleted; None while
-    # they are rows (``otel.compaction``).
-    compacted_spans = models.BinaryField(null=True)
+    # its spans are packed into a ``CompactedSpans`` row and their
+    # ``ReceivedSpan`` rows deleted (``otel.compaction``).
+    compacted = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         constraints = [
@@ -31,9 +31,7 @@ class ReceivedTrace(models.Model):
         ]
         indexes = [
             # The traces whose spans are still rows: those compaction looks at.
-            models.Index(
-                fields=["id"], name="received_trace_open", condition=models.Q(compacted_spans__isnull=True)
-            )
+            models.Index(fields=["id"], name="received_trace_spans_open", condition=models.Q(compacted=False))
         ]
 
 
@@ -66,3 +64,21 @@ class ReceivedSpan(models.Model):
                 fields=["organisation", "trace_id", "span_id"], name="received_span_unique"
             )
         ]
+
+
+class CompactedSpans(models.Model):
+    """The packed spans of a settled trace (``otel.compaction``). ``created_at``
+    is its product trace's (for a trace never derived, when its first span
+    arrived): on PostgreSQL this table is partitioned by it like the traces
+    (``agents.partitions``), so retention drops the packed spans of a day with
+    the day's traces."""
+
+    organisation = models.ForeignKey(
+        "accounts.Organisation", on_delete=models.CASCADE, db_index=False, db_constraint=False
+    )
+    trace_id = models.CharField(max_length=32)
+    created_at = models.DateTimeField()
+    packed = models.BinaryField()
+
+    class Meta:
+        indexes = [models.Index(fields=["organisation", "trace_id"], name="compacted_spans_trace")]

@@ -11,12 +11,12 @@ from django.db.models import Exists, OuterRef, Q, Sum, Value
 from django.db.models.functions import Concat
 
 from accounts.models import Organisation
-from agents.models import Trace
+from agents.models import TraceKey
 from audit.services import Actor, audit_record
 from thinnest_analytics.db import MAX_PARAMS, delete_in
 
 from .mapping import public_id_of
-from .models import ReceivedSpan, ReceivedTrace
+from .models import CompactedSpans, ReceivedSpan, ReceivedTrace
 
 OTEL_PREFIX = public_id_of("")
 
@@ -33,7 +33,7 @@ def _compacted_span_count(organisation: Organisation, trace_ids: list[str]) -> i
             ReceivedTrace.objects.filter(
                 organisation=organisation,
                 trace_id__in=trace_ids[start : start + MAX_PARAMS // 2],
-                compacted_spans__isnull=False,
+                compacted=True,
             ).aggregate(n=Sum("span_count"))["n"]
             or 0
         )
@@ -55,6 +55,7 @@ class ReceivedSpans:
         otel_ids = _otel_ids(public_ids)
         spans = _compacted_span_count(organisation, otel_ids)
         spans += delete_in(ReceivedSpan, "trace_id", otel_ids, organisation=organisation)
+        delete_in(CompactedSpans, "trace_id", otel_ids, organisation=organisation)
         delete_in(ReceivedTrace, "trace_id", otel_ids, organisation=organisation)
         return spans
 
@@ -75,6 +76,7 @@ class ReceivedSpans:
                 return 0, 0
             spans = _compacted_span_count(organisation, stale)
             spans += delete_in(ReceivedSpan, "trace_id", stale, organisation=organisation)
+            delete_in(CompactedSpans, "trace_id", stale, organisation=organisation)
             delete_in(ReceivedTrace, "trace_id", stale, organisation=organisation)
             audit_record(
                 organisation=organisation,
@@ -92,7 +94,7 @@ class ReceivedSpans:
     def pending(self, *, horizon: datetime) -> int:
         """Spans a retention pass at ``horizon`` deletes: those of expiring traces
         and of unfinished OpenTelemetry traces last received before it."""
-        expiring_trace = Trace.objects.filter(
+        expiring_trace = TraceKey.objects.filter(
             organisation=OuterRef("organisation"),
             public_id=Concat(Value(OTEL_PREFIX), OuterRef("trace_id")),
             created_at__lt=horizon,
@@ -104,7 +106,7 @@ class ReceivedSpans:
         )
         compacted = ReceivedTrace.objects.filter(
             Q(derived=False, last_received_at__lt=horizon) | Q(Exists(expiring_trace)),
-            compacted_spans__isnull=False,
+            compacted=True,
         ).aggregate(n=Sum("span_count"))["n"]
         return ReceivedSpan.objects.filter(Exists(expiring)).count() + (compacted or 0)
 

@@ -2,7 +2,7 @@
 
 from thinnest_analytics.errors import ApiError, not_found
 
-from .compaction import compacted_spans
+from .compaction import compacted_of, compacted_spans
 from .mapping import public_id_of
 from .models import ReceivedSpan, ReceivedTrace
 
@@ -33,17 +33,16 @@ def received_spans(*, organisation, public_id: str) -> dict:
     trace_id = public_id.removeprefix(OTEL_PREFIX)
     received = (
         ReceivedTrace.objects.filter(organisation=organisation, trace_id=trace_id)
-        .values("trace_id", "log_records", "compacted_spans")
+        .values("trace_id", "log_records", "compacted")
         .first()
         if public_id.startswith(OTEL_PREFIX)
         else None
     )
     if received is None:
         raise not_found(f"trace '{public_id}'")
-    if received["compacted_spans"] is not None:
-        spans = compacted_spans(
-            organisation_id=organisation.pk, trace_id=trace_id, packed=received["compacted_spans"]
-        )
+    packed = compacted_of(organisation.pk, [trace_id]).get(trace_id) if received["compacted"] else None
+    if packed is not None:
+        spans = compacted_spans(organisation_id=organisation.pk, trace_id=trace_id, packed=packed)
         spans = [
             {c: s[c] for c in SPAN_COLUMNS}
             for s in sorted(spans, key=lambda s: (s["start_ns"], s["span_id"]))

@@ -16,7 +16,7 @@ from django.utils import timezone
 from agents.models import Session, Trace, TraceStep
 from metrics.models import DailyRollup, HourlyRollup
 from otel import compaction
-from otel.models import ReceivedSpan, ReceivedTrace
+from otel.models import CompactedSpans, ReceivedSpan, ReceivedTrace
 from thinnest_analytics.celery import app
 
 from .otlp import T0, agent_turn, json_export, json_span, ns, protobuf_of, sdk_tracer
@@ -180,7 +180,7 @@ def _raw_spans(reader, trace_id: str) -> dict:
 
 
 def _packed_text(trace_id: str) -> bytes:
-    packed = bytes(ReceivedTrace.objects.get(trace_id=trace_id).compacted_spans)
+    packed = bytes(CompactedSpans.objects.get(trace_id=trace_id).packed)
     unpacker = zlib.decompressobj(-15, zdict=compaction.ZDICT)
     return unpacker.decompress(packed[1:]) + unpacker.flush()
 
@@ -193,7 +193,7 @@ def test_compact_spans_packs_every_trace_with_older_than_zero(tenant):
     out = _compact("--older-than", "0")
     assert "Compacted 2 traces (5 spans) in 1 batches" in out
     assert not ReceivedSpan.objects.exists()
-    assert ReceivedTrace.objects.filter(compacted_spans__isnull=False).count() == 2
+    assert ReceivedTrace.objects.filter(compacted=True).count() == 2
 
 
 def test_compact_spans_works_in_batches_of_the_size_asked(tenant):
@@ -229,7 +229,8 @@ def test_beat_compacts_traces_settled_for_the_configured_time(tenant, settings):
     assert app.conf.beat_schedule["compact-received-spans"]["task"] == compact_spans.name
     assert compact_spans.apply().get() == 1
     assert set(ReceivedSpan.objects.values_list("trace_id", flat=True)) == {B}
-    assert ReceivedTrace.objects.get(trace_id=A).compacted_spans is not None
+    assert ReceivedTrace.objects.get(trace_id=A).compacted
+    assert CompactedSpans.objects.filter(trace_id=A).exists()
 
 
 # --- reading back --------------------------------------------------------------------------
@@ -315,7 +316,8 @@ def test_a_late_span_reopens_its_trace_with_each_span_as_received(tenant, outsid
     spans = outsider.api("read").get(f"/api/traces/otel-{A}/spans").json()["spans"]
     assert spans[:2] == first
     assert spans[2]["span_id"] == "00000000000000a3" and spans[2]["received_at"] >= first[1]["received_at"]
-    assert ReceivedTrace.objects.get(organisation=outsider.organisation, trace_id=A).compacted_spans is None
+    assert not ReceivedTrace.objects.get(organisation=outsider.organisation, trace_id=A).compacted
+    assert not CompactedSpans.objects.filter(organisation=outsider.organisation, trace_id=A).exists()
 
 
 def test_a_resent_span_after_compaction_changes_nothing(tenant):
@@ -342,6 +344,14 @@ def test_retention_deletes_compacted_spans_with_their_traces(tenant, settings):
     call_command("apply_retention", "--verbosity", "0", stdout=out)
     assert "Deleted 2 traces (3 steps, 0 scores, 5 OpenTelemetry spans)" in out.getvalue()
     assert not ReceivedTrace.objects.exists() and not ReceivedSpan.objects.exists()
+    assert not CompactedSpans.objects.exists()
+
+
+def test_compacted_spans_lie_in_the_partition_of_their_traces_day(tenant):
+    _send(tenant.keys["ingest"], ["a1", "a2", "a3"])
+    _compact("--older-than", "0")
+    trace = Trace.objects.get(public_id=f"otel-{A}")
+    assert CompactedSpans.objects.get(trace_id=A).created_at == trace.created_at
 
 
 def test_retention_expires_compacted_spans_of_a_trace_whose_root_never_came(tenant, settings):
@@ -354,4 +364,4 @@ def test_retention_expires_compacted_spans_of_a_trace_whose_root_never_came(tena
     out = io.StringIO()
     call_command("apply_retention", "--verbosity", "0", stdout=out)
     assert "2 OpenTelemetry spans" in out.getvalue()
-    assert not ReceivedTrace.objects.exists()
+    assert not ReceivedTrace.objects.exists() and not CompactedSpans.objects.exists()
