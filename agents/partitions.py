@@ -31,6 +31,8 @@ from datetime import UTC, date, datetime, time, timedelta
 import psycopg
 from django.db import connection, transaction
 
+from metrics.windows import retention_horizon
+
 DAY = timedelta(days=1)
 # How many days ahead the beat schedule creates partitions.
 DAYS_AHEAD = 7
@@ -111,6 +113,19 @@ def _attached(cursor, table: str) -> set[str]:
     return {name for (name,) in cursor.fetchall()}
 
 
+def _absent(cursor, days: set[date]) -> set[date]:
+    """Of these days, those a partitioned table has no partition for."""
+    cursor.execute(
+        "SELECT p.relname, c.relname FROM pg_class p LEFT JOIN pg_inherits i ON i.inhparent = p.oid "
+        "LEFT JOIN pg_class c ON c.oid = i.inhrelid WHERE p.relkind = 'p' AND p.relname = ANY(%s)",
+        [[spec.table for spec in PARTITIONED]],
+    )
+    rows = cursor.fetchall()
+    tables = {parent for parent, _ in rows}
+    have = {name for _, name in rows if name}
+    return {day for day in days if any(partition_name(t, day) not in have for t in tables)}
+
+
 def _create(cursor, days: Iterable[date]) -> None:
     cursor.execute("SELECT pg_advisory_lock(%s)", [_LOCK_KEY])
     try:
@@ -139,16 +154,24 @@ def _create(cursor, days: Iterable[date]) -> None:
 
 def partitions_ensure(*, moments: Iterable[datetime]) -> None:
     """Make sure the days of these moments have their partitions, before rows
-    of those days are written. Free once a day is known to this process."""
+    of those days are written. Free once a day is known to this process: a
+    day retention may drop (at most a day younger than the horizon) is looked
+    up in the catalogue each time instead, as another process may drop it."""
     days = {day_of(m) for m in moments}
+    horizon = retention_horizon()
+    droppable = day_of(horizon) + DAY if horizon is not None else date.min
     with _known_lock:
-        missing = days - _known_days.get(_database(), set())
+        known = _known_days.get(_database(), set())
+        missing = {day for day in days if day <= droppable or day not in known}
     if not missing or not partitioned():
         return
-    with _own_connection() as own, own.cursor() as cursor:
-        _create(cursor, missing)
+    with connection.cursor() as cursor:
+        absent = _absent(cursor, missing)
+    if absent:
+        with _own_connection() as own, own.cursor() as cursor:
+            _create(cursor, absent)
     with _known_lock:
-        _known_days.setdefault(_database(), set()).update(missing)
+        _known_days.setdefault(_database(), set()).update(day for day in missing if day > droppable)
 
 
 def partitions_ahead(*, now: datetime, days: int = DAYS_AHEAD) -> int:
