@@ -97,13 +97,22 @@ def protobuf_of(spans) -> bytes:
 
 
 def attribute(key: str, value) -> dict:
+    return {"key": key, "value": any_value(value)}
+
+
+def any_value(value) -> dict:
+    """An OTLP JSON AnyValue, maps and lists included (a log record's body)."""
+    if isinstance(value, dict):
+        return {"kvlistValue": {"values": [attribute(k, v) for k, v in value.items()]}}
+    if isinstance(value, list):
+        return {"arrayValue": {"values": [any_value(v) for v in value]}}
     if isinstance(value, bool):
-        return {"key": key, "value": {"boolValue": value}}
+        return {"boolValue": value}
     if isinstance(value, int):
-        return {"key": key, "value": {"intValue": str(value)}}
+        return {"intValue": str(value)}
     if isinstance(value, float):
-        return {"key": key, "value": {"doubleValue": value}}
-    return {"key": key, "value": {"stringValue": value}}
+        return {"doubleValue": value}
+    return {"stringValue": value}
 
 
 def json_span(trace_id: str, span_id: str, name: str, start_ns: int, end_ns: int, parent: str = "", **fields):

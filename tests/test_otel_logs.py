@@ -18,7 +18,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from agents.models import Trace
 from otel.models import ReceivedSpan
 
-from .otlp import T0, attribute, gzipped, json_export, json_span, ns
+from .otlp import T0, any_value, attribute, gzipped, json_export, json_span, ns
 
 PROTOBUF = "application/x-protobuf"
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -69,16 +69,6 @@ def _spans_document() -> dict:
     )
 
 
-def _kv(value) -> dict:
-    if isinstance(value, dict):
-        return {"kvlistValue": {"values": [{"key": k, "value": _kv(v)} for k, v in value.items()]}}
-    if isinstance(value, list):
-        return {"arrayValue": {"values": [_kv(v) for v in value]}}
-    if isinstance(value, int):
-        return {"intValue": str(value)}
-    return {"stringValue": value}
-
-
 def _record(span_id: str, event: str, body: dict, at_ms: int) -> dict:
     return {
         "timeUnixNano": str(ns(T0) + at_ms * MS),
@@ -86,7 +76,7 @@ def _record(span_id: str, event: str, body: dict, at_ms: int) -> dict:
         "spanId": span_id,
         "eventName": event,
         "attributes": [attribute("gen_ai.system", "openai")],
-        "body": _kv(body),
+        "body": any_value(body),
     }
 
 
@@ -258,8 +248,8 @@ def test_every_attribute_and_event_of_a_span_reads_back_as_received(tenant, read
         "a.flag": True,
     }
     span = json_span(TRACE_ID, ASKS, "ChatCompletion", ns(T0), ns(T0) + 5 * MS, attributes=nested)
-    span["attributes"].append({"key": "a.list", "value": _kv(["x", "y"])})
-    span["attributes"].append({"key": "a.map", "value": _kv({"k": {"deep": "v"}})})
+    span["attributes"].append({"key": "a.list", "value": any_value(["x", "y"])})
+    span["attributes"].append({"key": "a.map", "value": any_value({"k": {"deep": "v"}})})
     span["events"] = [
         {
             "timeUnixNano": str(ns(T0)),
