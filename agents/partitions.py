@@ -23,6 +23,7 @@ them finish first) and drops them. SQLite, the embedded default, keeps plain
 tables: every function here does nothing there.
 """
 
+import re
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -183,13 +184,20 @@ def partitions_ahead(*, now: datetime, days: int = DAYS_AHEAD) -> int:
 
 
 def partition_days() -> list[date]:
-    """The days that have a traces partition, oldest first."""
+    """The days that have a partition of any partitioned table, oldest first:
+    attached, or left behind detached by a drop that was interrupted (dropping
+    the day again removes it)."""
     if not partitioned():
         return []
+    name = re.compile(r"^(?:{})_p(\d{{8}})$".format("|".join(re.escape(spec.table) for spec in PARTITIONED)))
     with connection.cursor() as cursor:
-        names = _attached(cursor, TRACES.table)
-    prefix = f"{TRACES.table}_p"
-    return sorted(datetime.strptime(n.removeprefix(prefix), "%Y%m%d").date() for n in names)
+        cursor.execute(
+            "SELECT relname FROM pg_class WHERE relkind = 'r' "
+            "AND relnamespace = current_schema()::regnamespace AND relname ~ %s",
+            [name.pattern],
+        )
+        days = {name.match(relname).group(1) for (relname,) in cursor.fetchall()}
+    return sorted(datetime.strptime(day, "%Y%m%d").date() for day in days)
 
 
 def partitions_drop(*, day: date) -> None:

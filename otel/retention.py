@@ -93,7 +93,10 @@ class ReceivedSpans:
 
     def pending(self, *, horizon: datetime) -> int:
         """Spans a retention pass at ``horizon`` deletes: those of expiring traces
-        and of unfinished OpenTelemetry traces last received before it."""
+        and of unfinished OpenTelemetry traces last received before it. A
+        trace's key carries its ``created_at`` and outlives a dropped day's
+        partitions until retention deletes it, so the keys name the expiring
+        traces, those of days already dropped included."""
         expiring_trace = TraceKey.objects.filter(
             organisation=OuterRef("organisation"),
             public_id=Concat(Value(OTEL_PREFIX), OuterRef("trace_id")),

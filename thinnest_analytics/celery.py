@@ -29,9 +29,18 @@ app.conf.beat_schedule = {
         "task": "otel.compact_spans",
         "schedule": float(os.environ.get("OTEL_SPAN_COMPACTION_EVERY_SECONDS", "300")),
     },
-    # Raw traces older than RETENTION_DAYS, in batches; rollups stay.
+    # Raw traces older than RETENTION_DAYS; rollups stay. Once a day, just after
+    # midnight UTC: the raw tables are in daily partitions on PostgreSQL, so this
+    # pass drops yesterday's expired day whole and deletes row by row only the
+    # first minutes of the day the horizon falls in. An hourly pass would delete
+    # that edge day row by row, hour after hour, through the whole day.
     "apply-retention": {
         "task": "agents.apply_retention",
-        "schedule": crontab(minute=17),
+        "schedule": crontab(minute=17, hour=0),
+    },
+    # The daily partitions of the next days, created before rows arrive for them.
+    "create-partitions-ahead": {
+        "task": "agents.create_partitions_ahead",
+        "schedule": crontab(minute=7, hour=0),
     },
 }

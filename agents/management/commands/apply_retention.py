@@ -9,7 +9,8 @@ from agents.retention import BATCH_SIZE, retention_apply, retention_horizon, ret
 class Command(BaseCommand):
     help = (
         "Delete raw traces older than RETENTION_DAYS (with their steps, scores, OpenTelemetry "
-        "spans and emptied conversations), in batches; rollups are kept. Beat runs it hourly."
+        "spans and emptied conversations); on PostgreSQL whole days are dropped, the rest is deleted "
+        "in batches; rollups are kept. Beat runs it daily at 00:17 UTC."
     )
 
     def add_arguments(self, parser):
@@ -47,4 +48,8 @@ class Command(BaseCommand):
             f"Deleted {done.traces:,} traces ({done.steps:,} steps, {done.scores:,} scores, "
             f"{done.spans:,} OpenTelemetry spans) {before}, and {done.conversations:,} conversations "
             "left empty. Rollups are kept."
+        )
+        self.stdout.write(
+            f"Dropped {done.days_dropped:,} whole days ({done.traces_dropped:,} traces); "
+            f"deleted {done.traces - done.traces_dropped:,} traces one by one."
         )
