@@ -333,6 +333,7 @@ def test_a_resent_span_after_compaction_changes_nothing(tenant):
 # --- retention -----------------------------------------------------------------------------
 
 
+@pytest.mark.django_db(transaction=True)  # retention drops partitions: rows committed
 def test_retention_deletes_compacted_spans_with_their_traces(tenant, settings):
     _send(tenant.keys["ingest"], ["a1", "a2", "a3", "b1", "b2"])
     _compact("--older-than", "0")
@@ -354,6 +355,7 @@ def test_compacted_spans_lie_in_the_partition_of_their_traces_day(tenant):
     assert CompactedSpans.objects.get(trace_id=A).created_at == trace.created_at
 
 
+@pytest.mark.django_db(transaction=True)  # retention drops partitions: rows committed
 def test_retention_expires_compacted_spans_of_a_trace_whose_root_never_came(tenant, settings):
     _send(tenant.keys["ingest"], ["a2", "a3"], flags=0x100)  # their parent is in this process: wait
     assert not ReceivedTrace.objects.get(trace_id=A).derived
