@@ -354,6 +354,31 @@ def _days_drop(
     return total, True
 
 
+def traces_delete_in_batches(
+    *,
+    organisation: Organisation,
+    before: datetime,
+    batch_size: int = BATCH_SIZE,
+    progress: Callable[[int], None] | None = None,
+    deadline: float | None = None,
+) -> tuple[Expired, bool]:
+    """Delete the organisation's traces created before ``before`` row by row,
+    oldest first, ``batch_size`` per transaction (``_expire_batch``): the day
+    the horizon falls in, or everything on SQLite. ``progress`` gets each
+    batch's traces. Returns what went and whether it finished before
+    ``deadline`` (a ``time.monotonic()`` instant)."""
+    total = Expired()
+    while True:
+        if _out_of_time(deadline):
+            return total, False
+        expired = _expire_batch(organisation, before, batch_size)
+        total.add(expired)
+        if progress is not None and expired.traces:
+            progress(expired.traces)
+        if expired.traces < batch_size:
+            return total, True
+
+
 def retention_pending(*, horizon: datetime) -> Expired:
     """What a retention pass at ``horizon`` would delete (conversations are
     counted only as they are deleted)."""
@@ -395,15 +420,16 @@ def retention_apply(
         if not finished:
             return total
     for organisation in Organisation.objects.order_by("pk"):
-        while True:
-            if _out_of_time(deadline):
-                return total
-            expired = _expire_batch(organisation, horizon, batch_size)
-            total.add(expired)
-            if progress is not None and expired.traces:
-                progress(expired.traces)
-            if expired.traces < batch_size:
-                break
+        expired, finished = traces_delete_in_batches(
+            organisation=organisation,
+            before=horizon,
+            batch_size=batch_size,
+            progress=progress,
+            deadline=deadline,
+        )
+        total.add(expired)
+        if not finished:
+            return total
         for keeper in TRACE_ROW_KEEPERS:
             while True:
                 groups, rows = keeper.expire_unfinished(

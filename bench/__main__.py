@@ -8,11 +8,17 @@
     python -m bench --size 1m --days 3 --api-only
                                     # 10M's raw rows per hour (13,900) in a few minutes' load:
                                     # the analytics endpoints alone
+    python -m bench --retention-only --size 10m
+                                    # retention of one day: its partitions dropped against
+                                    # a day deleted in batches, with dashboard reads meanwhile
 
 Needs PostgreSQL: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/thinnest_bench),
 created and migrated if missing. The bytes figure loads a database of its own, dropped and
-created anew each run: BENCH_BYTES_DATABASE_URL (default: BENCH_DATABASE_URL's name + "_bytes"). Every number is measured in this run; ratios
-compare with baselines measured in the same run.
+created anew each run: BENCH_BYTES_DATABASE_URL (default: BENCH_DATABASE_URL's name + "_bytes").
+The retention figure deletes days of its data set, so it loads one in a database of its own,
+again on each run: BENCH_RETENTION_DATABASE_URL (default: BENCH_DATABASE_URL's name +
+"_retention"). Every number is measured in this run; ratios compare with baselines measured in
+the same run.
 """
 
 import argparse
@@ -520,9 +526,19 @@ def main() -> None:
         action="store_true",
         help="only the dashboard pages (no ingestion, API or percentiles)",
     )
+    parser.add_argument(
+        "--retention-only",
+        action="store_true",
+        help="only retention of one day, partitions dropped against a batched DELETE, with reads meanwhile",
+    )
     args = parser.parse_args()
 
     url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
+    if args.retention_only:
+        parsed = urlparse(url)
+        url = os.environ.get(
+            "BENCH_RETENTION_DATABASE_URL", parsed._replace(path=f"{parsed.path}_retention").geturl()
+        )
     os.environ["DATABASE_URL"] = url
     os.environ.pop("REDIS_URL", None)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "thinnest_analytics.settings")
@@ -541,6 +557,13 @@ def main() -> None:
         _write(results)
         return
     server = Server()
+    if args.retention_only:
+        try:
+            results["retention"] = _bench_retention(server, args)
+        finally:
+            server.stop()
+        _write(results)
+        return
     try:
         if args.api_only:
             args.skip_ingest = True
@@ -592,6 +615,24 @@ def main() -> None:
     _write(results)
 
 
+def _bench_retention(server: Server, args) -> dict:
+    from .retention import bench_retention, print_retention
+
+    results = {}
+    for label in [s.strip().lower() for s in args.size.split(",") if s.strip()]:
+        key = label if args.days == DAYS else f"{label}-{args.days}d"
+        results[key] = bench_retention(
+            server,
+            size_label=key,
+            traces=SIZES[label],
+            days=args.days,
+            idle_calls=300,
+            percentiles=_percentiles,
+        )
+        print_retention(key, results[key])
+    return results
+
+
 def _bench_storage(url: str, traces: int) -> dict:
     from .storage import bench_bytes, print_bytes
 
@@ -607,8 +648,10 @@ def _bench_storage(url: str, traces: int) -> dict:
 def _write(results: dict) -> None:
     out = ROOT / "bench" / "results.json"
     previous = json.loads(out.read_text()) if out.exists() else {}
-    previous.update({k: v for k, v in results.items() if k not in ("queries", "percentiles", "pages")})
-    for section in ("queries", "percentiles", "pages"):
+    previous.update(
+        {k: v for k, v in results.items() if k not in ("queries", "percentiles", "pages", "retention")}
+    )
+    for section in ("queries", "percentiles", "pages", "retention"):
         previous.setdefault(section, {}).update(results.get(section, {}))
     out.write_text(json.dumps(previous, indent=2) + "\n")
     print(f"\nwrote {out.relative_to(ROOT)}")

@@ -9,7 +9,8 @@ from django.db import connection, transaction
 from tqdm import tqdm
 
 from accounts.services import organisation_get_or_create
-from agents.models import Agent, Session, Trace
+from agents.models import Agent, Trace
+from agents.partitions import partitions_ensure
 from agents.services import agents_resolve
 from audit.services import Actor
 from metrics.rebuild import rollups_rebuild
@@ -106,6 +107,19 @@ LATENCY = "round(exp(ln(900) + 0.6 * sqrt(-2 * ln(greatest(bench_u(n, 1), 1e-12)
 COST = f"round(({INPUT_TOKENS} * 0.15 + {OUTPUT_TOKENS} * 0.60) / 1000000, 10)"
 
 
+def _clear(organisation_id: int) -> None:
+    """Delete an organisation's raw rows and conversations (an earlier load of
+    another size), set-based: Django's cascade would read every row first."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "DELETE FROM agents_tracestep s USING agents_trace t WHERE s.trace_id = t.id "
+            "AND s.trace_created_at = t.created_at AND t.organisation_id = %s",
+            [organisation_id],
+        )
+        for table in ("agents_score", "agents_trace", "agents_tracekey", "agents_session"):
+            cursor.execute(f"DELETE FROM {table} WHERE organisation_id = %s", [organisation_id])
+
+
 def load(*, slug: str, traces: int, days: int = DAYS, progress: bool = True) -> tuple[object, list[Agent]]:
     """An organisation with ``traces`` traces over the last ``days`` days (4 per
     conversation, 10 agents, chat/widget/voice, two deployment versions, 10 %
@@ -121,13 +135,14 @@ def load(*, slug: str, traces: int, days: int = DAYS, progress: bool = True) -> 
     agents.sort(key=lambda a: int(a.public_id.split("_")[1]))
     if Trace.objects.filter(organisation=organisation).count() == traces:
         return organisation, agents
-    Trace.objects.filter(organisation=organisation).delete()
-    Session.objects.filter(organisation=organisation).delete()
+    _clear(organisation.pk)
 
     end = datetime.now(UTC).replace(microsecond=0)
     start = end - timedelta(days=days)
     span = (end - start).total_seconds()
     agent_ids = "ARRAY[" + ",".join(str(a.pk) for a in agents) + "]::bigint[]"
+    # The days' partitions, before the transaction below locks the tables.
+    partitions_ensure(moments=[start + timedelta(days=d) for d in range(days + 1)] + [end])
     with connection.cursor() as cursor:
         cursor.execute(_FUNCTIONS)
         cursor.execute("SELECT coalesce(max(id), 0) + 1 FROM agents_session")
@@ -189,6 +204,9 @@ def load(*, slug: str, traces: int, days: int = DAYS, progress: bool = True) -> 
             deferred = cursor.fetchall()
             for name, _ in deferred:
                 cursor.execute(f'DROP INDEX "{name}"')
+            # An index of the partitioned table is defined ON ONLY it; created
+            # again without ONLY, it is built on every partition too.
+            deferred = [(name, definition.replace(" ON ONLY ", " ON ", 1)) for name, definition in deferred]
             for lo in tqdm(steps, desc=f"{slug}: traces", disable=not progress):
                 hi = min(traces, lo + chunk)
                 cursor.execute(
@@ -209,6 +227,12 @@ def load(*, slug: str, traces: int, days: int = DAYS, progress: bool = True) -> 
                     """,
                     {"org": organisation.pk, "base": base, "lo": lo, "hi": hi, "start": start},
                 )
+            # Each trace's public id, claimed as ingestion claims it.
+            cursor.execute(
+                "INSERT INTO agents_tracekey (organisation_id, public_id, created_at) "
+                "SELECT organisation_id, public_id, created_at FROM agents_trace WHERE organisation_id = %s",
+                [organisation.pk],
+            )
             cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
             for _, definition in tqdm(deferred, desc=f"{slug}: indexes", disable=not progress):
                 cursor.execute(definition)
@@ -222,7 +246,9 @@ def load(*, slug: str, traces: int, days: int = DAYS, progress: bool = True) -> 
                 """,
                 [organisation.pk],
             )
-        cursor.execute("ANALYZE agents_trace; ANALYZE agents_session; ANALYZE agents_score;")
+        cursor.execute(
+            "ANALYZE agents_trace; ANALYZE agents_session; ANALYZE agents_score; ANALYZE agents_tracekey;"
+        )
     rollups_rebuild(
         start=start,
         end=end + timedelta(seconds=1),
