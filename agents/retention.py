@@ -283,7 +283,10 @@ def _empty_conversations_batch(
     before ``before`` (after ``after``, a (start, id) of the previous batch),
     delete those left with no traces and nothing attached. Returns where the
     next batch starts (None when this one was the last) and how many went."""
-    candidates = Session.objects.filter(organisation=organisation, started_at__lt=before)
+    # Active at ``before`` or later: it still has a trace (or a call) then.
+    candidates = Session.objects.filter(organisation=organisation, started_at__lt=before).exclude(
+        last_activity_at__gte=before
+    )
     if after is not None:
         candidates = candidates.filter(Q(started_at__gt=after[0]) | Q(started_at=after[0], pk__gt=after[1]))
     batch = list(candidates.order_by("started_at", "pk").values_list("started_at", "pk")[:batch_size])
