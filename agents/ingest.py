@@ -258,7 +258,8 @@ class _Batch:
             return
         changed = sessions_fold(sessions, [row for _, row in new_rows])
         scored = [pk for pk, row in new_rows if row.record.evaluation_score is not None]
-        self.finish(changed, [pk for pk, _ in new_rows], scored)
+        times = [row.record.created_at for _, row in new_rows]
+        self.finish(changed, [pk for pk, _ in new_rows], scored, (min(times), max(times)))
 
     def prepare(self, agents: dict[str, int], versions: dict[int, str], sessions: dict) -> list[_Row]:
         """Check each record against its conversation and work out its defaults."""
@@ -458,7 +459,9 @@ class _PortableBatch(_Batch):
         insert_rows(Score, SCORE_FIELDS, scores, returning=("id",))
         return new_pk
 
-    def finish(self, changed, new_traces: list[int], scored: list[int]) -> None:
+    def finish(
+        self, changed, new_traces: list[int], scored: list[int], within: tuple[datetime, datetime]
+    ) -> None:
         from thinnest_analytics.db import update_by_pk
 
         from .conversations import SESSION_FACTS
@@ -470,7 +473,7 @@ class _PortableBatch(_Batch):
         update_by_pk(
             Session, SESSION_FACTS, [(s.pk, *(getattr(s, f) for f in SESSION_FACTS)) for s in changed]
         )
-        deltas.count(*_counted(conversations, new_traces, scored))
+        deltas.count(*_counted(conversations, new_traces, scored, within))
         deltas.apply()
 
 
@@ -707,7 +710,9 @@ class _PostgresBatch(_Batch):
             cursor.execute(_STORE, params, prepare=True)
             return dict(cursor.fetchall())
 
-    def finish(self, changed, new_traces: list[int], scored: list[int]) -> None:
+    def finish(
+        self, changed, new_traces: list[int], scored: list[int], within: tuple[datetime, datetime]
+    ) -> None:
         from .conversations import SESSION_FACTS
         from .models import Session
 
@@ -721,7 +726,7 @@ class _PostgresBatch(_Batch):
         deltas.count(
             Counted(CONVERSATION_FACTS, conversations, sign=-1),
             (_sessions_statement(), {"sessions": _json(sessions)}),
-            *_counted(conversations, new_traces, scored),
+            *_counted(conversations, new_traces, scored, within),
         )
         hourly, daily = deltas.upsert_rows()
         params = {}
@@ -738,18 +743,22 @@ class _PostgresBatch(_Batch):
             deltas.drop_empty_rows()
 
 
-def _counted(conversations, new_traces: list[int], scored: list[int]) -> list[Counted]:
+def _counted(
+    conversations, new_traces: list[int], scored: list[int], within: tuple[datetime, datetime]
+) -> list[Counted]:
     """What a batch adds to the rollups, read from the rows it wrote: the new
     traces, their scores (of the traces that came with one) and the
-    conversations they changed (whose facts as they were are retracted first)."""
+    conversations they changed (whose facts as they were are retracted first).
+    ``within``: the first and last ``created_at`` of the new traces, so the
+    reads of traces and scores touch only those days' partitions."""
     from .models import Trace
 
     counted = [
         Counted(CONVERSATION_FACTS, conversations),
-        Counted(TRACE_FACTS, (Trace, "pk", new_traces)),
+        Counted(TRACE_FACTS, (Trace, "pk", new_traces), within=within),
     ]
     if scored:
-        counted.append(Counted(SCORE_FACTS, (Score, "trace_id", scored)))
+        counted.append(Counted(SCORE_FACTS, (Score, "trace_id", scored), within=within))
     return counted
 
 

@@ -110,7 +110,10 @@ def trace_page(
     if status:
         qs = qs.filter(status=status)
     if session_id:
-        qs = qs.filter(session__public_id=session_id)
+        session = Session.objects.filter(organisation_id=agent.organisation_id, public_id=session_id).first()
+        if session is None:
+            return {"traces": [], "next_cursor": None}
+        qs = qs.filter(session=session, **_conversation_times(session))
     if created_from:
         qs = qs.filter(created_at__gte=created_from)
     if created_to:
@@ -121,6 +124,21 @@ def trace_page(
     traces = list(qs.order_by("-created_at", "-pk")[: limit + 1])
     next_cursor = _encode_cursor(traces[limit - 1]) if len(traces) > limit else None
     return {"traces": [_trace_summary(t) for t in traces[:limit]], "next_cursor": next_cursor}
+
+
+def _conversation_times(session: Session) -> dict:
+    """Bounds on ``created_at`` that every trace of the conversation meets: its
+    first trace and last activity, which ingestion keeps at or beyond its
+    traces' times. They let PostgreSQL read only the partitions of those days
+    (the traces table is partitioned by ``created_at``)."""
+    if session.first_trace_at is None or session.last_activity_at is None:
+        return {}
+    return {"created_at__gte": session.first_trace_at, "created_at__lte": session.last_activity_at}
+
+
+def conversation_traces(session: Session) -> QuerySet[Trace]:
+    """A conversation's traces (unordered), read from the days it spans."""
+    return Trace.objects.filter(session=session, **_conversation_times(session))
 
 
 def traces_by_public_id(*, organisation, public_ids: Sequence[str]) -> QuerySet[Trace]:
@@ -289,9 +307,8 @@ def conversation_get(*, organisation, public_id: str) -> dict:
     )
     if session is None:
         raise not_found(f"conversation '{public_id}'")
-    turns = list(Trace.objects.filter(session=session).order_by("created_at", "pk").prefetch_related("steps"))
-    for turn in turns:
-        steps_with_texts(turn, turn.steps.all())
+    # The page shows each turn, not its steps (the trace page does).
+    turns = list(conversation_traces(session).order_by("created_at", "pk"))
     latencies = [t.latency_ms for t in turns if t.latency_ms is not None]
     totals = {
         "turns": len(turns),

@@ -459,8 +459,14 @@ def conversation_list(
             f.status
         ]
         counted = (total, False)
+    # A conversation's traces lie between its first trace and its last
+    # activity: bounded so, each row reads only its own days' partitions.
     first_input = (
-        Trace.objects.filter(session=OuterRef("pk"))
+        Trace.objects.filter(
+            session=OuterRef("pk"),
+            created_at__gte=OuterRef("first_trace_at"),
+            created_at__lte=OuterRef("last_activity_at"),
+        )
         .exclude(input="")
         .order_by("created_at", "pk")
         .values("input")[:1]

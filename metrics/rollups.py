@@ -126,6 +126,7 @@ USAGE_FACTS = Facts(usage_facts, "at", channel="")
 # stand-in ids (no table has such a row) that each count binds to its own.
 _compiled = threading.local()
 _STAND_IN_IDS = (-7_000_000_003,)
+_STAND_IN_TIMES = (datetime(1901, 1, 2, 0, 0, 7, tzinfo=UTC), datetime(1901, 1, 2, 0, 0, 8, tzinfo=UTC))
 
 
 @dataclass(frozen=True)
@@ -139,20 +140,38 @@ class Counted:
     facts: Facts
     rows: QuerySet | tuple[type[Model], str, list[int]]
     sign: int = 1
+    # With ``(model, column, ids)``: the first and last time (the facts' ``at``)
+    # of those rows, when the writer knows them. The read then names the days
+    # they are in, so on PostgreSQL, where traces and scores are partitioned by
+    # that time, it reads those days' partitions instead of every one.
+    within: tuple[datetime, datetime] | None = None
 
     def queries(self) -> list[QuerySet | Bound]:
         if isinstance(self.rows, QuerySet):
             return self._queries(self.rows)
         model, column, ids = self.rows
+        at = self.facts.at
         if connection.vendor != "postgresql":
-            return self._queries(model.objects.filter(OneOf(column, ids)))
+            rows = model.objects.filter(OneOf(column, ids))
+            if self.within is not None:
+                rows = rows.filter(**{f"{at}__gte": self.within[0], f"{at}__lte": self.within[1]})
+            return self._queries(rows)
         templates = _compiled.__dict__.setdefault("templates", {})
-        key = (self.facts, self.facts.counters, self.facts.sketch, model, column)
+        key = (self.facts, self.facts.counters, self.facts.sketch, model, column, self.within is not None)
         if key not in templates:
             stand_in = _STAND_IN_IDS
-            reads = self._queries(model.objects.filter(OneOf(column, stand_in)))
-            templates[key] = [Compiled(q, {stand_in: "ids"}, using=connection.alias) for q in reads]
-        return [c.bound({"ids": list(ids)}) for c in templates[key]]
+            stand_ins: dict = {stand_in: "ids"}
+            rows = model.objects.filter(OneOf(column, stand_in))
+            if self.within is not None:
+                first, last = _STAND_IN_TIMES
+                stand_ins |= {first: "first", last: "last"}
+                rows = rows.filter(**{f"{at}__gte": first, f"{at}__lte": last})
+            reads = self._queries(rows)
+            templates[key] = [Compiled(q, stand_ins, using=connection.alias) for q in reads]
+        values: dict = {"ids": list(ids)}
+        if self.within is not None:
+            values["first"], values["last"] = self.within
+        return [c.bound(values) for c in templates[key]]
 
     def _key_columns(self) -> list[str]:
         channel = ["channel"] if self.facts.channel is None else []

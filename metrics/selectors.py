@@ -141,23 +141,18 @@ def ranges_q(column: str, ranges: list[tuple[datetime, datetime]]) -> Q:
 
 # --- grouping -----------------------------------------------------------------
 
-# For each group: the column on rollups, traces, conversations and scores.
-_GROUP_COLUMNS = {
-    "channel": ("channel", "channel", "channel", "trace__channel"),
-    "agent": ("agent_id", "agent_id", "agent_id", "trace__agent_id"),
-    "version": (
-        "deployment_version",
-        "deployment_version",
-        "deployment_version",
-        "trace__deployment_version",
-    ),
-}
+# For each group: its column, the same on rollups, traces, conversations and
+# scores. A score carries its trace's agent, channel and version (they follow
+# the trace), and the rollups count scores by them; joining the trace instead
+# would read every partition of the traces table (partitioned by time: the join
+# names no time).
+_GROUP_COLUMNS = {"channel": "channel", "agent": "agent_id", "version": "deployment_version"}
 
 
 def _group_expr(dimension: Dimension, kind: int, time_column: str):
     """The expression to group by in one source (0 rollups, 1 traces, 2 conversations, 3 scores)."""
     if dimension in _GROUP_COLUMNS:
-        return F(_GROUP_COLUMNS[dimension][kind])
+        return F(_GROUP_COLUMNS[dimension])
     if dimension == "hour":
         return TruncHour(time_column, tzinfo=UTC) if kind else F("bucket_start")
     return TruncDay(time_column, tzinfo=UTC) if kind else F("bucket_start")

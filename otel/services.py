@@ -336,10 +336,15 @@ def derived_traces_store(
     # written: both read from the rows with the facts of metrics.rollups.
     derived_again = [old[d.public_id]["id"] for d in drafts.values() if d.public_id in old]
     conversations = (Session, "pk", sorted(_conversations_touched(drafts, old, rows)))
+    # The traces' and scores' times, before and after: their reads touch only
+    # those days' partitions.
+    times = [old[d.public_id]["created_at"] for d in drafts.values() if d.public_id in old]
+    times += [row.created_at for row in rows.values()]
+    within = (min(times), max(times)) if times else None
     deltas = RollupDeltas()
     deltas.count(
-        Counted(TRACE_FACTS, (Trace, "pk", derived_again), sign=-1),
-        Counted(SCORE_FACTS, (Score, "trace_id", derived_again), sign=-1),
+        Counted(TRACE_FACTS, (Trace, "pk", derived_again), sign=-1, within=within),
+        Counted(SCORE_FACTS, (Score, "trace_id", derived_again), sign=-1, within=within),
         Counted(CONVERSATION_FACTS, conversations, sign=-1),
     )
     pk_of = _rows_store(organisation, drafts, old, rows, pending, result)
@@ -351,8 +356,8 @@ def derived_traces_store(
     _scores_move(moved)
     _conversations_refresh(drafts, old, rows, sessions, adopted)
     deltas.count(
-        Counted(TRACE_FACTS, (Trace, "pk", [pk_of[trace_id] for trace_id in rows])),
-        Counted(SCORE_FACTS, (Score, "trace_id", derived_again)),
+        Counted(TRACE_FACTS, (Trace, "pk", [pk_of[trace_id] for trace_id in rows]), within=within),
+        Counted(SCORE_FACTS, (Score, "trace_id", derived_again), within=within),
         Counted(CONVERSATION_FACTS, conversations),
     )
     deltas.apply()
