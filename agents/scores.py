@@ -25,6 +25,7 @@ def score_add(*, trace: Trace, name: str, value: Decimal, comment: str = "") -> 
         comment=comment,
     )
     deltas = RollupDeltas()
-    deltas.count(Counted(SCORE_FACTS, Score.objects.filter(pk=score.pk)))
+    # By its trace's time too: scores are partitioned by it (one partition read, not all).
+    deltas.count(Counted(SCORE_FACTS, Score.objects.filter(pk=score.pk, trace_created_at=trace.created_at)))
     deltas.apply()
     return score

@@ -237,6 +237,7 @@ def spans_unpack(packed: bytes, texts: Texts) -> list[dict]:
 def texts_of(organisation_id: int, trace_ids: list[str]) -> dict[str, Texts]:
     """What the product traces derived from ``trace_ids`` store, by trace id
     (empty ``Texts`` for a trace not derived)."""
+    # Through the traces' keys: their days name the partitions to read.
     traces = {
         row["public_id"]: row
         for row in traces_by_public_id(
@@ -246,7 +247,9 @@ def texts_of(organisation_id: int, trace_ids: list[str]) -> dict[str, Texts]:
     by_pk = {t["id"]: t for t in traces.values()}
     steps: dict[int, dict[str, dict]] = defaultdict(dict)
     for step in (
-        TraceStep.objects.filter(trace_id__in=list(by_pk))
+        TraceStep.objects.filter(
+            trace_id__in=list(by_pk), trace_created_at__in={t["created_at"] for t in traces.values()}
+        )
         .order_by("trace_id", "position")
         .values("trace_id", "span_id", "input", "output", "attributes", "texts_from_trace")
     ):

@@ -513,8 +513,10 @@ def _rows_store(organisation, drafts, old, rows, pending, result) -> dict[str, i
             if drafts[trace_id].public_id in old
         ],
     )
+    # The old steps are in the partitions of their traces' old days.
     TraceStep.objects.filter(
-        trace_id__in=[pk_of[trace_id] for trace_id, d in drafts.items() if d.public_id in old]
+        trace_id__in=[pk_of[trace_id] for trace_id, d in drafts.items() if d.public_id in old],
+        trace_created_at__in={old[d.public_id]["created_at"] for d in drafts.values() if d.public_id in old},
     ).delete()
     insert_ignore_conflicts(
         TraceStep,
@@ -570,7 +572,11 @@ def _scores_move(moved: list[tuple[dict, dict, int]]) -> None:
     if not moved:
         return
     new_of = {pk: new for _, new, pk in moved}
-    scores = list(Score.objects.filter(trace_id__in=list(new_of)).values("id", "trace_id"))
+    scores = list(
+        Score.objects.filter(
+            trace_id__in=list(new_of), trace_created_at__in={before["created_at"] for before, _, _ in moved}
+        ).values("id", "trace_id")
+    )
     update_by_pk(
         Score,
         ["agent", "channel", "deployment_version", "trace_created_at"],
