@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from django.core.management import call_command
 
 from agents.models import Trace
 from audit.models import AuditLog
@@ -144,3 +145,9 @@ def test_the_django_admin_changes_prices_through_the_audited_service(tenant, sup
     builtin = ModelPrice.objects.filter(organisation__isnull=True).first()
     page = superuser.get(f"/admin/pricing/modelprice/{builtin.pk}/change/")
     assert page.status_code == 200 and b"Save" not in page.content  # built-ins are read-only
+
+
+@pytest.mark.django_db(transaction=True)
+def test_built_in_prices_come_back_after_a_flush_empties_every_table():
+    call_command("flush", interactive=False, verbosity=0)
+    assert ModelPrice.objects.filter(organisation=None, model_name="gpt-4o").exists()
