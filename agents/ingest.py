@@ -246,7 +246,6 @@ class _Batch:
 
         agents, versions, sessions = self.head()
         rows = self.prepare(agents, versions, sessions)
-        partitions_ensure(moments=[row.record.created_at for row in rows])
         inserted = self.insert(rows) if rows else {}
         new_rows = []
         for row in rows:
@@ -645,6 +644,8 @@ class _PostgresBatch(_Batch):
         return agents, versions, sessions
 
     def insert(self, rows: list[_Row]) -> dict[str, int]:
+        # (The portable path's ``traces_insert`` does this for the rows it stores.)
+        partitions_ensure(moments=[row.record.created_at for row in rows])
         traces, steps = [], []
         for ord, row in enumerate(rows):
             r = row.record

@@ -158,6 +158,8 @@ def partitions_ensure(*, moments: Iterable[datetime]) -> None:
     of those days are written. Free once a day is known to this process: a
     day retention may drop (at most a day younger than the horizon) is looked
     up in the catalogue each time instead, as another process may drop it."""
+    if connection.vendor != "postgresql":
+        return
     days = {day_of(m) for m in moments}
     horizon = retention_horizon()
     droppable = day_of(horizon) + DAY if horizon is not None else date.min
